@@ -1,0 +1,48 @@
+# The two commands that do everything on a fresh machine: `make demo` and `make test`.
+# Each creates .venv when it is missing and installs jifang with all extras (editable).
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.jifang-installed
+PIP_QUIET ?= -qq
+
+.PHONY: demo test test-fast lint bench sysdeps venv schema clean
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	@echo "installing jifang[all] into $(VENV) (first run takes a few minutes: torch is large)"
+	$(PY) -m pip install $(PIP_QUIET) --upgrade pip setuptools wheel
+	$(PY) -m pip install $(PIP_QUIET) -e '.[all]'
+	@touch $@
+
+venv: $(STAMP)
+
+sysdeps:
+	@./scripts/sysdeps.sh
+
+demo: sysdeps venv
+	$(VENV)/bin/jifang demo
+
+test: sysdeps venv
+	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow"
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m mypy contract models edge_agent server training calibration jifang
+
+bench: venv
+	@mkdir -p bench/results
+	@set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done
+
+schema: venv
+	$(PY) -m contract.schema docs/contract
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

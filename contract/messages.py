@@ -1,0 +1,456 @@
+"""Pydantic models for every message that crosses between an edge device and the server.
+
+Both sides import this module; nothing else is shared by copy. Every top-level message carries
+`schema_version`; a receiver refuses a major version it does not know.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from contract.codes import (
+    CertificateStatus,
+    ClaimKind,
+    CodeSystem,
+    DeviceKind,
+    EventKind,
+    GateState,
+    ReasonCode,
+    Severity,
+)
+
+SCHEMA_VERSION = "1.0"
+"""Current wire schema version. Minor bumps add optional fields; a major bump breaks."""
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _is_uuid7(value: uuid.UUID) -> uuid.UUID:
+    if value.version != 7:
+        raise ValueError("must be a UUIDv7 (sortable by creation time)")
+    return value
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""A timestamp that must carry a timezone; it is normalised to UTC."""
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex SHA-256")]
+DeviceId = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
+EventId = Annotated[uuid.UUID, AfterValidator(_is_uuid7)]
+SchemaVersion = Annotated[
+    str, Field(pattern=r"^1\.\d+$", description="wire schema version; major version 1")
+]
+Score = Annotated[float, Field(ge=-1.0, le=1.0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Message(_Model):
+    """Base of every top-level wire message."""
+
+    schema_version: SchemaVersion = SCHEMA_VERSION
+
+
+# --- device identity and liveness of the link ---------------------------------------------
+
+
+class DeviceIdentity(Message):
+    """Who a device is; sent at registration and kept by the server."""
+
+    device_id: DeviceId
+    kind: DeviceKind
+    site_id: str = Field(min_length=1, max_length=64)
+    serial: str = Field(default="", max_length=128)
+    agent_version: str = Field(min_length=1, max_length=32)
+
+
+class Heartbeat(Message):
+    """Periodic device status, so the server can tell which devices went offline."""
+
+    device_id: DeviceId
+    sent_at: UtcDatetime
+    agent_version: str = Field(min_length=1, max_length=32)
+    state: str = Field(min_length=1, max_length=32, description="agent state, e.g. locked")
+    pack_contract_id: str = Field(default="", max_length=128)
+    gallery_version: int = Field(default=0, ge=0)
+    outbox_depth: int = Field(default=0, ge=0)
+    uptime_s: float = Field(default=0.0, ge=0.0)
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+class EvidenceRef(_Model):
+    """A content-addressed evidence image, uploaded separately by its hash."""
+
+    sha256: Sha256
+    media_type: Literal["image/jpeg", "image/png"]
+    role: Literal["face", "scene", "zone", "scan"] = "face"
+    box: tuple[float, float, float, float] | None = Field(
+        default=None, description="x0, y0, x1, y1 of the face or zone in the image, pixels"
+    )
+
+
+class MatchInfo(_Model):
+    """The best gallery match behind a decision."""
+
+    operator_id: str = Field(min_length=1, max_length=64)
+    certificate_no: str | None = Field(default=None, max_length=64)
+    score: Score = Field(
+        description="cosine similarity of L2-normalised embeddings; higher is closer"
+    )
+    threshold: Score
+    margin: float = Field(ge=0.0, le=2.0, description="best score minus second-best score")
+
+
+class ClaimInfo(_Model):
+    """An identity claim presented before the face check."""
+
+    kind: ClaimKind
+    value: str = Field(min_length=1, max_length=256)
+
+
+class CabDecisionPayload(_Model):
+    """The outcome of one start-up verification at a cab."""
+
+    decision: Literal["authorized", "denied"]
+    state_from: GateState
+    state_to: GateState
+    frames_used: int = Field(ge=0)
+    match: MatchInfo | None = None
+    liveness_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    claim: ClaimInfo | None = None
+    pack_contract_id: str = Field(default="", max_length=128)
+
+
+class CabReverifyPayload(_Model):
+    """A periodic re-verification while the machine runs (driver change, absence)."""
+
+    expected_operator_id: str | None = Field(default=None, max_length=64)
+    observed: MatchInfo | None = None
+    absent_s: float = Field(default=0.0, ge=0.0)
+
+
+class CabOverridePayload(_Model):
+    """Use of a one-time emergency override code (always flagged for review)."""
+
+    code_id: str = Field(min_length=1, max_length=64)
+    expires_at: UtcDatetime
+    cause: str = Field(default="", max_length=256)
+
+
+class StationFillPayload(_Model):
+    """One fill seen at a scale, with what the scanner and the camera read."""
+
+    scale_id: str = Field(min_length=1, max_length=64)
+    cylinder_code: str | None = Field(default=None, max_length=128)
+    scanned_code: str | None = Field(default=None, max_length=128)
+    camera_code: str | None = Field(default=None, max_length=128)
+    tare_kg: float | None = Field(default=None, ge=0.0)
+    net_kg: float | None = Field(default=None, ge=0.0)
+    rated_fill_kg: float | None = Field(default=None, ge=0.0)
+    started_at: UtcDatetime
+    ended_at: UtcDatetime | None = None
+    filler_operator_id: str | None = Field(default=None, max_length=64)
+
+
+class StationViolationPayload(_Model):
+    """A filling rule that fired; `observed` and `limit` give the numbers behind it."""
+
+    scale_id: str = Field(min_length=1, max_length=64)
+    zone_id: str | None = Field(default=None, max_length=64)
+    cylinder_code: str | None = Field(default=None, max_length=128)
+    scanned_code: str | None = Field(default=None, max_length=128)
+    camera_code: str | None = Field(default=None, max_length=128)
+    observed: float | None = None
+    limit: float | None = None
+    detail: str = Field(default="", max_length=1024)
+
+
+class DeviceFaultPayload(_Model):
+    """A device component failed or recovered (camera, model, interlock, clock)."""
+
+    component: Literal["camera", "model", "interlock", "gallery", "clock", "scale", "scanner"]
+    message: str = Field(max_length=1024)
+    recovered: bool = False
+
+
+class _EventBase(Message):
+    event_id: EventId
+    device_id: DeviceId
+    seq: int = Field(ge=0, description="per-device monotonic sequence number")
+    occurred_at: UtcDatetime
+    reason: ReasonCode
+    severity: Severity = Severity.INFO
+    evidence: tuple[EvidenceRef, ...] = Field(default=(), max_length=16)
+
+
+class CabDecisionEvent(_EventBase):
+    """Start-up verification result at a cab."""
+
+    kind: Literal[EventKind.CAB_DECISION] = EventKind.CAB_DECISION
+    payload: CabDecisionPayload
+
+    @model_validator(mode="after")
+    def _reason_matches_decision(self) -> CabDecisionEvent:
+        authorized = self.payload.decision == "authorized"
+        if authorized != (self.reason == ReasonCode.AUTHORIZED):
+            raise ValueError("reason must be AUTHORIZED exactly when the decision is 'authorized'")
+        return self
+
+
+class CabReverifyEvent(_EventBase):
+    """Re-verification outcome while the machine runs."""
+
+    kind: Literal[EventKind.CAB_REVERIFY] = EventKind.CAB_REVERIFY
+    payload: CabReverifyPayload
+
+
+class CabOverrideEvent(_EventBase):
+    """Emergency override use."""
+
+    kind: Literal[EventKind.CAB_OVERRIDE] = EventKind.CAB_OVERRIDE
+    payload: CabOverridePayload
+
+
+class StationFillEvent(_EventBase):
+    """A completed fill."""
+
+    kind: Literal[EventKind.STATION_FILL] = EventKind.STATION_FILL
+    payload: StationFillPayload
+
+
+class StationViolationEvent(_EventBase):
+    """A filling-rule violation."""
+
+    kind: Literal[EventKind.STATION_VIOLATION] = EventKind.STATION_VIOLATION
+    payload: StationViolationPayload
+
+
+class DeviceFaultEvent(_EventBase):
+    """A device fault or recovery."""
+
+    kind: Literal[EventKind.DEVICE_FAULT] = EventKind.DEVICE_FAULT
+    payload: DeviceFaultPayload
+
+
+Event = Annotated[
+    CabDecisionEvent
+    | CabReverifyEvent
+    | CabOverrideEvent
+    | StationFillEvent
+    | StationViolationEvent
+    | DeviceFaultEvent,
+    Field(discriminator="kind"),
+]
+"""Any event; `kind` selects the payload schema."""
+
+
+class EventBatch(Message):
+    """Events a device delivers in one request; the body is signed by the device key."""
+
+    device_id: DeviceId
+    sent_at: UtcDatetime
+    events: tuple[Event, ...] = Field(min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _events_belong_to_device(self) -> EventBatch:
+        for index, event in enumerate(self.events):
+            if event.device_id != self.device_id:
+                raise ValueError(
+                    f"events.{index}.device_id {event.device_id!r} differs from the batch's "
+                    f"device_id {self.device_id!r}"
+                )
+        return self
+
+
+class SequenceGap(_Model):
+    """A run of sequence numbers the server has not seen from a device."""
+
+    first_missing: int = Field(ge=0)
+    last_missing: int = Field(ge=0)
+
+
+class EventBatchAck(Message):
+    """The server's answer to an event batch; duplicates are acknowledged, not re-stored."""
+
+    accepted: tuple[uuid.UUID, ...] = ()
+    duplicates: tuple[uuid.UUID, ...] = ()
+    gaps: tuple[SequenceGap, ...] = ()
+
+
+# --- gallery --------------------------------------------------------------------------------
+
+
+class EmbeddingContract(_Model):
+    """What makes two embeddings comparable: the model pack and its contract hash."""
+
+    pack_name: str = Field(min_length=1, max_length=64)
+    pack_version: str = Field(min_length=1, max_length=32)
+    contract_id: str = Field(min_length=8, max_length=128)
+    dim: int = Field(ge=1, le=4096)
+    metric: Literal["cosine"] = "cosine"
+
+
+class CertificateInfo(_Model):
+    """The certificate facts a device needs to decide, without personal details."""
+
+    certificate_no: str = Field(min_length=1, max_length=64)
+    category: str = Field(min_length=1, max_length=16, description="e.g. Q2 or N1")
+    code_system: CodeSystem = CodeSystem.TSG2019
+    scope: str | None = Field(default=None, max_length=64, description="e.g. 桥式起重机")
+    issue_date: date
+    expiry_date: date
+    status: CertificateStatus
+
+    @model_validator(mode="after")
+    def _dates_ordered(self) -> CertificateInfo:
+        if self.expiry_date < self.issue_date:
+            raise ValueError("expiry_date is before issue_date")
+        return self
+
+
+class GalleryOperator(_Model):
+    """An operator as a device sees them."""
+
+    operator_id: str = Field(min_length=1, max_length=64)
+    display_name: str = Field(min_length=1, max_length=64)
+    id_number_masked: str = Field(max_length=32)
+    employee_no: str | None = Field(default=None, max_length=64)
+    ic_card: str | None = Field(default=None, max_length=64)
+    certificates: tuple[CertificateInfo, ...] = ()
+
+
+class GalleryTemplate(_Model):
+    """One face template: an L2-normalised embedding and where it came from."""
+
+    template_id: str = Field(min_length=1, max_length=64)
+    operator_id: str = Field(min_length=1, max_length=64)
+    embedding: tuple[float, ...] = Field(min_length=1, max_length=4096)
+    quality: float = Field(ge=0.0, le=1.0)
+    source_sha256: Sha256
+
+
+def _check_templates(
+    contract: EmbeddingContract,
+    templates: tuple[GalleryTemplate, ...],
+    operator_ids: set[str] | None,
+) -> None:
+    for index, template in enumerate(templates):
+        if len(template.embedding) != contract.dim:
+            raise ValueError(
+                f"templates.{index}.embedding has {len(template.embedding)} values, "
+                f"the contract says {contract.dim}"
+            )
+        if operator_ids is not None and template.operator_id not in operator_ids:
+            raise ValueError(f"templates.{index}.operator_id {template.operator_id!r} is unknown")
+
+
+class GallerySnapshot(Message):
+    """Every template a device may match against, at one version."""
+
+    device_id: DeviceId
+    version: int = Field(ge=0)
+    contract: EmbeddingContract
+    generated_at: UtcDatetime
+    operators: tuple[GalleryOperator, ...] = ()
+    templates: tuple[GalleryTemplate, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GallerySnapshot:
+        _check_templates(self.contract, self.templates, {o.operator_id for o in self.operators})
+        return self
+
+
+class GalleryDelta(Message):
+    """Changes between two gallery versions; applying it to `from_version` gives `to_version`."""
+
+    device_id: DeviceId
+    from_version: int = Field(ge=0)
+    to_version: int = Field(ge=0)
+    contract: EmbeddingContract
+    generated_at: UtcDatetime
+    upsert_operators: tuple[GalleryOperator, ...] = ()
+    upsert_templates: tuple[GalleryTemplate, ...] = ()
+    removed_operator_ids: tuple[str, ...] = ()
+    removed_template_ids: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GalleryDelta:
+        if self.to_version < self.from_version:
+            raise ValueError("to_version is older than from_version")
+        _check_templates(self.contract, self.upsert_templates, None)
+        return self
+
+
+class GalleryUpdateRequired(Message):
+    """Sent instead of templates when the device's model pack cannot compare them."""
+
+    device_id: DeviceId
+    server_contract: EmbeddingContract
+    device_contract_id: str = Field(max_length=128)
+    detail: str = Field(default="", max_length=512)
+
+
+# --- device configuration -------------------------------------------------------------------
+
+
+class CategoryRule(_Model):
+    """A certificate category that may operate a device, with an optional scope restriction."""
+
+    category: str = Field(min_length=1, max_length=16)
+    code_system: CodeSystem = CodeSystem.TSG2019
+    scope: str | None = Field(default=None, max_length=64)
+
+
+class DeviceConfig(Message):
+    """Settings the server pushes to a device; local YAML holds only what the site owns."""
+
+    device_id: DeviceId
+    kind: DeviceKind
+    site_id: str = Field(min_length=1, max_length=64)
+    config_version: int = Field(ge=0)
+    issued_at: UtcDatetime
+    accepted_categories: tuple[CategoryRule, ...] = ()
+    calibration: str | None = Field(default=None, max_length=64)
+    max_gallery_age_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
+
+
+class SignedEnvelope(Message):
+    """A server-signed payload: the exact JSON bytes that were signed, and the signature."""
+
+    payload_type: Literal["gallery.snapshot", "gallery.delta", "device.config"]
+    payload: str = Field(description="the signed JSON text, parsed only after verification")
+    key_id: str = Field(min_length=1, max_length=64)
+    algorithm: Literal["ed25519"] = "ed25519"
+    signature: str = Field(pattern=r"^[A-Za-z0-9+/]+={0,2}$", description="base64")
+
+
+TOP_LEVEL_MESSAGES: tuple[type[Message], ...] = (
+    DeviceIdentity,
+    Heartbeat,
+    EventBatch,
+    EventBatchAck,
+    GallerySnapshot,
+    GalleryDelta,
+    GalleryUpdateRequired,
+    DeviceConfig,
+    SignedEnvelope,
+)
+"""Messages sent on their own; each gets a JSON Schema file in docs/contract/."""

@@ -1,0 +1,230 @@
+"""The edge agent's configuration: one pydantic tree, loaded from YAML with env placeholders.
+
+Secrets never sit in the YAML file itself: write `${JIFANG_DEVICE_KEY}` (or
+`${NAME:-default}`) and the value is taken from the environment when the file is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from contract.codes import DeviceKind
+
+_PLACEHOLDER = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A config file could not be used; `errors` holds (field path, message) pairs."""
+
+    def __init__(self, source: str, errors: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.errors = errors
+        lines = "\n".join(f"  {path}: {message}" for path, message in errors)
+        super().__init__(f"{source}: {len(errors)} error(s)\n{lines}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceSection(_Section):
+    """Which device this agent runs on."""
+
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    kind: DeviceKind
+    site_id: str = Field(min_length=1, max_length=64)
+
+
+class ServerSection(_Section):
+    """How the agent reaches the central server."""
+
+    url: str = Field(pattern=r"^https?://", description="base URL of the jifang server")
+    device_key: SecretStr = Field(description="per-device signing key; use an env placeholder")
+    timeout_s: float = Field(default=10.0, ge=0.5, le=120.0, description="HTTP timeout")
+    sync_interval_s: float = Field(
+        default=60.0, ge=5.0, le=3600.0, description="how often gallery and config are synced"
+    )
+
+
+class ModelsSection(_Section):
+    """Which model pack and calibration the agent uses."""
+
+    dir: Path = Field(default=Path("model_packs"), description="folder holding model packs")
+    pack: str = Field(default="jifang-open", min_length=1, description="pack folder name")
+    calibration: str = Field(
+        default="default", min_length=1, description="named calibration in the pack to use"
+    )
+    threads: int = Field(default=2, ge=1, le=64, description="onnxruntime intra-op threads")
+
+
+class CameraSection(_Section):
+    """Where frames come from: a V4L2 index, an RTSP URL, a video file or an image folder."""
+
+    source: str | int = Field(description="camera index, rtsp:// URL, video file or folder")
+    width: int = Field(default=640, ge=160, le=4096)
+    height: int = Field(default=480, ge=120, le=4096)
+    fps: float = Field(default=15.0, gt=0.0, le=120.0)
+    reconnect_initial_s: float = Field(
+        default=0.5, ge=0.05, le=60.0, description="first reconnect delay; doubles each try"
+    )
+    reconnect_max_s: float = Field(default=30.0, ge=0.1, le=600.0)
+    lost_after_s: float = Field(
+        default=5.0, ge=0.5, le=300.0, description="no frame for this long means CAMERA_LOST"
+    )
+    queue_size: int = Field(default=4, ge=1, le=256, description="frames buffered; older dropped")
+
+
+class QualitySection(_Section):
+    """Per-frame quality gates applied before matching."""
+
+    min_face_px: int = Field(default=80, ge=20, le=2000, description="min inter-box side, px")
+    min_sharpness: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="normalised Laplacian-variance score"
+    )
+    max_yaw_deg: float = Field(default=30.0, ge=0.0, le=90.0)
+    max_pitch_deg: float = Field(default=25.0, ge=0.0, le=90.0)
+    min_exposure: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="score: 0 = black/blown-out, 1 = well exposed"
+    )
+
+
+class GateSection(_Section):
+    """How the cab gate decides."""
+
+    start_trigger: Literal["ignition", "seat", "presence"] = "ignition"
+    frames_required: int = Field(default=3, ge=1, le=30, description="good frames to decide on")
+    window_s: float = Field(default=4.0, ge=0.5, le=60.0, description="time to collect them")
+    match_threshold: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="cosine threshold; None = the calibrated value for models.calibration",
+    )
+    min_margin: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="best minus second-best similarity"
+    )
+    max_gallery_age_s: int = Field(
+        default=86_400, ge=60, le=30 * 86_400, description="older gallery = GALLERY_STALE"
+    )
+    reverify_interval_s: float = Field(default=300.0, ge=10.0, le=86_400.0)
+    absence_timeout_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+    max_clock_skew_s: float = Field(
+        default=300.0,
+        ge=1.0,
+        le=86_400.0,
+        description="skew vs server beyond which clock is untrusted",
+    )
+
+
+class InterlockSection(_Section):
+    """The start-enable output."""
+
+    driver: Literal["simulated", "gpiod", "modbus", "can"] = "simulated"
+    target: str = Field(default="", description="gpiochip line, host:port/coil, or can channel")
+    watchdog_s: float = Field(
+        default=2.0, ge=0.1, le=60.0, description="drop enable if no heartbeat for this long"
+    )
+
+
+class StoreSection(_Section):
+    """Local state: gallery cache, event outbox, evidence."""
+
+    dir: Path = Field(default=Path("var/edge"), description="folder for the local SQLite files")
+    evidence_retention_days: int = Field(default=30, ge=1, le=3650)
+    evidence_max_mb: int = Field(default=2048, ge=16, le=1_000_000)
+    retry_initial_s: float = Field(default=1.0, ge=0.05, le=600.0)
+    retry_max_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
+
+
+class StatusSection(_Section):
+    """The local status and metrics endpoint."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+
+
+class AgentConfig(_Section):
+    """The whole edge agent configuration."""
+
+    device: DeviceSection
+    server: ServerSection
+    models: ModelsSection = ModelsSection()
+    camera: CameraSection
+    quality: QualitySection = QualitySection()
+    gate: GateSection = GateSection()
+    interlock: InterlockSection = InterlockSection()
+    store: StoreSection = StoreSection()
+    status: StatusSection = StatusSection()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentConfig:
+        if self.camera.reconnect_max_s < self.camera.reconnect_initial_s:
+            raise ValueError("camera.reconnect_max_s is smaller than camera.reconnect_initial_s")
+        if self.store.retry_max_s < self.store.retry_initial_s:
+            raise ValueError("store.retry_max_s is smaller than store.retry_initial_s")
+        return self
+
+
+def _substitute(node: Any, path: str, env: Mapping[str, str], errors: list[tuple[str, str]]) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: _substitute(v, f"{path}.{k}" if path else str(k), env, errors)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_substitute(v, f"{path}.{i}", env, errors) for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def repl(match: re.Match[str]) -> str:
+            name, default = match.group("name"), match.group("default")
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            errors.append((path, f"environment variable {name} is not set"))
+            return ""
+
+        return _PLACEHOLDER.sub(repl, node)
+    return node
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(root)"
+
+
+def parse_config(
+    data: Any, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> AgentConfig:
+    """Validate an already-parsed YAML tree; raise ConfigError listing every bad field."""
+    errors: list[tuple[str, str]] = []
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("(root)", "the file must hold a mapping of sections")])
+    resolved = _substitute(data, "", os.environ if env is None else env, errors)
+    if errors:
+        raise ConfigError(source, errors)
+    try:
+        return AgentConfig.model_validate(resolved)
+    except ValidationError as err:
+        raise ConfigError(source, [(_loc(e["loc"]), e["msg"]) for e in err.errors()]) from err
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read and validate an agent YAML file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(str(path), [("(file)", f"cannot read: {err.strerror}")]) from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ConfigError(str(path), [(where, f"not valid YAML: {err}")]) from err
+    return parse_config(data, str(path), env)

@@ -1,0 +1,5 @@
+"""`python -m jifang` runs the command line."""
+
+from jifang.cli import main
+
+main()

@@ -1,0 +1,63 @@
+"""The `jifang` command: one entry point whose groups live in the packages they drive.
+
+Each group module imports only typer at import time and loads heavy libraries inside its
+commands, so `jifang --help` is fast and the edge commands never pull in torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from edge_agent.cli import app as edge_app
+
+app = typer.Typer(
+    name="jifang",
+    help="技防 jifang: face-verified start-up, scan-to-fill monitoring, review and audit.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def pending_group(name: str, summary: str, issue: int) -> typer.Typer:
+    """A group whose commands have not landed yet: it says so and exits non-zero."""
+    group = typer.Typer(help=f"(not yet: issue #{issue}) {summary}")
+
+    @group.callback(invoke_without_command=True)
+    def _pending(ctx: typer.Context) -> None:
+        typer.echo(f"jifang {name}: not implemented yet (issue #{issue}).", err=True)
+        raise typer.Exit(code=2)
+
+    return group
+
+
+app.add_typer(pending_group("server", "Run and administer the central server.", 4), name="server")
+app.add_typer(edge_app, name="edge")
+app.add_typer(
+    pending_group("models", "List, verify, build and move model packs.", 3), name="models"
+)
+app.add_typer(pending_group("face", "Detect, compare and enroll faces.", 3), name="face")
+app.add_typer(pending_group("eval", "Evaluate verification accuracy on face sets.", 3), name="eval")
+app.add_typer(
+    pending_group("calibrate", "Calibrate thresholds, INT8 models and camera zones.", 9),
+    name="calibrate",
+)
+app.add_typer(pending_group("train", "Train recognizer and liveness models.", 10), name="train")
+app.add_typer(pending_group("demo", "Run the end-to-end demo.", 5), name="demo")
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log debug messages")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,115 @@
+"""Shared fixtures: real databases and brokers when reachable, and the PostgreSQL test count.
+
+PostgreSQL-backed tests carry the `pg` marker. At the end of a run the summary says how many
+of them passed; with JIFANG_REQUIRE_PG=1 (set by .ci/run) the run fails when PostgreSQL is
+reachable but no such test passed, so a silently skipped database suite cannot go green.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_URL = os.environ.get("JIFANG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MQTT_HOST = os.environ.get("JIFANG_TEST_MQTT_HOST", "127.0.0.1")
+MQTT_PORT = int(os.environ.get("JIFANG_TEST_MQTT_PORT", "1883"))
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+
+
+def _reachable(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _pg_host_port() -> tuple[str, int]:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_URL)
+    return url.host or "127.0.0.1", url.port or 5432
+
+
+PG_REACHABLE = _reachable(*_pg_host_port())
+_pg_nodeids: set[str] = set()
+_pg_passed: list[str] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("pg") is not None:
+            _pg_nodeids.add(item.nodeid)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed and report.nodeid in _pg_nodeids:
+        _pg_passed.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    state = "reachable" if PG_REACHABLE else "NOT reachable"
+    terminalreporter.write_line(
+        f"PostgreSQL-backed tests passed: {len(_pg_passed)} of {len(_pg_nodeids)} collected "
+        f"(server {state} at {_pg_host_port()[0]}:{_pg_host_port()[1]})"
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("JIFANG_REQUIRE_PG") == "1" and PG_REACHABLE and not _pg_passed:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                "FAILED: PostgreSQL is reachable but no PostgreSQL-backed test passed", red=True
+            )
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path points at a fresh schema, dropped afterwards."""
+    if not PG_REACHABLE:
+        pytest.skip(f"PostgreSQL not reachable for {PG_URL}")
+    from sqlalchemy import create_engine, text
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each database-backed test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def mqtt_broker() -> tuple[str, int]:
+    """Host and port of a real MQTT broker, or skip."""
+    if not _reachable(MQTT_HOST, MQTT_PORT):
+        pytest.skip(f"MQTT broker not reachable at {MQTT_HOST}:{MQTT_PORT}")
+    return MQTT_HOST, MQTT_PORT
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """The internal shared data folder beside the repository, or skip."""
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data folder not present at {SHARED}")
+    return SHARED
