@@ -50,4 +50,5 @@ class Face:
 
     detection: Detection
     landmarks5: FloatArray = field(repr=False)
-    """5x2 points in dlib's 5-point order (see models.runtime.align)."""
+    """5x2 alignment points, in the order `landmark_scheme` names (see models.runtime.base)."""
+    landmark_scheme: str = "dlib5"

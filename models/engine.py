@@ -1,0 +1,191 @@
+"""FaceEngine: detect, check quality, align and embed faces with one model pack.
+
+Similarity is the cosine of L2-normalised embeddings: higher means more alike, 1.0 is
+identical, and a pack's calibration gives the threshold to accept a match.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.errors import ModelError
+from models.manifest import CalibrationBlock, PackManifest, load_calibration, verify_pack
+from models.runtime.base import Adapter, Detector, LandmarkModel, Recognizer
+from models.runtime.image import to_bgr, to_gray
+from models.runtime.registry import build_component
+from models.types import Detection, Face, FloatArray, Image, Task
+
+logger = logging.getLogger(__name__)
+
+# Quality heuristics. These produce scores in [0, 1]; the thresholds that gate a frame live
+# in the agent's config (quality section), never here.
+SHARPNESS_REF_WIDTH = 64
+"""Faces are resized to this width before the Laplacian, so sharpness does not grow with size."""
+SHARPNESS_HALF_VARIANCE = 60.0
+"""Laplacian variance at which the sharpness score is 0.5 (a slightly soft webcam face)."""
+NEUTRAL_NOSE_DROP = {"dlib5": 0.55, "arcface5": 0.45}
+"""Frontal-face vertical distance eye line -> nose point, in inter-ocular distances."""
+
+
+@dataclass(frozen=True)
+class QualityScores:
+    """How usable a face is for matching."""
+
+    face_px: float
+    """Shorter side of the detection box, pixels."""
+    sharpness: float
+    """0 = blurred, 1 = sharp."""
+    yaw_deg: float
+    pitch_deg: float
+    exposure: float
+    """0 = black or blown out, 1 = well exposed."""
+
+
+def _keypoints_for(face: Face) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Right-eye centre, left-eye centre and nose point from dlib5 or arcface5 landmarks."""
+    pts = face.landmarks5
+    if face.landmark_scheme == "dlib5":
+        return (pts[0] + pts[1]) / 2, (pts[2] + pts[3]) / 2, pts[4]
+    return pts[0], pts[1], pts[2]
+
+
+class FaceEngine:
+    """Every face operation of one model pack, run through onnxruntime."""
+
+    def __init__(self, pack_dir: Path, threads: int = 2, verify: bool = True) -> None:
+        self.pack_dir = pack_dir
+        self.manifest: PackManifest = verify_pack(pack_dir) if verify else _load(pack_dir)
+        self.calibration: CalibrationBlock = load_calibration(pack_dir)
+        files = {f.task: f for f in self.manifest.files}
+        self.detector: Detector = build_component(pack_dir, files[Task.DETECTOR], threads)
+        self.recognizer: Recognizer = build_component(pack_dir, files[Task.RECOGNIZER], threads)
+        self.landmarker: LandmarkModel | None = (
+            build_component(pack_dir, files[Task.LANDMARKS], threads)
+            if Task.LANDMARKS in files
+            else None
+        )
+        self.adapter: Adapter | None = (
+            build_component(pack_dir, files[Task.ADAPTER], threads)
+            if Task.ADAPTER in files
+            else None
+        )
+        spec = self.manifest.embedding
+        needed = "dlib5" if spec.alignment == "dlib_chip" else "arcface5"
+        source = (
+            self.landmarker.keypoint_scheme if self.landmarker else self.detector.keypoint_scheme
+        )
+        if source != needed:
+            raise ModelError(
+                f"{self.manifest.name}: alignment {spec.alignment} needs {needed} landmarks, "
+                f"but the pack provides {source}"
+            )
+        if self.recognizer.chip_size != spec.chip_size:
+            raise ModelError(
+                f"{self.manifest.name}: recognizer takes {self.recognizer.chip_size} px chips, "
+                f"the manifest says {spec.chip_size}"
+            )
+        self.scheme = needed
+        logger.info(
+            "face engine ready: pack %s %s (contract %s)",
+            self.manifest.name,
+            self.manifest.version,
+            self.manifest.contract_id,
+        )
+
+    @property
+    def contract_id(self) -> str:
+        """The embedding contract id of the loaded pack."""
+        return self.manifest.contract_id
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces with box, landmarks and detection score, best first."""
+        bgr = to_bgr(image)
+        detections = self.detector.detect(bgr)
+        if not detections:
+            return []
+        gray = to_gray(bgr) if self.landmarker else None
+        return [self._face(bgr, det, gray) for det in detections]
+
+    def face_from_box(self, image: np.ndarray, box: tuple[float, float, float, float]) -> Face:
+        """A face whose box is known (e.g. a tight crop): landmarks are placed inside it."""
+        if self.landmarker is None:
+            raise ModelError(
+                f"{self.manifest.name}: has no landmark model to place points in a box"
+            )
+        det = Detection(box, 0.0, np.zeros((0, 2), np.float32))
+        return self._face(to_bgr(image), det, to_gray(image))
+
+    def _face(self, bgr: Image, det: Detection, gray: np.ndarray | None) -> Face:
+        if self.landmarker is not None:
+            assert gray is not None  # set whenever a landmarker exists
+            points = self.landmarker.landmarks(gray, det)
+        else:
+            points = det.keypoints
+        return Face(det, np.asarray(points, np.float32), self.scheme)
+
+    def align(self, image: np.ndarray, face: Face) -> Image:
+        """The aligned RGB chip the recognizer was trained on."""
+        from models.runtime.align import arcface_chip, dlib_chip
+
+        bgr = to_bgr(image)
+        spec = self.manifest.embedding
+        if spec.alignment == "dlib_chip":
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            return dlib_chip(rgb, face.landmarks5, size=spec.chip_size, padding=spec.chip_padding)
+        return cv2.cvtColor(arcface_chip(bgr, face.landmarks5, spec.chip_size), cv2.COLOR_BGR2RGB)
+
+    def embed_chips(self, chips: np.ndarray) -> FloatArray:
+        """RGB chips -> L2-normalised embeddings (adapter applied when the pack has one)."""
+        raw = self.recognizer.embed_chips(chips)
+        if self.adapter is not None:
+            raw = self.adapter.transform(raw)
+        norms = np.linalg.norm(raw, axis=1, keepdims=True)
+        return np.asarray(raw / np.maximum(norms, 1e-12), np.float32)
+
+    def embed(self, image: np.ndarray, face: Face) -> FloatArray:
+        """One face -> its L2-normalised embedding."""
+        return self.embed_chips(self.align(image, face)[None])[0]
+
+    @staticmethod
+    def compare(a: FloatArray, b: FloatArray) -> float:
+        """Cosine similarity of two normalised embeddings; higher means more alike."""
+        return float(np.dot(a, b))
+
+    def quality(self, image: np.ndarray, face: Face) -> QualityScores:
+        """Size, sharpness, pose and exposure of a face."""
+        gray = to_gray(image)
+        x0, y0, x1, y1 = face.detection.box
+        h, w = gray.shape
+        xa, ya = max(0, int(x0)), max(0, int(y0))
+        xb, yb = min(w, int(math.ceil(x1))), min(h, int(math.ceil(y1)))
+        crop = gray[ya:yb, xa:xb]
+        face_px = float(min(x1 - x0, y1 - y0))
+        if crop.size < 16:
+            return QualityScores(face_px, 0.0, 90.0, 90.0, 0.0)
+        scale = SHARPNESS_REF_WIDTH / crop.shape[1]
+        small = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        variance = float(cv2.Laplacian(small, cv2.CV_64F).var())
+        sharpness = variance / (variance + SHARPNESS_HALF_VARIANCE)
+        clipped = float(np.mean((crop <= 5) | (crop >= 250)))
+        exposure = max(0.0, 1.0 - abs(float(crop.mean()) - 128.0) / 128.0) * (1.0 - clipped)
+        right_eye, left_eye, nose = _keypoints_for(face)
+        eye_mid = (right_eye + left_eye) / 2
+        iod = float(np.linalg.norm(left_eye - right_eye)) or 1.0
+        # The nose point shifts sideways by about sin(yaw) of the head's half width
+        # (~ one inter-ocular distance), and up or down with pitch.
+        yaw = math.degrees(math.asin(max(-1.0, min(1.0, float(nose[0] - eye_mid[0]) / iod))))
+        drop = float(nose[1] - eye_mid[1]) / iod - NEUTRAL_NOSE_DROP[face.landmark_scheme]
+        pitch = math.degrees(math.asin(max(-1.0, min(1.0, drop))))
+        return QualityScores(face_px, sharpness, yaw, pitch, exposure)
+
+
+def _load(pack_dir: Path) -> PackManifest:
+    from models.manifest import load_manifest
+
+    return load_manifest(pack_dir)

@@ -1,0 +1,228 @@
+"""The model pack manifest: what each file is, where it came from, and how to run it.
+
+A pack is a folder with `manifest.yaml`, the model files it lists, and an optional
+`calibration.yaml` (thresholds written by the calibration tools). The wrapper that runs each
+file is named explicitly in the manifest; nothing is guessed from tensor shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from models.errors import ModelError
+from models.types import Metric, Task
+
+MANIFEST_NAME = "manifest.yaml"
+CALIBRATION_NAME = "calibration.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileEntry(_Strict):
+    """One model file in a pack."""
+
+    path: str = Field(pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", description="relative")
+    task: Task
+    wrapper: str = Field(min_length=1, description="runtime wrapper id, see models.runtime")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    license: str = Field(min_length=1, description="SPDX id or licence name")
+    commercial_use: bool = Field(description="whether the licence allows commercial deployment")
+    source: str = Field(min_length=1, description="where the weights came from")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="wrapper options (input size, preprocessing, ...)"
+    )
+    optional: bool = Field(default=False, description="the engine runs without this file")
+
+
+class EmbeddingSpec(_Strict):
+    """How embeddings are made comparable."""
+
+    dim: int = Field(ge=1, le=4096)
+    metric: Metric = Metric.COSINE
+    normalize: Literal["l2"] = "l2"
+    alignment: Literal["dlib_chip", "arcface_112"] = Field(
+        description="dlib_chip: dlib's 5-point chip; arcface_112: insightface's 112 px template"
+    )
+    chip_size: int = Field(ge=32, le=512)
+    chip_padding: float = Field(default=0.25, ge=0.0, le=1.0)
+
+
+class PackManifest(_Strict):
+    """The manifest of one model pack."""
+
+    format: Literal[1] = 1
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    version: str = Field(min_length=1, max_length=32)
+    description: str = ""
+    built: date | None = None
+    files: tuple[FileEntry, ...] = Field(min_length=1)
+    embedding: EmbeddingSpec
+    contract_id: str = Field(pattern=r"^[0-9a-f]{16,64}$")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PackManifest:
+        paths = [f.path for f in self.files]
+        if len(set(paths)) != len(paths):
+            raise ValueError("a file is listed twice")
+        for task in (Task.DETECTOR, Task.RECOGNIZER):
+            if sum(1 for f in self.files if f.task == task and not f.optional) != 1:
+                raise ValueError(f"a pack needs exactly one required {task.value} file")
+        expected = compute_contract_id(self.files, self.embedding)
+        if self.contract_id != expected:
+            raise ValueError(
+                f"contract_id {self.contract_id} does not match the recognizer, adapter and "
+                f"embedding spec (expected {expected})"
+            )
+        return self
+
+    @property
+    def commercial_use(self) -> bool:
+        """True when every required file's licence allows commercial deployment."""
+        return all(f.commercial_use for f in self.files if not f.optional)
+
+    def file(self, task: Task) -> FileEntry | None:
+        """The (first) file for a task, or None."""
+        return next((f for f in self.files if f.task == task), None)
+
+
+def compute_contract_id(files: tuple[FileEntry, ...] | list[FileEntry], spec: EmbeddingSpec) -> str:
+    """Hash everything that makes two embeddings comparable.
+
+    The recognizer and adapter weights, their wrapper options, the alignment and the
+    normalisation; not the detector, which only finds the face.
+    """
+    parts = [
+        {"task": f.task.value, "wrapper": f.wrapper, "sha256": f.sha256, "params": f.params}
+        for f in files
+        if f.task in (Task.RECOGNIZER, Task.ADAPTER)
+    ]
+    canonical = json.dumps(
+        {"files": parts, "embedding": spec.model_dump(mode="json")}, sort_keys=True
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+class Calibration(_Strict):
+    """One named calibration: a verification threshold and the evidence behind it."""
+
+    threshold: float = Field(ge=-1.0, le=1.0, description="cosine similarity to accept")
+    target_fmr: float = Field(gt=0.0, lt=1.0)
+    genuine_pairs: int = Field(ge=0)
+    impostor_pairs: int = Field(ge=0)
+    fnmr_at_target: float | None = Field(default=None, ge=0.0, le=1.0)
+    data: str = Field(default="", description="which data the calibration came from")
+    contract_id: str = Field(pattern=r"^[0-9a-f]{16,64}$")
+    created: date | None = None
+
+    @property
+    def supported_fmr(self) -> float:
+        """The smallest FMR the impostor pair count can support (rule of three at 95%)."""
+        return 3.0 / self.impostor_pairs if self.impostor_pairs else 1.0
+
+
+class CalibrationBlock(_Strict):
+    """All calibrations of a pack, by name (a population or a site)."""
+
+    format: Literal[1] = 1
+    calibrations: dict[str, Calibration] = Field(default_factory=dict)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ModelError(f"{path}: cannot read ({err.strerror})") from err
+    except yaml.YAMLError as err:
+        raise ModelError(f"{path}: not valid YAML ({err})") from err
+
+
+def _format_errors(path: Path, err: ValidationError) -> ModelError:
+    lines = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors()
+    )
+    return ModelError(f"{path}: {lines}")
+
+
+def load_manifest(pack_dir: Path) -> PackManifest:
+    """Read and validate a pack's manifest (checksums are checked by `verify_pack`)."""
+    path = pack_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise ModelError(f"{pack_dir}: not a model pack (no {MANIFEST_NAME})")
+    try:
+        return PackManifest.model_validate(_load_yaml(path))
+    except ValidationError as err:
+        raise _format_errors(path, err) from err
+
+
+def write_manifest(pack_dir: Path, manifest: PackManifest) -> Path:
+    """Write `manifest.yaml` into a pack folder."""
+    path = pack_dir / MANIFEST_NAME
+    text = yaml.safe_dump(manifest.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_calibration(pack_dir: Path) -> CalibrationBlock:
+    """Read the pack's calibration block; an absent file is an empty block."""
+    path = pack_dir / CALIBRATION_NAME
+    if not path.is_file():
+        return CalibrationBlock()
+    try:
+        return CalibrationBlock.model_validate(_load_yaml(path) or {})
+    except ValidationError as err:
+        raise _format_errors(path, err) from err
+
+
+def write_calibration(pack_dir: Path, block: CalibrationBlock) -> Path:
+    """Write the calibration block atomically (a reader never sees half a file)."""
+    path = pack_dir / CALIBRATION_NAME
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(
+        yaml.safe_dump(block.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )
+    tmp.replace(path)
+    return path
+
+
+def verify_pack(pack_dir: Path) -> PackManifest:
+    """Validate the manifest and every file's checksum; raise ModelError naming the file."""
+    manifest = load_manifest(pack_dir)
+    for entry in manifest.files:
+        path = pack_dir / entry.path
+        if not path.is_file():
+            if entry.optional:
+                continue
+            raise ModelError(f"{pack_dir.name}: {entry.path} is missing")
+        actual = sha256_file(path)
+        if actual != entry.sha256:
+            raise ModelError(
+                f"{pack_dir.name}: {entry.path} fails its checksum "
+                f"(manifest {entry.sha256[:12]}…, file {actual[:12]}…)"
+            )
+    calibration = load_calibration(pack_dir)
+    for name, cal in calibration.calibrations.items():
+        if cal.contract_id != manifest.contract_id:
+            raise ModelError(
+                f"{pack_dir.name}: calibration {name!r} was made for contract "
+                f"{cal.contract_id}, the pack's is {manifest.contract_id}"
+            )
+    return manifest

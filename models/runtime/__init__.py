@@ -1,0 +1,1 @@
+"""Runtime wrappers: one thin typed class per model kind, chosen by the pack manifest."""

@@ -1,0 +1,73 @@
+"""The small interfaces every runtime wrapper implements, and the shared ONNX session helper."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from models.errors import ModelError
+from models.types import Detection, FloatArray, Image
+
+logger = logging.getLogger(__name__)
+
+KeypointScheme = Literal["dlib5", "arcface5", "blazeface6", "none"]
+"""dlib5: right-eye outer, right-eye inner, left-eye outer, left-eye inner, nose base.
+arcface5: right-eye centre, left-eye centre, nose tip, right mouth corner, left mouth corner
+(subject's right is image left for a frontal face)."""
+
+
+class Detector(Protocol):
+    """Finds faces in a BGR image."""
+
+    keypoint_scheme: KeypointScheme
+
+    def detect(self, image: Image) -> list[Detection]:
+        """Faces found, best first."""
+        ...
+
+
+class LandmarkModel(Protocol):
+    """Places alignment landmarks inside a detected face."""
+
+    keypoint_scheme: KeypointScheme
+
+    def landmarks(self, gray: np.ndarray, detection: Detection) -> FloatArray:
+        """5x2 landmarks in pixel coordinates of `gray`."""
+        ...
+
+
+class Recognizer(Protocol):
+    """Turns aligned face chips into embeddings."""
+
+    chip_size: int
+    dim: int
+
+    def embed_chips(self, chips: np.ndarray) -> FloatArray:
+        """NxSxSx3 uint8 RGB chips -> NxD raw embeddings."""
+        ...
+
+
+class Adapter(Protocol):
+    """A learned transform applied after the recognizer (e.g. population whitening)."""
+
+    def transform(self, embeddings: FloatArray) -> FloatArray:
+        """NxD -> NxD' embeddings."""
+        ...
+
+
+def onnx_session(path: Path, threads: int) -> ort.InferenceSession:
+    """Open an onnxruntime CPU session; errors name the file."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ModelError(f"{path.name}: onnxruntime cannot load it ({err})") from err

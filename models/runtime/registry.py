@@ -1,0 +1,56 @@
+"""The explicit table of runtime wrappers a manifest may name."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.errors import ModelError
+from models.manifest import FileEntry
+from models.types import Task
+
+
+@dataclass(frozen=True)
+class WrapperSpec:
+    """Which task a wrapper serves and where its factory lives (imported on first use)."""
+
+    task: Task
+    factory: str
+    """`module:function` taking (path, params, threads)."""
+
+
+WRAPPERS: Mapping[str, WrapperSpec] = {
+    "blazeface": WrapperSpec(Task.DETECTOR, "models.runtime.blazeface:build"),
+    "dlib_shape_predictor": WrapperSpec(Task.LANDMARKS, "models.runtime.shape_predictor:build"),
+    "dlib_resnet": WrapperSpec(Task.RECOGNIZER, "models.runtime.dlib_recognizer:build"),
+    "linear_adapter": WrapperSpec(Task.ADAPTER, "models.runtime.adapter:build"),
+    "insightface_scrfd": WrapperSpec(
+        Task.DETECTOR, "models.runtime.insightface_models:build_scrfd"
+    ),
+    "insightface_arcface": WrapperSpec(
+        Task.RECOGNIZER, "models.runtime.insightface_models:build_arcface"
+    ),
+    "yunet": WrapperSpec(Task.DETECTOR, "models.runtime.opencv_detectors:build_yunet"),
+    "ultralight": WrapperSpec(Task.DETECTOR, "models.runtime.opencv_detectors:build_ultralight"),
+}
+
+
+def build_component(pack_dir: Path, entry: FileEntry, threads: int) -> Any:
+    """Construct the wrapper the manifest names for one file."""
+    spec = WRAPPERS.get(entry.wrapper)
+    if spec is None:
+        raise ModelError(
+            f"{entry.path}: unknown wrapper {entry.wrapper!r} (known: {', '.join(sorted(WRAPPERS))})"
+        )
+    if spec.task != entry.task:
+        raise ModelError(
+            f"{entry.path}: wrapper {entry.wrapper!r} runs {spec.task.value} models, "
+            f"the manifest says {entry.task.value}"
+        )
+    module_name, function_name = spec.factory.split(":")
+    factory = getattr(importlib.import_module(module_name), function_name)
+    params: Mapping[str, Any] = entry.params
+    return factory(pack_dir / entry.path, params, threads)
