@@ -165,6 +165,10 @@ def load_manifest(pack_dir: Path) -> PackManifest:
     """Read and validate a pack's manifest (checksums are checked by `verify_pack`)."""
     path = pack_dir / MANIFEST_NAME
     if not path.is_file():
+        from models.insightface_packs import insightface_manifest, looks_like_insightface_pack
+
+        if looks_like_insightface_pack(pack_dir):
+            return insightface_manifest(pack_dir)
         raise ModelError(f"{pack_dir}: not a model pack (no {MANIFEST_NAME})")
     try:
         return PackManifest.model_validate(_load_yaml(path))
