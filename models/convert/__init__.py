@@ -1,1 +1,1 @@
-"""Converters that build the open default model pack."""
+"""Converters that build the open default model pack from upstream files."""
