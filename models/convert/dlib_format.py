@@ -34,7 +34,9 @@ class DlibFormatError(ValueError):
         self.offset = offset
         self.expected = expected
         detail = f": {found}" if found else ""
-        super().__init__(f"dlib format error at byte {offset}: expected {expected}{detail}")
+        # Offset -1 marks a structural problem found after parsing (e.g. a hand-built net).
+        where = f" at byte {offset}" if offset >= 0 else ""
+        super().__init__(f"dlib format error{where}: expected {expected}{detail}")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -150,6 +151,8 @@ class Node:
     index: int
     layer: Layer
     inputs: tuple[int, ...]
+    offset: int = -1
+    """Byte offset of the layer in the file; -1 when the net was built in code."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,9 @@ class DlibNet:
 class _Wrapper:
     """A tag or skip wrapper: the file does not say which (that lives in the C++ type)."""
 
-    offset: int
+
+_Item = tuple[int, Layer | _Wrapper]
+"""A layer or wrapper with the byte offset where it starts."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -341,36 +346,37 @@ def _read_loss(reader: DlibReader) -> LossMetricLayer:
     return LossMetricLayer(margin=margin, distance_threshold=threshold)
 
 
-def _read_sequence(reader: DlibReader) -> list[Layer | _Wrapper]:
+def _read_sequence(reader: DlibReader) -> list[_Item]:
     """Read the whole file into layers and wrappers in forward order (input first)."""
     reader.expect_int(_LOSS_VERSION, "add_loss_layer version")
+    loss_offset = reader.offset
     loss = _read_loss(reader)
     # Outermost first: each wrapper writes its sub-network before its own layer details,
     # so the pending add_layers are completed innermost-first once the input is reached.
-    pending: list[int | _Wrapper] = []
+    pending: list[tuple[int, int | _Wrapper]] = []
     while True:
         start = reader.offset
         version = reader.read_int("layer wrapper version")
         if version == _WRAPPER_VERSION:
-            pending.append(_Wrapper(offset=start))
+            pending.append((start, _Wrapper()))
             continue
         if version not in (_ADD_LAYER_VERSION, _ADD_LAYER_INPUT_VERSION):
-            raise DlibFormatError(start, "add_layer version 2 or 3, or tag/skip version 1",
-                                  f"found {version}")
+            raise DlibFormatError(
+                start, "add_layer version 2 or 3, or tag/skip version 1", f"found {version}"
+            )
+        pending.append((start, version))
         if version == _ADD_LAYER_INPUT_VERSION or _next_is_input(reader):
-            pending.append(version)
             break
-        pending.append(version)
 
-    forward: list[Layer | _Wrapper] = [_read_input(reader)]
-    for item in reversed(pending):
+    forward: list[_Item] = [(reader.offset, _read_input(reader))]
+    for start, item in reversed(pending):
         if isinstance(item, _Wrapper):
-            forward.append(item)
+            forward.append((start, item))
             continue
         over_input_v3 = len(forward) == 1 and item == _ADD_LAYER_INPUT_VERSION
-        forward.append(_read_layer_details(reader))
+        forward.append((reader.offset, _read_layer_details(reader)))
         _read_add_layer_tail(reader, over_input_v3)
-    forward.append(loss)
+    forward.append((loss_offset, loss))
     if not reader.at_end():
         raise DlibFormatError(reader.offset, "end of file", f"{reader.remaining} bytes left")
     return forward
@@ -380,7 +386,7 @@ def _read_sequence(reader: DlibReader) -> list[Layer | _Wrapper]:
 # Tag/skip resolution
 
 
-def _resolve(sequence: list[Layer | _Wrapper]) -> DlibNet:
+def _resolve(sequence: list[_Item]) -> DlibNet:
     """Wire tags, skips and add_prev layers into explicit node inputs.
 
     dlib stores no tag ids, so this follows ResNet v1's two templates:
@@ -395,34 +401,37 @@ def _resolve(sequence: list[Layer | _Wrapper]) -> DlibNet:
     through_skip = False
     i = 0
     while i < len(sequence):
-        item = sequence[i]
+        offset, item = sequence[i]
         if isinstance(item, _Wrapper):
             run = 1
-            while i + run < len(sequence) and isinstance(sequence[i + run], _Wrapper):
+            while i + run < len(sequence) and isinstance(sequence[i + run][1], _Wrapper):
                 run += 1
             if run == 1:
                 tags[1] = current
             elif run == 2:
                 if 1 not in tags:
-                    raise DlibFormatError(item.offset, "a tag1 before this skip1")
+                    raise DlibFormatError(offset, "a tag1 before this skip1")
                 tags[2] = current
                 current = tags[1]
                 through_skip = True
             else:
-                raise DlibFormatError(item.offset, "at most two nested tag/skip wrappers",
-                                      f"found {run}")
+                raise DlibFormatError(
+                    offset, "at most two nested tag/skip wrappers", f"found {run}"
+                )
             i += run
             continue
         if isinstance(item, AddPrevLayer):
             tag = 2 if through_skip else 1
             if tag not in tags:
-                raise DlibFormatError(-1, f"a tag{tag} before add_prev{tag}")
-            node = Node(len(nodes), AddPrevLayer(tag=tag), (current, tags.pop(tag)))
+                raise DlibFormatError(offset, f"a tag{tag} before add_prev{tag}")
+            layer: Layer = AddPrevLayer(tag=tag)
+            inputs: tuple[int, ...] = (current, tags.pop(tag))
             through_skip = False
         elif isinstance(item, InputLayer):
-            node = Node(len(nodes), item, ())
+            layer, inputs = item, ()
         else:
-            node = Node(len(nodes), item, (current,))
+            layer, inputs = item, (current,)
+        node = Node(len(nodes), layer, inputs, offset)
         nodes.append(node)
         current = node.index
         i += 1
@@ -458,7 +467,7 @@ class _GraphBuilder:
         self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], output: str, **attrs: object) -> str:
+    def op(self, op_type: str, inputs: list[str], output: str, **attrs: Any) -> str:
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attrs))
         return output
 
@@ -483,9 +492,7 @@ def _pad_to(g: _GraphBuilder, x: str, have: Shape, want: Shape, name: str) -> st
     return g.op("Pad", [x, g.const(f"{name}_pads", pads)], name, mode="constant")
 
 
-def _emit(
-    g: _GraphBuilder, node: Node, names: list[str], shapes: list[Shape]
-) -> tuple[str, Shape]:
+def _emit(g: _GraphBuilder, node: Node, names: list[str], shapes: list[Shape]) -> tuple[str, Shape]:
     layer = node.layer
     name = f"n{node.index:03d}_{layer.kind.value}"
     x = names[node.inputs[0]] if node.inputs else INPUT_NAME
@@ -495,12 +502,16 @@ def _emit(
     if isinstance(layer, ConLayer):
         kh, kw = int(layer.weights.shape[2]), int(layer.weights.shape[3])
         if layer.weights.shape[1] != c:
-            raise DlibFormatError(-1, f"{name} filters over {c} channels",
-                                  f"found {layer.weights.shape[1]}")
+            raise DlibFormatError(
+                node.offset, f"{name} filters over {c} channels", f"found {layer.weights.shape[1]}"
+            )
         out = g.op(
             "Conv",
             [x, g.const(f"{name}_w", layer.weights), g.const(f"{name}_b", layer.bias)],
-            name, kernel_shape=[kh, kw], strides=list(layer.stride), pads=_pads(layer.pad),
+            name,
+            kernel_shape=[kh, kw],
+            strides=list(layer.stride),
+            pads=_pads(layer.pad),
         )
         return out, (
             layer.num_filters,
@@ -526,10 +537,15 @@ def _emit(
     if isinstance(layer, FcLayer):
         n_in, n_out = layer.weights.shape
         if c * h * w != n_in:
-            raise DlibFormatError(-1, f"{name} input of {n_in} values", f"found {c * h * w}")
+            raise DlibFormatError(
+                node.offset, f"{name} input of {n_in} values", f"found {c * h * w}"
+            )
         flat = g.op("Flatten", [x], f"{name}_flat", axis=1)
-        out = g.op("MatMul", [flat, g.const(f"{name}_w", layer.weights)],
-                   name if layer.bias is None else f"{name}_mm")
+        out = g.op(
+            "MatMul",
+            [flat, g.const(f"{name}_w", layer.weights)],
+            name if layer.bias is None else f"{name}_mm",
+        )
         if layer.bias is not None:
             out = g.op("Add", [out, g.const(f"{name}_b", layer.bias)], name)
         return out, (int(n_out), 1, 1)
@@ -545,7 +561,7 @@ def _emit_pool(
     if layer.is_global:
         op = "GlobalMaxPool" if is_max else "GlobalAveragePool"
         return g.op(op, [x], name), (c, 1, 1)
-    attrs: dict[str, object] = {
+    attrs: dict[str, Any] = {
         "kernel_shape": list(layer.window),
         "strides": list(layer.stride),
         "pads": _pads(layer.pad),
@@ -578,9 +594,7 @@ def build_onnx(net: DlibNet) -> onnx.ModelProto:
     chip = helper.make_tensor_value_info(
         INPUT_NAME, TensorProto.FLOAT, ["N", 3, first.nr, first.nc]
     )
-    descriptor = helper.make_tensor_value_info(
-        OUTPUT_NAME, TensorProto.FLOAT, ["N", shapes[-1][0]]
-    )
+    descriptor = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", shapes[-1][0]])
     graph = helper.make_graph(g.nodes, "dlib_resnet_v1", [chip], [descriptor], g.initializers)
     model = helper.make_model(
         graph,
@@ -597,7 +611,8 @@ def convert_dlib_resnet(dat_bytes: bytes) -> onnx.ModelProto:
     net = parse_dlib_resnet(dat_bytes)
     logger.info(
         "parsed dlib network: %d nodes, %d parameters, %s",
-        len(net.nodes), net.parameter_count(),
+        len(net.nodes),
+        net.parameter_count(),
         {kind.value: count for kind, count in net.layer_counts().items()},
     )
     return build_onnx(net)
