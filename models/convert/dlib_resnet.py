@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -615,7 +616,18 @@ def convert_dlib_resnet(dat_bytes: bytes) -> onnx.ModelProto:
         net.parameter_count(),
         {kind.value: count for kind, count in net.layer_counts().items()},
     )
-    return build_onnx(net)
+    model = build_onnx(net)
+    # Provenance for the model-pack manifest: which upstream file this graph came from.
+    helper.set_model_props(
+        model,
+        {
+            "source_format": "dlib_dnn",
+            "source_sha256": hashlib.sha256(dat_bytes).hexdigest(),
+            "input_contract": "chip: float32 [N,3,H,W] RGB 0..255",
+            "output_contract": "descriptor: float32 [N,D] raw dlib descriptor",
+        },
+    )
+    return model
 
 
 def write_onnx(model: onnx.ModelProto, path: Path) -> None:

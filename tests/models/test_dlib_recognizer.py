@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from models.convert.dlib_resnet import (
     DlibNet,
@@ -102,3 +104,15 @@ def test_corrupt_file_is_a_model_error(tmp_path: Path) -> None:
 def test_bad_thread_count_is_a_model_error(model_path: Path) -> None:
     with pytest.raises(ModelError, match="threads"):
         DlibResNetRecognizer(model_path, threads=0)
+
+
+def test_graph_without_recognizer_contract_is_a_model_error(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 150, 150])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 150, 150])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "other.onnx"
+    onnx.save_model(model, str(path))
+    with pytest.raises(ModelError, match="not a dlib recognizer graph"):
+        DlibResNetRecognizer(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 from collections.abc import Callable
 from pathlib import Path
@@ -212,6 +213,14 @@ def test_tiny_net_onnx_matches_numpy_reference() -> None:
     want = np.stack([_np_tiny_net(chip, weights) for chip in chips])
     assert got.shape == (3, 5)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conversion_is_deterministic_and_records_source() -> None:
+    raw, _ = _tiny_net_bytes(np.random.default_rng(5))
+    first = convert_dlib_resnet(raw)
+    assert first.SerializeToString() == convert_dlib_resnet(raw).SerializeToString()
+    props = {prop.key: prop.value for prop in first.metadata_props}
+    assert props["source_sha256"] == hashlib.sha256(raw).hexdigest()
 
 
 @pytest.mark.parametrize("cut", [0, 1, 17, 100, -30, -1])
