@@ -562,6 +562,9 @@ def _emit_pool(
     if layer.is_global:
         op = "GlobalMaxPool" if is_max else "GlobalAveragePool"
         return g.op(op, [x], name), (c, 1, 1)
+    if 0 in layer.window:
+        # dlib allows "whole axis" on one axis only; ResNet v1 never does, so refuse it.
+        raise DlibFormatError(-1, f"{name} window with both or neither axis 0", str(layer.window))
     attrs: dict[str, Any] = {
         "kernel_shape": list(layer.window),
         "strides": list(layer.stride),
@@ -591,6 +594,10 @@ def build_onnx(net: DlibNet) -> onnx.ModelProto:
         out, shape = _emit(g, node, names, shapes)
         names.append(out)
         shapes.append(shape)
+    last = next(n for n in reversed(net.nodes) if not isinstance(n.layer, LossMetricLayer))
+    if not isinstance(last.layer, FcLayer):
+        # The descriptor contract is [N, D]: only an fc layer gives that shape.
+        raise DlibFormatError(last.offset, "an fc layer before the loss", str(last.layer.kind))
     g.nodes.append(helper.make_node("Identity", [names[-1]], [OUTPUT_NAME], name=OUTPUT_NAME))
     chip = helper.make_tensor_value_info(
         INPUT_NAME, TensorProto.FLOAT, ["N", 3, first.nr, first.nc]

@@ -16,8 +16,13 @@ from models.convert.dlib_format import DlibFormatError
 from models.convert.dlib_resnet import (
     AddPrevLayer,
     ConLayer,
+    DlibNet,
     FcLayer,
+    InputLayer,
     LayerKind,
+    Node,
+    ReluLayer,
+    build_onnx,
     convert_dlib_resnet,
     parse_dlib_resnet,
     write_onnx,
@@ -213,6 +218,17 @@ def test_tiny_net_onnx_matches_numpy_reference() -> None:
     want = np.stack([_np_tiny_net(chip, weights) for chip in chips])
     assert got.shape == (3, 5)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_graph_must_end_in_fc() -> None:
+    net = DlibNet(
+        nodes=(
+            Node(0, InputLayer(mean_rgb=TINY_MEAN, nr=TINY_SIZE, nc=TINY_SIZE), ()),
+            Node(1, ReluLayer(), (0,)),
+        )
+    )
+    with pytest.raises(DlibFormatError, match="an fc layer before the loss"):
+        build_onnx(net)
 
 
 def test_conversion_is_deterministic_and_records_source() -> None:
