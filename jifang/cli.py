@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from edge_agent.cli import app as edge_app
+from models.cli import app as models_app
 
 app = typer.Typer(
     name="jifang",
@@ -35,9 +36,7 @@ def pending_group(name: str, summary: str, issue: int) -> typer.Typer:
 
 app.add_typer(pending_group("server", "Run and administer the central server.", 4), name="server")
 app.add_typer(edge_app, name="edge")
-app.add_typer(
-    pending_group("models", "List, verify, build and move model packs.", 3), name="models"
-)
+app.add_typer(models_app, name="models")
 app.add_typer(pending_group("face", "Detect, compare and enroll faces.", 3), name="face")
 app.add_typer(pending_group("eval", "Evaluate verification accuracy on face sets.", 3), name="eval")
 app.add_typer(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +23,9 @@ EMBEDDING_DIM = 128
 
 class DlibResNetRecognizer:
     """Turns aligned 150x150 RGB face chips into dlib's raw 128-d descriptors."""
+
+    chip_size = CHIP_SIZE
+    dim = EMBEDDING_DIM
 
     def __init__(self, path: Path, threads: int = 2) -> None:
         if threads < 1:
@@ -84,3 +89,8 @@ class DlibResNetRecognizer:
             # Fail closed: a NaN descriptor must never reach a gallery comparison.
             raise ModelError("recognizer returned non-finite values")
         return result
+
+
+def build(path: Path, params: Mapping[str, Any], threads: int) -> DlibResNetRecognizer:
+    """Factory used by the wrapper registry (the dlib recognizer takes no options)."""
+    return DlibResNetRecognizer(path, threads=threads)
