@@ -148,8 +148,8 @@ def _bilinear(image: Image, xs: npt.NDArray[np.float64], ys: npt.NDArray[np.floa
 
 def extract_image_chip(image: Image, details: ChipDetails) -> Image:
     """Cut the chip described by `details`, as dlib's `extract_image_chip` with bilinear taps."""
-    # dlib has a plain-copy shortcut for angle == 0 and a 1:1 scale; real landmarks never
-    # give exactly that, and the general path yields the same pixels there anyway.
+    # dlib has a plain-copy shortcut for exactly angle == 0 at a 1:1 scale; real landmarks
+    # never hit it (both are doubles from a least-squares fit), so it is not reproduced.
     rows, cols = details.rows, details.cols
     size = rows * cols
     height, width = image.shape[:2]
