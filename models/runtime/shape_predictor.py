@@ -46,7 +46,10 @@ def dlib_gray(image: npt.NDArray[np.uint8]) -> GrayImage:
         raise ValueError(f"expected HxW or HxWx3 uint8, got {image.shape} {image.dtype}")
     # dlib's get_pixel_intensity on an rgb_pixel is the truncated plain mean of the three
     # channels (not a luma weighting), so channel order (RGB or BGR) does not matter.
-    return (image.sum(axis=2, dtype=np.uint16) // 3).astype(np.uint8)
+    total = image[..., 0].astype(np.uint16)
+    total += image[..., 1]
+    total += image[..., 2]
+    return (total // 3).astype(np.uint8)
 
 
 def similarity_matrix(src: npt.ArrayLike, dst: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -92,18 +95,22 @@ class ShapePredictor:
         return self.model.num_parts
 
     def predict(self, gray: GrayImage, box: Box) -> FloatArray:
-        """Landmarks [P, 2] (x, y) in pixels for the face in `box` (x0, y0, x1, y1 exclusive)."""
-        if gray.ndim != 2 or gray.dtype != np.uint8:
-            raise ValueError(f"expected an HxW uint8 image, got {gray.shape} {gray.dtype}; "
-                             "use dlib_gray() for colour input")
+        """Landmarks [P, 2] (x, y) in pixels for the face in `box` (x0, y0, x1, y1 exclusive).
+
+        `gray` is HxW uint8; an HxWx3 uint8 colour image is also accepted and read the way
+        dlib reads colour (mean of the channels), converting only the sampled pixels.
+        """
+        colour = gray.ndim == 3 and gray.shape[2] == 3
+        if not (gray.ndim == 2 or colour) or gray.dtype != np.uint8:
+            raise ValueError(f"expected an HxW or HxWx3 uint8 image, got {gray.shape} {gray.dtype}")
         x0, y0, x1, y1 = (float(v) for v in box)
         if not (x1 > x0 and y1 > y0):
             raise ValueError(f"empty box {box}")
         origin = np.array([x0, y0])
         # dlib's unnormalizing transform sends (1, 1) to the inclusive bottom-right pixel.
         scale = np.array([x1 - 1.0 - x0, y1 - 1.0 - y0])
-        height, width = gray.shape
-        flat = gray.reshape(-1)
+        height, width = gray.shape[:2]
+        flat = gray.reshape(height * width, -1)
         model = self.model
         shape = self._initial.copy()
         for level in range(model.split_idx1.shape[0]):
@@ -118,7 +125,8 @@ class ShapePredictor:
                 (pix[:, 0] >= 0) & (pix[:, 0] < width) & (pix[:, 1] >= 0) & (pix[:, 1] < height)
             )
             values = np.zeros(len(pix), np.float32)
-            values[inside] = flat[pix[inside, 1] * width + pix[inside, 0]]
+            taps = flat[pix[inside, 1] * width + pix[inside, 0]]
+            values[inside] = taps.sum(axis=1, dtype=np.uint16) // 3 if colour else taps[:, 0]
             # All trees of the level descend together, one depth step per iteration.
             node = np.zeros(len(self._tree_ids), np.int64)
             idx1 = model.split_idx1[level]

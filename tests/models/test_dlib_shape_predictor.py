@@ -16,7 +16,7 @@ from models.convert.dlib_shape_predictor import (
     parse_shape_predictor,
     save_npz,
 )
-from models.runtime.shape_predictor import ShapePredictor
+from models.runtime.shape_predictor import ShapePredictor, dlib_gray
 
 
 def _int(value: int) -> bytes:
@@ -142,7 +142,9 @@ def test_runtime_follows_the_split_and_the_inclusive_box_edge(tmp_path: Path) ->
 def test_runtime_rejects_bad_input() -> None:
     predictor = ShapePredictor(parse_shape_predictor(_tiny_model_bytes()))
     with pytest.raises(ValueError, match="uint8"):
-        predictor.predict(np.zeros((10, 10, 3), np.uint8), (0, 0, 5, 5))
+        predictor.predict(np.zeros((10, 10, 4), np.uint8), (0, 0, 5, 5))
+    with pytest.raises(ValueError, match="uint8"):
+        predictor.predict(np.zeros((10, 10), np.float32), (0, 0, 5, 5))
     with pytest.raises(ValueError, match="empty box"):
         predictor.predict(np.zeros((10, 10), np.uint8), (5, 5, 5, 9))
 
@@ -175,3 +177,9 @@ def test_truncated_real_file_names_the_offset() -> None:
     offset = int(re.search(r"byte offset (\d+)", str(err.value)).group(1))  # type: ignore[union-attr]
     # The offset is where the unreadable primitive starts (at most a float's 20 bytes back).
     assert 980 <= offset <= 1000
+
+
+def test_dlib_gray_is_the_truncated_channel_mean() -> None:
+    image = np.array([[[10, 20, 31], [255, 255, 254], [0, 0, 2]]], np.uint8)
+    assert dlib_gray(image).tolist() == [[20, 254, 0]]
+    assert dlib_gray(image[..., ::-1]).tolist() == [[20, 254, 0]]  # BGR reads the same

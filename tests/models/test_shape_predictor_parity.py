@@ -107,6 +107,8 @@ def test_landmarks_match_dlib(predictor: ShapePredictor, faces: list[Face]) -> N
         # dlib rounds its output to whole pixels; ours keeps the fraction.
         worst = max(worst, float(np.abs(ours - face.dlib_points).max()))
         np.testing.assert_array_equal(np.floor(ours + 0.5), face.dlib_points, err_msg=face.name)
+        # Colour input is read the way dlib reads it: same result as the converted grey.
+        np.testing.assert_array_equal(predictor.predict(face.rgb, _box(face.rect)), ours)
     logger.info("landmarks: %d faces, max |ours - dlib| = %.4f px", len(faces), worst)
     assert worst <= 0.5 + 1e-3
 
