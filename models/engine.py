@@ -15,7 +15,13 @@ import cv2
 import numpy as np
 
 from models.errors import ModelError
-from models.manifest import CalibrationBlock, PackManifest, load_calibration, verify_pack
+from models.manifest import (
+    CalibrationBlock,
+    PackManifest,
+    load_calibration,
+    load_manifest,
+    verify_pack,
+)
 from models.runtime.base import Adapter, Detector, LandmarkModel, Recognizer
 from models.runtime.image import to_bgr, to_gray
 from models.runtime.registry import build_component
@@ -60,7 +66,7 @@ class FaceEngine:
 
     def __init__(self, pack_dir: Path, threads: int = 2, verify: bool = True) -> None:
         self.pack_dir = pack_dir
-        self.manifest: PackManifest = verify_pack(pack_dir) if verify else _load(pack_dir)
+        self.manifest: PackManifest = verify_pack(pack_dir) if verify else load_manifest(pack_dir)
         self.calibration: CalibrationBlock = load_calibration(pack_dir)
         files = {f.task: f for f in self.manifest.files}
         self.detector: Detector = build_component(pack_dir, files[Task.DETECTOR], threads)
@@ -136,9 +142,10 @@ class FaceEngine:
         bgr = to_bgr(image)
         spec = self.manifest.embedding
         if spec.alignment == "dlib_chip":
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8)
             return dlib_chip(rgb, face.landmarks5, size=spec.chip_size, padding=spec.chip_padding)
-        return cv2.cvtColor(arcface_chip(bgr, face.landmarks5, spec.chip_size), cv2.COLOR_BGR2RGB)
+        chip = arcface_chip(bgr, face.landmarks5, spec.chip_size)
+        return np.asarray(cv2.cvtColor(chip, cv2.COLOR_BGR2RGB), np.uint8)
 
     def embed_chips(self, chips: np.ndarray) -> FloatArray:
         """RGB chips -> L2-normalised embeddings (adapter applied when the pack has one)."""
@@ -184,8 +191,3 @@ class FaceEngine:
         pitch = math.degrees(math.asin(max(-1.0, min(1.0, drop))))
         return QualityScores(face_px, sharpness, yaw, pitch, exposure)
 
-
-def _load(pack_dir: Path) -> PackManifest:
-    from models.manifest import load_manifest
-
-    return load_manifest(pack_dir)

@@ -209,3 +209,10 @@ def dlib_chip(
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 image, got {image.shape} {image.dtype}")
     return extract_image_chip(image, face_chip_details(landmarks5, size, padding))
+
+
+def arcface_chip(image: Image, points: npt.ArrayLike, size: int = 112) -> Image:
+    """Align a face to insightface's 112-px template from arcface5 points (channel order kept)."""
+    from insightface.utils.face_align import norm_crop
+
+    return np.asarray(norm_crop(image, landmark=np.asarray(points, np.float32), image_size=size))

@@ -15,9 +15,9 @@ from models.types import Detection, FloatArray, Image
 logger = logging.getLogger(__name__)
 
 KeypointScheme = Literal["dlib5", "arcface5", "blazeface6", "none"]
-"""dlib5: right-eye outer, right-eye inner, left-eye outer, left-eye inner, nose base.
-arcface5: right-eye centre, left-eye centre, nose tip, right mouth corner, left mouth corner
-(subject's right is image left for a frontal face)."""
+"""dlib5: image-right eye outer and inner corner, image-left eye outer and inner corner, nose
+base (see models.runtime.shape_predictor). arcface5: image-left eye centre, image-right eye
+centre, nose tip, image-left mouth corner, image-right mouth corner (insightface's order)."""
 
 
 class Detector(Protocol):

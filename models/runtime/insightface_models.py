@@ -93,13 +93,6 @@ class ArcFaceRecognizer:
         return np.asarray(out, np.float32)
 
 
-def arcface_chip(image: Image, points: FloatArray, size: int = 112) -> Image:
-    """Align a face to insightface's 112-px template from arcface5 points (BGR in, BGR out)."""
-    from insightface.utils.face_align import norm_crop
-
-    return np.asarray(norm_crop(image, landmark=np.asarray(points, np.float32), image_size=size))
-
-
 def build_scrfd(path: Path, params: Mapping[str, Any], threads: int) -> ScrfdDetector:
     """Factory used by the wrapper registry."""
     return ScrfdDetector(

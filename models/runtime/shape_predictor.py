@@ -18,12 +18,17 @@ here uses x1 - 1 and y1 - 1; getting this wrong shifts every point by up to 1 px
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from models.convert.dlib_shape_predictor import ShapePredictorModel, load_npz
+from models.errors import ModelError
+from models.runtime.base import KeypointScheme
+from models.types import Detection
 
 logger = logging.getLogger(__name__)
 
@@ -170,3 +175,45 @@ def box_from_eye_centers(
     # The unit square spans `side` pixels between the corner pixel centres (dlib convention).
     x0, y0 = img.mean(axis=0) - side * ref.mean(axis=0)
     return (float(x0), float(y0), float(x0 + side + 1.0), float(y0 + side + 1.0))
+
+
+class ShapePredictorLandmarks:
+    """The landmark-model interface over ShapePredictor: dlib's 5 points inside a detection.
+
+    With `start="eyes"` and a detector that reports eye centres (BlazeFace), the cascade
+    starts from the box that puts the mean shape's eyes on them, which reproduces dlib's own
+    detector framing; otherwise it starts from the detection box.
+    """
+
+    keypoint_scheme: KeypointScheme = "dlib5"
+
+    def __init__(self, predictor: ShapePredictor, start: Literal["eyes", "box"] = "eyes") -> None:
+        self.predictor = predictor
+        self.start = start
+
+    def start_box(self, detection: Detection) -> Box:
+        """The box the cascade starts from for one detection."""
+        names = detection.keypoint_names
+        if self.start == "eyes" and "right_eye" in names and "left_eye" in names:
+            a = detection.keypoints[names.index("right_eye")]
+            b = detection.keypoints[names.index("left_eye")]
+            # Order by image side, whatever the detector calls them.
+            image_right, image_left = (a, b) if a[0] >= b[0] else (b, a)
+            return box_from_eye_centers(self.predictor.model, image_right, image_left)
+        return detection.box
+
+    def landmarks(self, gray: np.ndarray, detection: Detection) -> FloatArray:
+        """5x2 dlib landmarks in pixel coordinates."""
+        return self.predictor.predict(gray, self.start_box(detection))
+
+
+def build(path: Path, params: Mapping[str, Any], threads: int) -> ShapePredictorLandmarks:
+    """Factory used by the wrapper registry."""
+    start = str(params.get("start", "eyes"))
+    if start not in ("eyes", "box"):
+        raise ModelError(f"{path.name}: params.start must be 'eyes' or 'box', got {start!r}")
+    try:
+        predictor = ShapePredictor.from_npz(path)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelError(f"{path.name}: not a usable shape predictor ({err})") from err
+    return ShapePredictorLandmarks(predictor, "eyes" if start == "eyes" else "box")
