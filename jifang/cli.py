@@ -11,8 +11,10 @@ from typing import Annotated
 
 import typer
 
+from calibration.cli import eval_app
 from edge_agent.cli import app as edge_app
 from models.cli import app as models_app
+from models.face_cli import app as face_app
 
 app = typer.Typer(
     name="jifang",
@@ -37,8 +39,8 @@ def pending_group(name: str, summary: str, issue: int) -> typer.Typer:
 app.add_typer(pending_group("server", "Run and administer the central server.", 4), name="server")
 app.add_typer(edge_app, name="edge")
 app.add_typer(models_app, name="models")
-app.add_typer(pending_group("face", "Detect, compare and enroll faces.", 3), name="face")
-app.add_typer(pending_group("eval", "Evaluate verification accuracy on face sets.", 3), name="eval")
+app.add_typer(face_app, name="face")
+app.add_typer(eval_app, name="eval")
 app.add_typer(
     pending_group("calibrate", "Calibrate thresholds, INT8 models and camera zones.", 9),
     name="calibrate",

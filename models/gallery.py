@@ -69,6 +69,10 @@ class Gallery:
         self._labels = [self._labels[i] for i in keep]
         return removed
 
+    def export(self) -> tuple[list[str], FloatArray]:
+        """Labels and the template matrix, in insertion order."""
+        return list(self._labels), self._vectors.copy()
+
     def search(self, probe: FloatArray, k: int = 5) -> SearchResult:
         """Best template per operator, top-k operators by cosine similarity."""
         if not self._labels:

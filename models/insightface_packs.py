@@ -24,9 +24,21 @@ KNOWN_FILES: dict[str, tuple[Task, str, dict[str, Any]]] = {
     "scrfd_10g_bnkps.onnx": (Task.DETECTOR, "insightface_scrfd", {"input_size": 640}),
     "scrfd_2.5g_bnkps.onnx": (Task.DETECTOR, "insightface_scrfd", {"input_size": 640}),
     "scrfd_500m_bnkps.onnx": (Task.DETECTOR, "insightface_scrfd", {"input_size": 640}),
-    "w600k_r50.onnx": (Task.RECOGNIZER, "insightface_arcface", {"input_mean": 127.5, "input_std": 127.5}),
-    "w600k_mbf.onnx": (Task.RECOGNIZER, "insightface_arcface", {"input_mean": 127.5, "input_std": 127.5}),
-    "glintr100.onnx": (Task.RECOGNIZER, "insightface_arcface", {"input_mean": 127.5, "input_std": 127.5}),
+    "w600k_r50.onnx": (
+        Task.RECOGNIZER,
+        "insightface_arcface",
+        {"input_mean": 127.5, "input_std": 127.5},
+    ),
+    "w600k_mbf.onnx": (
+        Task.RECOGNIZER,
+        "insightface_arcface",
+        {"input_mean": 127.5, "input_std": 127.5},
+    ),
+    "glintr100.onnx": (
+        Task.RECOGNIZER,
+        "insightface_arcface",
+        {"input_mean": 127.5, "input_std": 127.5},
+    ),
 }
 IGNORED_FILES = {"1k3d68.onnx", "2d106det.onnx", "genderage.onnx"}
 """Files insightface packs carry that jifang does not use (3D landmarks, attributes)."""
@@ -51,14 +63,24 @@ def insightface_manifest(pack_dir: Path, embedding_dim: int = 512) -> PackManife
         task, wrapper, params = KNOWN_FILES[path.name]
         entries.append(
             FileEntry(
-                path=path.name, task=task, wrapper=wrapper, sha256=sha256_file(path),
-                license=LICENSE, commercial_use=False,
-                source=f"insightface pack '{pack_dir.name}' supplied by the user", params=params,
+                path=path.name,
+                task=task,
+                wrapper=wrapper,
+                sha256=sha256_file(path),
+                license=LICENSE,
+                commercial_use=False,
+                source=f"insightface pack '{pack_dir.name}' supplied by the user",
+                params=params,
             )
         )
-    spec = EmbeddingSpec(dim=embedding_dim, alignment="arcface_112", chip_size=112, chip_padding=0.0)
+    spec = EmbeddingSpec(
+        dim=embedding_dim, alignment="arcface_112", chip_size=112, chip_padding=0.0
+    )
     return PackManifest(
-        name=pack_dir.name.lower(), version="insightface", files=tuple(entries), embedding=spec,
+        name=pack_dir.name.lower(),
+        version="insightface",
+        files=tuple(entries),
+        embedding=spec,
         description="insightface pack (non-commercial research only)",
         contract_id=compute_contract_id(entries, spec),
     )

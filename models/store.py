@@ -40,7 +40,9 @@ def list_packs(model_dir: Path) -> list[PackInfo]:
     if not model_dir.is_dir():
         return []
     found = []
-    for child in sorted(p for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for child in sorted(
+        p for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+    ):
         try:
             found.append(PackInfo(child, load_manifest(child)))
         except ModelError as err:

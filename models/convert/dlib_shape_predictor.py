@@ -210,8 +210,9 @@ def parse_shape_predictor(data: bytes) -> ShapePredictorModel:
         level_start = reader.pos
         num_trees = reader.count(f"tree count of level {level}", _MAX_TREES)
         if level and num_trees != len(idx1[0]):
-            raise reader.fail(f"level {level} has {num_trees} trees, level 0 has {len(idx1[0])}",
-                              level_start)
+            raise reader.fail(
+                f"level {level} has {num_trees} trees, level 0 has {len(idx1[0])}", level_start
+            )
         lvl1: list[list[int]] = []
         lvl2: list[list[int]] = []
         lvlt: list[list[float]] = []
@@ -220,11 +221,16 @@ def parse_shape_predictor(data: bytes) -> ShapePredictorModel:
             tree_start = reader.pos
             where = f"tree {tree} of level {level}"
             splits, leaves = _read_tree(reader, where)
-            if len(leaves) != len(splits) + 1 or (idx1 and len(splits) != len(idx1[0][0])) or (
-                lvl1 and len(splits) != len(lvl1[0])
+            if (
+                len(leaves) != len(splits) + 1
+                or (idx1 and len(splits) != len(idx1[0][0]))
+                or (lvl1 and len(splits) != len(lvl1[0]))
             ):
-                raise reader.fail(f"{where} has {len(splits)} splits and {len(leaves)} leaves, "
-                                  "which breaks the fixed-depth layout", tree_start)
+                raise reader.fail(
+                    f"{where} has {len(splits)} splits and {len(leaves)} leaves, "
+                    "which breaks the fixed-depth layout",
+                    tree_start,
+                )
             if any(len(leaf) != 2 * parts for leaf in leaves):
                 raise reader.fail(f"{where} has a leaf not of length {2 * parts}", tree_start)
             lvl1.append([s[0] for s in splits])
@@ -289,8 +295,12 @@ def load_dat(path: str | Path) -> ShapePredictorModel:
     model = parse_shape_predictor(path.read_bytes())
     logger.info(
         "read %s: %d landmarks, %d levels x %d trees of depth %d, %d feature pixels per level",
-        path.name, model.num_parts, model.split_idx1.shape[0], model.split_idx1.shape[1],
-        model.tree_depth, model.anchor_idx.shape[1],
+        path.name,
+        model.num_parts,
+        model.split_idx1.shape[0],
+        model.split_idx1.shape[1],
+        model.tree_depth,
+        model.anchor_idx.shape[1],
     )
     return model
 

@@ -55,9 +55,7 @@ class UltraLightDetector:
 
     keypoint_scheme: KeypointScheme = "none"
 
-    def __init__(
-        self, path: Path, score_threshold: float, nms_iou: float, threads: int
-    ) -> None:
+    def __init__(self, path: Path, score_threshold: float, nms_iou: float, threads: int) -> None:
         self._session = onnx_session(path, threads)
         inputs = self._session.get_inputs()
         shape = inputs[0].shape
@@ -88,8 +86,11 @@ class UltraLightDetector:
         found = []
         for i in sorted(np.asarray(picked).reshape(-1), key=lambda j: -face_scores[keep[j]]):
             x0, y0, x1, y1 = (float(v) for v in corners[i])
-            found.append(Detection((x0, y0, x1, y1), float(face_scores[keep[i]]),
-                                   np.zeros((0, 2), np.float32)))
+            found.append(
+                Detection(
+                    (x0, y0, x1, y1), float(face_scores[keep[i]]), np.zeros((0, 2), np.float32)
+                )
+            )
         return found
 
 

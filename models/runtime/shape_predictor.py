@@ -170,8 +170,10 @@ def box_from_eye_centers(
     ref_d = ref[0] - ref[1]
     side = float((img[0] - img[1]) @ ref_d) / float(ref_d @ ref_d)
     if side <= 0:
-        raise ValueError("eye centres are in the wrong order or coincide: "
-                         "right_eye_xy must be the eye on the image-right side")
+        raise ValueError(
+            "eye centres are in the wrong order or coincide: "
+            "right_eye_xy must be the eye on the image-right side"
+        )
     # The unit square spans `side` pixels between the corner pixel centres (dlib convention).
     x0, y0 = img.mean(axis=0) - side * ref.mean(axis=0)
     return (float(x0), float(y0), float(x0 + side + 1.0), float(y0 + side + 1.0))
