@@ -1,0 +1,1 @@
+"""Converters that build the open default model pack from upstream files."""

@@ -1,0 +1,1 @@
+"""ONNX Runtime wrappers for the face models."""
