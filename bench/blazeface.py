@@ -87,7 +87,10 @@ def dlib_agreement(root: Path, detect: Callable[[np.ndarray], list[Detection]]) 
     rows = list(csv.DictReader((root / "FACES.tsv").open(encoding="utf-8"), delimiter="\t"))
     found = agreed = 0
     for row in rows:
-        image = cv2.imread(str(root / row["id"] / f"{row['id']}_0001.jpg"), cv2.IMREAD_COLOR)
+        path = root / row["id"] / f"{row['id']}_0001.jpg"
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise RuntimeError(f"unreadable image {path}")
         x, y, w, h = (float(row[k]) for k in ("face_x", "face_y", "face_w", "face_h"))
         faces = detect(image)
         found += bool(faces)
