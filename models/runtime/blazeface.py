@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -21,6 +21,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from models.errors import ModelError
+from models.runtime.base import KeypointScheme
 from models.types import Detection, FloatArray
 
 logger = logging.getLogger(__name__)
@@ -220,6 +221,7 @@ class BlazeFaceDetector:
     """Mediapipe BlazeFace (short or full range) behind detect(image) -> detections."""
 
     keypoint_names = KEYPOINT_NAMES
+    keypoint_scheme: KeypointScheme = "blazeface6"
 
     def __init__(
         self,
@@ -474,3 +476,20 @@ def detect_multiscale(
         _best_score(tiled),
     )
     return chosen
+
+
+def build(path: Path, params: Mapping[str, Any], threads: int) -> BlazeFaceDetector:
+    """Factory used by the wrapper registry."""
+    variant = str(params.get("variant", "short"))
+    if variant not in ANCHOR_OPTIONS:
+        raise ModelError(f"{path.name}: params.variant must be 'short' or 'full', got {variant!r}")
+    try:
+        return BlazeFaceDetector(
+            path,
+            variant="short" if variant == "short" else "full",
+            score_threshold=float(params.get("score_threshold", 0.5)),
+            nms_iou=float(params.get("nms_iou", 0.3)),
+            threads=threads,
+        )
+    except ValueError as err:
+        raise ModelError(f"{path.name}: {err}") from err

@@ -31,7 +31,10 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 def read_image(path: str) -> Image:
     """Read an image file (any format OpenCV knows, incl. PGM and BMP) as BGR uint8."""
-    data = np.fromfile(path, dtype=np.uint8)  # np.fromfile copes with non-ASCII paths
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # np.fromfile copes with non-ASCII paths
+    except OSError as err:
+        raise ModelError(f"{path}: cannot read ({err})") from err
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise ModelError(f"{path}: not a readable image")
