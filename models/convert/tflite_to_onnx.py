@@ -96,6 +96,8 @@ class _Graph:
         name = tensor_name(index)
         if index in self.constants and index not in self.materialised:
             array = self.constants[index]
+            if array.dtype == np.float16:
+                array = array.astype(np.float32)  # the ONNX graph computes in float32 only
             if array.ndim == 4:
                 array = array.transpose(NHWC_TO_NCHW)
             self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
@@ -111,6 +113,9 @@ def tensor_name(index: int) -> str:
 def _read_buffer(model: tflite.Model, tensor: tflite.Tensor) -> Array | None:
     """Return the raw stored values of a constant tensor, or None for an activation."""
     buffer = model.Buffers(tensor.Buffer())
+    if buffer is not None and buffer.Offset() > 1:
+        # Models over 2 GB keep weights after the flatbuffer; none of ours do.
+        raise UnsupportedOpError(f"tensor {tensor.Name()!r} stores its data outside the flatbuffer")
     if buffer is None or buffer.DataLength() == 0:
         return None
     dtype = _NUMPY_DTYPES.get(tensor.Type())
