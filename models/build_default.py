@@ -41,8 +41,16 @@ MEDIAPIPE_LICENSE = "Apache-2.0"
 RECOGNIZER_DAT = "dlib_face_recognition_resnet_model_v1.dat"
 SHAPE5_DAT = "shape_predictor_5_face_landmarks.dat"
 
-DETECTOR_PARAMS = {"variant": "short", "score_threshold": 0.5, "nms_iou": 0.3}
-"""BlazeFace defaults: mediapipe's own short-range settings (min score 0.5, NMS IoU 0.3)."""
+DETECTOR_PARAMS = {
+    "variant": "short",
+    "score_threshold": 0.5,
+    "nms_iou": 0.3,
+    "fallback": "multiscale",
+    "threads": 1,
+}
+"""BlazeFace short range with mediapipe's own settings (min score 0.5, NMS IoU 0.3), plus the
+border/tile fallback: short range measured the best recall and speed on every shared set
+(docs/models/blazeface.md); one thread runs it as fast as two."""
 
 
 def read_dlib_file(name: str, wheel_cache: Path | None) -> bytes:
@@ -69,6 +77,16 @@ def _step(label: str, action: Callable[[], None]) -> None:
         raise ModelBuildError(f"{label} failed: {err}") from err
 
 
+def _is_current(manifest: PackManifest) -> bool:
+    """Whether a built pack matches this builder's version and wrapper options."""
+    detector = manifest.file(Task.DETECTOR)
+    return (
+        manifest.version == PACK_VERSION
+        and detector is not None
+        and detector.params == DETECTOR_PARAMS
+    )
+
+
 def build_default_pack(
     model_dir: Path, wheel_cache: Path | None = None, force: bool = False
 ) -> Path:
@@ -77,9 +95,11 @@ def build_default_pack(
     if target.exists() and not force:
         from models.manifest import verify_pack
 
-        verify_pack(target)
-        logger.info("%s already built at %s", DEFAULT_PACK, target)
-        return target
+        existing = verify_pack(target)
+        if _is_current(existing):
+            logger.info("%s already built at %s", DEFAULT_PACK, target)
+            return target
+        logger.info("%s at %s was built by an older recipe: rebuilding", DEFAULT_PACK, target)
     model_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=model_dir, prefix=".build-") as tmp:
         work = Path(tmp)

@@ -504,18 +504,41 @@ def detect_multiscale(
     return chosen
 
 
-def build(path: Path, params: Mapping[str, Any], threads: int) -> BlazeFaceDetector:
-    """Factory used by the wrapper registry."""
+class MultiscaleBlazeFace:
+    """BlazeFace with the border-and-tile fallback when the whole frame shows no face."""
+
+    keypoint_scheme: KeypointScheme = "blazeface6"
+
+    def __init__(self, detector: BlazeFaceDetector) -> None:
+        self.detector = detector
+
+    def detect(self, image: npt.NDArray[np.uint8]) -> list[Detection]:
+        """Faces found, best first."""
+        return detect_multiscale(self.detector, image)
+
+
+def build(
+    path: Path, params: Mapping[str, Any], threads: int
+) -> BlazeFaceDetector | MultiscaleBlazeFace:
+    """Factory used by the wrapper registry.
+
+    params: variant (short|full), score_threshold, nms_iou, fallback (multiscale|none) and
+    threads (this tiny model runs as fast on one thread, so packs cap it at 1).
+    """
     variant = str(params.get("variant", "short"))
     if variant not in ANCHOR_OPTIONS:
         raise ModelError(f"{path.name}: params.variant must be 'short' or 'full', got {variant!r}")
+    fallback = str(params.get("fallback", "none"))
+    if fallback not in ("multiscale", "none"):
+        raise ModelError(f"{path.name}: params.fallback must be 'multiscale' or 'none'")
     try:
-        return BlazeFaceDetector(
+        detector = BlazeFaceDetector(
             path,
             variant="short" if variant == "short" else "full",
-            score_threshold=float(params.get("score_threshold", 0.5)),
-            nms_iou=float(params.get("nms_iou", 0.3)),
-            threads=threads,
+            score_threshold=float(params.get("score_threshold", MEDIAPIPE_SCORE_THRESHOLD[variant])),
+            nms_iou=float(params.get("nms_iou", MEDIAPIPE_NMS_IOU)),
+            threads=min(threads, int(params.get("threads", threads))),
         )
     except ValueError as err:
         raise ModelError(f"{path.name}: {err}") from err
+    return MultiscaleBlazeFace(detector) if fallback == "multiscale" else detector

@@ -1,0 +1,49 @@
+"""Shared helpers for the benchmarks: where data and packs are, and how results are written."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "bench" / "results"
+SHARED_FACES = REPO.parent / "shared" / "data" / "faces"
+
+
+def model_dir() -> Path:
+    """The model directory the benchmarks use (the tests' cache unless overridden)."""
+    return Path(os.environ.get("JIFANG_TEST_MODEL_DIR", REPO / ".cache" / "model_packs"))
+
+
+def default_pack() -> Path:
+    """Build (if needed) and return the default pack."""
+    from models.build_default import build_default_pack
+
+    return build_default_pack(model_dir())
+
+
+def write_result(name: str, figures: dict[str, Any]) -> Path:
+    """Print the figures and write them to bench/results/<name>.json with the machine noted."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    record = {
+        **figures,
+        "_meta": {
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.processor()}",
+            "python": platform.python_version(),
+        },
+    }
+    text = json.dumps(record, indent=2, ensure_ascii=False)
+    print(text)
+    path.write_text(text + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+    return path
