@@ -49,7 +49,7 @@ def sign_envelope(
     """Wrap a JSON payload in an Ed25519-signed envelope."""
     signature = private_key.sign(payload_json.encode("utf-8"))
     return SignedEnvelope(
-        payload_type=payload_type,  # type: ignore[arg-type]
+        payload_type=payload_type,
         payload=payload_json,
         key_id=key_id,
         signature=base64.b64encode(signature).decode("ascii"),
