@@ -39,7 +39,7 @@ lint: venv
 
 bench: venv
 	@mkdir -p bench/results
-	@set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done
+	@set -e; for script in bench/[!_]*.py; do echo "== $$script"; $(PY) $$script; done
 
 schema: venv
 	$(PY) -m contract.schema docs/contract

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
+from _common import REPO, SHARED_FACES, write_result
 
 from models.convert.mediapipe_models import build_mediapipe_onnx
 from models.runtime.blazeface import (
@@ -104,11 +104,10 @@ def dlib_agreement(root: Path, detect: Callable[[np.ndarray], list[Detection]]) 
 def main() -> None:
     """Print and save the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/faces"))
-    parser.add_argument("--models-dir", type=Path, default=Path("var/models"))
+    parser.add_argument("--data", type=Path, default=SHARED_FACES)
+    parser.add_argument("--models-dir", type=Path, default=REPO / ".cache" / "bench-models")
     parser.add_argument("--wheel-cache", type=Path, default=None)
     parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=Path("var/bench/blazeface.json"))
     args = parser.parse_args()
 
     results: dict[str, object] = {}
@@ -155,8 +154,7 @@ def main() -> None:
                     f"found {agreement['found']:.3f}  IoU>=0.3 with dlib "
                     f"{agreement['agrees_with_dlib']:.3f}"
                 )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    write_result("blazeface", results)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import write_result
 
 from models.convert.dlib_resnet import convert_dlib_resnet, parse_dlib_resnet, write_onnx
 from models.runtime.dlib_recognizer import DlibResNetRecognizer
@@ -30,10 +31,10 @@ def main() -> None:
 
     start = time.perf_counter()
     model = convert_dlib_resnet(raw)
-    print(f"conversion: {time.perf_counter() - start:.3f} s")
+    figures: dict[str, object] = {"conversion_s": round(time.perf_counter() - start, 3)}
     net = parse_dlib_resnet(raw)
-    print(f"parameters: {net.parameter_count():,}")
-    print("layers:", {kind.value: n for kind, n in net.layer_counts().items()})
+    figures["parameters"] = net.parameter_count()
+    figures["layers"] = {kind.value: n for kind, n in net.layer_counts().items()}
 
     chip = np.random.default_rng(0).integers(0, 256, size=(1, 150, 150, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as folder:
@@ -46,10 +47,8 @@ def main() -> None:
                 start = time.perf_counter()
                 recognizer.embed_chips(chip)
                 times.append((time.perf_counter() - start) * 1000.0)
-            print(
-                f"batch 1, {threads} thread(s): median {statistics.median(times):.2f} ms, "
-                f"min {min(times):.2f} ms over {args.runs} runs"
-            )
+            figures[f"ms_per_face_{threads}_threads"] = round(statistics.median(times), 3)
+    write_result("dlib_recognizer", figures)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from common import SHARED_FACES, default_pack, write_result
+from _common import SHARED_FACES, default_pack, write_result
 from tqdm import tqdm
 
 from calibration.datasets import FaceSet, find_sets

@@ -13,6 +13,7 @@ import typer
 
 from calibration.cli import eval_app
 from edge_agent.cli import app as edge_app
+from jifang.demo import app as demo_app
 from models.cli import app as models_app
 from models.face_cli import app as face_app
 
@@ -46,7 +47,7 @@ app.add_typer(
     name="calibrate",
 )
 app.add_typer(pending_group("train", "Train recognizer and liveness models.", 10), name="train")
-app.add_typer(pending_group("demo", "Run the end-to-end demo.", 5), name="demo")
+app.add_typer(demo_app, name="demo")
 
 
 @app.callback()

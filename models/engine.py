@@ -23,6 +23,7 @@ from models.manifest import (
     verify_pack,
 )
 from models.runtime.base import Adapter, Detector, LandmarkModel, Recognizer
+from models.runtime.facemesh import DenseLandmarks, FaceMesh
 from models.runtime.image import to_bgr, to_gray
 from models.runtime.registry import build_component
 from models.types import Detection, Face, FloatArray, Image, Task
@@ -91,6 +92,11 @@ class FaceEngine:
         self.landmarker: LandmarkModel | None = (
             build_component(pack_dir, files[Task.LANDMARKS], threads)
             if Task.LANDMARKS in files
+            else None
+        )
+        self.dense: FaceMesh | None = (
+            build_component(pack_dir, files[Task.DENSE_LANDMARKS], threads)
+            if Task.DENSE_LANDMARKS in files and (pack_dir / files[Task.DENSE_LANDMARKS].path).is_file()
             else None
         )
         self.adapter: Adapter | None = (
@@ -175,6 +181,12 @@ class FaceEngine:
         else:
             points = det.keypoints
         return Face(det, np.asarray(points, np.float32), self.scheme)
+
+    def dense_landmarks(self, image: np.ndarray, face: Face) -> DenseLandmarks:
+        """468 FaceMesh points of a face; ModelError when the pack has no FaceMesh."""
+        if self.dense is None:
+            raise ModelError(f"{self.manifest.name}: has no dense landmark model (FaceMesh)")
+        return self.dense.landmarks(image, face.detection)
 
     def align(self, image: np.ndarray, face: Face) -> Image:
         """The aligned RGB chip the recognizer was trained on."""

@@ -26,6 +26,7 @@ WRAPPERS: Mapping[str, WrapperSpec] = {
     "blazeface": WrapperSpec(Task.DETECTOR, "models.runtime.blazeface:build"),
     "dlib_shape_predictor": WrapperSpec(Task.LANDMARKS, "models.runtime.shape_predictor:build"),
     "dlib_resnet": WrapperSpec(Task.RECOGNIZER, "models.runtime.dlib_recognizer:build"),
+    "facemesh": WrapperSpec(Task.DENSE_LANDMARKS, "models.runtime.facemesh:build"),
     "linear_adapter": WrapperSpec(Task.ADAPTER, "models.runtime.adapter:build"),
     "insightface_scrfd": WrapperSpec(
         Task.DETECTOR, "models.runtime.insightface_models:build_scrfd"

@@ -166,3 +166,18 @@ def test_eval_verify_writes_per_set_json(default_pack: Path, tmp_path: Path) -> 
     assert report["fnmr_at_fmr"] == {}  # 16 impostor pairs support no standard FMR
     assert report["fnmr_at_threshold"] == 0.0 and report["fmr_at_threshold"] == 0.0
     assert "tiny" in result.output
+
+
+def test_dense_landmarks_follow_the_face(engine) -> None:
+    image = faces.astronaut()
+    face = engine.detect(image)[0]
+    dense = engine.dense_landmarks(image, face)
+    assert dense.points.shape == (468, 3) and dense.face_score > 0.9
+    x0, y0, x1, y1 = face.detection.box
+    inside = ((dense.points[:, 0] > x0 - 10) & (dense.points[:, 0] < x1 + 10)
+              & (dense.points[:, 1] > y0 - 15) & (dense.points[:, 1] < y1 + 10))
+    assert inside.mean() > 0.95
+    # FaceMesh point 1 is the nose tip: a few pixels above dlib's nose base.
+    assert np.linalg.norm(dense.points[1, :2] - face.landmarks5[4]) < 10
+    blank = engine.dense.landmarks(np.full_like(image, 90), face.detection)
+    assert blank.face_score < 0.1

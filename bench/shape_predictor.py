@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _common import write_result
 
 from models.convert.dlib_shape_predictor import load_dat
 from models.runtime.align import dlib_chip
@@ -35,7 +36,7 @@ def main() -> None:
     dat = models_dir / "shape_predictor_5_face_landmarks.dat"
     start = time.perf_counter()
     model = load_dat(dat)
-    print(f"parse .dat: {time.perf_counter() - start:.2f} s")
+    figures: dict[str, float] = {"parse_dat_s": round(time.perf_counter() - start, 2)}
     ours = ShapePredictor(model)
     theirs = dlib.shape_predictor(str(dat))
     rgb = skimage.data.astronaut()
@@ -44,10 +45,10 @@ def main() -> None:
     gray = dlib_gray(rgb)
     shape = theirs(rgb, rect)
     points = np.array([[p.x, p.y] for p in shape.parts()], np.float64)
-    print(f"predict   numpy {_ms(lambda: ours.predict(gray, box), args.repeat):6.2f} ms (grey), "
-          f"{_ms(lambda: ours.predict(rgb, box), args.repeat):6.2f} ms (RGB)"
-          f"   dlib {_ms(lambda: theirs(rgb, rect), args.repeat):6.2f} ms")
-    print(f"dlib_gray       {_ms(lambda: dlib_gray(rgb), args.repeat):6.2f} ms (512x512)")
+    figures["predict_ms_numpy_gray"] = _ms(lambda: ours.predict(gray, box), args.repeat)
+    figures["predict_ms_numpy_rgb"] = _ms(lambda: ours.predict(rgb, box), args.repeat)
+    figures["predict_ms_dlib"] = _ms(lambda: theirs(rgb, rect), args.repeat)
+    figures["dlib_gray_ms_512"] = _ms(lambda: dlib_gray(rgb), args.repeat)
     for zoom in (1.0, 2.5, 4.0):
         img = rgb if zoom == 1 else cv2.resize(rgb, None, fx=zoom, fy=zoom)
         pts = points * zoom
@@ -58,8 +59,9 @@ def main() -> None:
         n = args.repeat // 2
         mine = _ms(lambda img=img, pts=pts: dlib_chip(img, pts), n)
         ref = _ms(lambda img=img, det=det: dlib.get_face_chip(img, det, 150, 0.25), n)
-        print(f"chip x{zoom:<3} numpy {mine:6.2f} ms   dlib {ref:6.2f} ms"
-              f"  (face ~{120 * zoom:.0f} px)")
+        figures[f"chip_ms_numpy_face{120 * zoom:.0f}px"] = mine
+        figures[f"chip_ms_dlib_face{120 * zoom:.0f}px"] = ref
+    write_result("shape_predictor", figures)
 
 
 if __name__ == "__main__":
