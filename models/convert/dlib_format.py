@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
@@ -159,8 +159,10 @@ class DlibReader:
         if exponent == _EXP_NAN:
             return float("nan")
         try:
-            # Fraction keeps the 64-bit mantissa exact so the one rounding happens at float().
-            return float(Fraction(mantissa) * Fraction(2) ** exponent)
+            # ldexp converts the 64-bit mantissa to a double once (one rounding, as dlib's own
+            # reader does), then scales exactly; far faster than exact fractions on the
+            # 1.3 M floats of a shape predictor.
+            return math.ldexp(mantissa, exponent)
         except OverflowError as err:
             raise DlibFormatError(start, f"{what} exponent in range", f"found {exponent}") from err
 

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from models.convert.dlib_format import DlibFormatError, DlibReader
+
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
@@ -33,7 +35,6 @@ FORMAT_VERSION = 1
 """The only shape_predictor serialization version dlib has written."""
 
 # dlib reserves these exponents for non-finite floats; a landmark model never holds one.
-_NON_FINITE_EXPONENTS = (32000, 32001, 32002)
 
 
 class ShapePredictorFormatError(ValueError):
@@ -109,11 +110,16 @@ class ShapePredictorModel:
 
 
 class _Reader:
-    """Cursor over dlib's serialized primitives; every error names the byte offset."""
+    """dlib's primitive reader (models.convert.dlib_format) with this format's error messages."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-        self.pos = 0
+        self._inner = DlibReader(data)
+
+    @property
+    def pos(self) -> int:
+        """Current byte offset."""
+        return self._inner.offset
 
     def fail(self, what: str, at: int | None = None) -> ShapePredictorFormatError:
         offset = self.pos if at is None else at
@@ -121,21 +127,17 @@ class _Reader:
             f"{what} at byte offset {offset} (file is {len(self.data)} bytes)"
         )
 
+    def _translate(self, err: DlibFormatError, what: str, start: int) -> ShapePredictorFormatError:
+        if "left" in str(err):
+            return self.fail(f"unexpected end of file reading {what}", start)
+        return self.fail(f"bad value reading {what} ({err})", start)
+
     def integer(self, what: str) -> int:
         start = self.pos
-        if start >= len(self.data):
-            raise self.fail(f"unexpected end of file reading {what}", start)
-        control = self.data[start]
-        size = control & 0x0F
-        # Bits 0x70 are never set by dlib; seeing them means we are not at an integer.
-        if control & 0x70 or size > 8:
-            raise self.fail(f"bad integer control byte 0x{control:02x} in {what}", start)
-        end = start + 1 + size
-        if end > len(self.data):
-            raise self.fail(f"unexpected end of file reading {what}", start)
-        value = int.from_bytes(self.data[start + 1 : end], "little")
-        self.pos = end
-        return -value if control & 0x80 else value
+        try:
+            return self._inner.read_int(what)
+        except DlibFormatError as err:
+            raise self._translate(err, what, start) from err
 
     def count(self, what: str, limit: int) -> int:
         start = self.pos
@@ -146,13 +148,13 @@ class _Reader:
 
     def real(self, what: str) -> float:
         start = self.pos
-        mantissa = self.integer(what)
-        exponent = self.integer(what)
-        if exponent in _NON_FINITE_EXPONENTS or not -1100 <= exponent <= 1100:
-            raise self.fail(
-                f"non-finite or out-of-range float (exponent {exponent}) in {what}", start
-            )
-        return math.ldexp(mantissa, exponent)
+        try:
+            value = self._inner.read_float(what)
+        except DlibFormatError as err:
+            raise self._translate(err, what, start) from err
+        if not math.isfinite(value):
+            raise self.fail(f"non-finite or out-of-range float in {what}", start)
+        return value
 
     def column(self, what: str) -> list[float]:
         start = self.pos

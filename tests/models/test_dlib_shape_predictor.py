@@ -102,7 +102,7 @@ def test_bad_version_and_bad_control_byte_name_the_offset() -> None:
         parse_shape_predictor(_int(2) + data[2:])
     broken = bytearray(data)
     broken[2] = 0x3F  # the initial_shape row count's control byte
-    with pytest.raises(ShapePredictorFormatError, match="control byte 0x3f.*byte offset 2"):
+    with pytest.raises(ShapePredictorFormatError, match="invalid value 0x3f.*byte offset 2"):
         parse_shape_predictor(bytes(broken))
 
 
