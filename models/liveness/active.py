@@ -119,7 +119,16 @@ class ChallengeSession:
         points = frame.dense.points
         if self._reference is None:
             self._reference = points
+        yaw = yaw_offset(points)
+        if self._yaw0 is None:
+            self._yaw0 = yaw
+        # Operator's left shows as the nose moving to image right, unless the image is mirrored.
+        turn = (yaw - self._yaw0) * (-1.0 if self.config.mirror else 1.0)
         if step == Step.BLINK:
+            # Only the asked action counts: a recorded clip of someone moving about would
+            # otherwise pass a random challenge by chance.
+            if abs(turn) >= self.config.turn_yaw:
+                return self._fail(Cause.CHALLENGE_WRONG, "turned the head when asked to blink")
             ear = rectified_ear(self._reference, points)
             self._open_ear = max(self._open_ear, ear)
             if ear < self.config.blink_ratio * self._open_ear:
@@ -127,16 +136,10 @@ class ChallengeSession:
             elif self._closed:
                 self._advance(frame.t)  # closed, then open again: one blink
             return self.state
-        yaw = yaw_offset(points)
-        if self._yaw0 is None:
-            self._yaw0 = yaw
-            return self.state
-        # Operator's left shows as the nose moving to image right, unless the image is mirrored.
-        sign = 1.0 if (step == Step.TURN_LEFT) != self.config.mirror else -1.0
-        delta = sign * (yaw - self._yaw0)
-        if delta >= self.config.turn_yaw:
+        wanted = turn if step == Step.TURN_LEFT else -turn
+        if wanted >= self.config.turn_yaw:
             self._advance(frame.t)
-        elif -delta >= self.config.turn_yaw and abs(self._yaw0) <= self.config.neutral_yaw:
+        elif -wanted >= self.config.turn_yaw:
             return self._fail(Cause.CHALLENGE_WRONG, f"turned the wrong way for {step.value}")
         return self.state
 

@@ -106,7 +106,9 @@ class PassiveConfig(_Section):
         default=0.6, ge=0.0, le=1.0, description="live-score penalty for a full border around the face"
     )
     moire_weight: float = Field(
-        default=0.3, ge=0.0, le=1.0, description="live-score penalty for a moiré peak"
+        default=0.0, ge=0.0, le=1.0,
+        description="live-score penalty for a moiré peak; off by default because real faces "
+        "already show peaks above the ratio (skimage astronaut 15, cameraman 21)",
     )
     moire_peak_ratio: float = Field(
         default=12.0, ge=1.0, le=1000.0,
@@ -171,9 +173,6 @@ class ActiveConfig(_Section):
     turn_yaw: float = Field(
         default=0.12, ge=0.02, le=0.5,
         description="nose offset from the cheek midpoint, in cheek widths, that counts as a turn",
-    )
-    neutral_yaw: float = Field(
-        default=0.06, ge=0.0, le=0.3, description="nose offset that counts as facing the camera"
     )
     blink_ratio: float = Field(
         default=0.7, ge=0.1, le=0.95,
