@@ -52,7 +52,7 @@ def read_clip(path: Path) -> list[tuple[np.ndarray, float]]:
     """Every frame of a video with its time (seconds)."""
     capture = cv2.VideoCapture(str(path))
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    frames = []
+    frames: list[tuple[np.ndarray, float]] = []
     while True:
         ok, frame = capture.read()
         if not ok:
@@ -84,7 +84,7 @@ def attempts(window_s: float, response_s: float, still_frames: int) -> list[Atte
             out.append(Attempt(label, f"{clip_path.name}#{i}", clip[s:e], response))
             if label == "bona_fide":
                 still = clip[(s + e) // 2][0]
-                seq = rigid_sequence(still, 2 * still_frames, seed=i)
+                seq = rigid_sequence(np.asarray(still, np.uint8), 2 * still_frames, seed=i)
                 out.append(Attempt("print", f"{clip_path.name}#{i} still (generated)",
                                    seq[:still_frames], _retime(seq[still_frames:], seq)))
     samples = DATA / "antispoof_samples"
@@ -93,7 +93,7 @@ def attempts(window_s: float, response_s: float, still_frames: int) -> list[Atte
             image = cv2.imread(str(path))
             if image is None:
                 raise SystemExit(f"{path}: not a readable image")
-            seq = rigid_sequence(image, 2 * still_frames, seed=100 + i)
+            seq = rigid_sequence(np.asarray(image, np.uint8), 2 * still_frames, seed=100 + i)
             out.append(Attempt(label, f"{folder}/{path.name} moved rigidly",
                                seq[:still_frames], _retime(seq[still_frames:], seq)))
     return out

@@ -32,7 +32,7 @@ def rigid_sequence(
         raise ValueError("frames must be >= 1 and fps > 0")
     rng = random.Random(seed)
     h, w = image.shape[:2]
-    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
     out: Frames = []
     for i in range(frames):
         phase = 2 * math.pi * i / max(frames, 2)
@@ -41,8 +41,8 @@ def rigid_sequence(
         angle = math.radians(turn_deg * math.sin(phase * 0.7))
         k = tilt * math.sin(phase * 1.3)  # sheet leaning back and forth: a trapezoid
         rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-        centred = corners - [w / 2, h / 2]
-        moved = centred @ rot.T + [w / 2 + dx, h / 2 + dy]
+        centred = corners - np.array([w / 2, h / 2], np.float32)
+        moved = centred @ rot.T + np.array([w / 2 + dx, h / 2 + dy])
         moved[:2, 0] += np.array([k * w, -k * w])  # top edge narrows or widens
         matrix = cv2.getPerspectiveTransform(corners, moved.astype(np.float32))
         warped = cv2.warpPerspective(image, matrix, (w, h), borderMode=cv2.BORDER_REPLICATE)
