@@ -29,9 +29,11 @@ import numpy as np
 from _common import REPO, RESULTS, default_pack, write_result
 
 from models.engine import FaceEngine
-from models.liveness import LivenessPolicy, LivenessPolicyConfig, Outcome, observe
+from models.liveness import LivenessPolicy, LivenessPolicyConfig, Outcome, cues, observe
+from models.liveness.passive import sample
 from models.liveness.policy import passive_scorer_for
 from models.liveness.synthetic import rigid_sequence
+from models.liveness.temporal import check_temporal
 from models.liveness.types import LivenessFrame
 
 DATA = REPO.parent / "shared" / "data" / "liveness"
@@ -121,6 +123,7 @@ def run(engine: FaceEngine, policy: LivenessPolicy, attempt: Attempt, seed: int)
                 break
         decision = policy.finish_challenge(session, decision.scores)
     return {
+        "cues": measure_cues(frames, policy.config),
         "label": attempt.label,
         "source": attempt.source,
         "faces": len(frames),
@@ -130,6 +133,56 @@ def run(engine: FaceEngine, policy: LivenessPolicy, attempt: Attempt, seed: int)
         "cause": decision.cause.value if decision.cause else None,
         "scores": {k: round(v, 4) for k, v in decision.scores.items()},
     }
+
+
+def measure_cues(frames: list[LivenessFrame], config: LivenessPolicyConfig) -> dict[str, list[float]]:
+    """Raw value of every cue on an attempt, whatever the policy decided (for the cue table)."""
+    chosen = sample(frames, config.passive.max_frames)
+    c = config.passive.cues
+    out: dict[str, list[float]] = defaultdict(list)
+    for f in chosen:
+        box = f.face.detection.box
+        out["border"].append(cues.border_score(cues.border_sides(f.image, box, c)))
+        out["moire_ratio"].append(cues.moire_ratio(f.image, box, c))
+        out["specular_fraction"].append(cues.specular_fraction(f.image, box, c))
+    for a, b in zip(chosen, chosen[1:], strict=False):
+        ratio = cues.parallax_comotion(a.image, b.image, a.face.detection.box,
+                                       b.face.detection.box, config.passive.parallax)
+        if ratio is not None:
+            out["parallax_comotion"].append(ratio)
+    temporal = check_temporal(frames, config.temporal)
+    if "max_planar_residual" in temporal.scores:
+        # Reported negated so that, like the other cues, higher means "more like an attack".
+        out["neg_planar_residual"].append(-temporal.scores["max_planar_residual"])
+    return dict(out)
+
+
+def auc(attack: list[float], live: list[float]) -> float | None:
+    """P(attack value > live value), ties half: 1 = the cue separates perfectly, 0.5 = chance."""
+    if not attack or not live:
+        return None
+    a = np.asarray(attack)[:, None]
+    b = np.asarray(live)[None, :]
+    return float(np.mean((a > b) + 0.5 * (a == b)))
+
+
+def cue_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per cue: median per class and AUC of each attack type against bona fide."""
+    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        for cue, vals in row["cues"].items():
+            values[cue][row["label"]].extend(vals)
+    table: dict[str, dict[str, Any]] = {}
+    for cue, by_label in values.items():
+        entry: dict[str, Any] = {
+            f"median_{label}": round(float(np.median(v)), 4) for label, v in by_label.items()
+        }
+        for attack in ("print", "replay"):
+            value = auc(by_label.get(attack, []), by_label.get("bona_fide", []))
+            entry[f"auc_{attack}"] = None if value is None else round(value, 3)
+        entry["n"] = {label: len(v) for label, v in by_label.items()}
+        table[cue] = entry
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,18 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "liveness.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
-    cue_table: dict[str, dict[str, float]] = {}
-    for label in ("bona_fide", "print", "replay"):
-        mine = [r for r in rows if r["label"] == label]
-        keys = sorted({k for r in mine for k in r["scores"]})
-        cue_table[label] = {
-            k: round(float(np.median([r["scores"][k] for r in mine if k in r["scores"]])), 4)
-            for k in keys
-        }
+    cues_measured = cue_table(rows)
+    for row in rows:
+        del row["cues"]
     write_result("liveness_detail", {
         "summary": result,
         "window_s": args.window_s,
-        "median_scores": cue_table,
+        "cues": cues_measured,
         "attempts": rows,
         "note": "1-2 subjects; attempts split by clip (no window shares frames); "
                 "smoke test, not a PAD claim",

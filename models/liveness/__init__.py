@@ -1,7 +1,16 @@
 """Liveness (presentation-attack detection) for the cab start gate.
 
-`LivenessPolicy(config).evaluate(frames)` -> `LivenessDecision`; frames come from
-`observe(engine, image, t)`. See models.liveness.config for every threshold.
+How the cab agent uses it (every threshold is in `LivenessPolicyConfig`):
+
+    policy = LivenessPolicy(config, passive_scorer_for(engine, config))
+    frames = [f for f in (observe(engine, image, t) for image, t in camera) if f]
+    decision = policy.evaluate(frames)            # LIVE, REFUSED or CHALLENGE
+    if decision.outcome is Outcome.CHALLENGE:
+        session = policy.start_challenge(start=t_now)
+        while (prompt := session.prompt()) is not None:   # show/speak prompt.text
+            session.feed(observe(engine, image, t) or LivenessFrame(image, last_face, t))
+        decision = policy.finish_challenge(session, decision.scores)
+    # refused: decision.reason is ReasonCode.LIVENESS_FAILED, decision.cause says why
 """
 
 from models.liveness.active import PROMPTS, ChallengeSession, Prompt, State, Step

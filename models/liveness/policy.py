@@ -77,6 +77,12 @@ class LivenessPolicy:
             return LivenessDecision(Outcome.LIVE, None, None, "liveness disabled", {})
         if not frames:
             return LivenessDecision.refused(Cause.NO_FRAMES, "no frames with a face", {})
+        times = [f.t for f in frames]
+        if any(b < a for a, b in zip(times, times[1:], strict=False)):
+            first = next(i for i in range(1, len(times)) if times[i] < times[i - 1])
+            return LivenessDecision.refused(
+                Cause.BAD_INPUT, f"frame {first} is older than frame {first - 1}", {}
+            )
         scores: dict[str, float] = {}
         uncertain = False
         if c.require_passive or c.active == ActiveMode.WHEN_UNCERTAIN:

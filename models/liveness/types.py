@@ -37,6 +37,7 @@ class Cause(StrEnum):
     PASSIVE_SPOOF = "passive_spoof"
     PASSIVE_UNCERTAIN = "passive_uncertain"
     NO_FRAMES = "no_frames"
+    BAD_INPUT = "bad_input"
     NO_LANDMARKS = "no_landmarks"
     TOO_FEW_FRAMES = "too_few_frames"
     RIGID_FACE = "rigid_face"

@@ -186,6 +186,8 @@ def test_too_few_frames_and_missing_landmarks_are_refused(astronaut_frame) -> No
     assert policy.evaluate(bare).cause == Cause.NO_LANDMARKS
     empty = policy.evaluate([])
     assert empty.cause == Cause.NO_FRAMES and empty.reason == ReasonCode.LIVENESS_FAILED
+    shuffled = policy.evaluate([short[1], short[0], short[2]])
+    assert shuffled.cause == Cause.BAD_INPUT and "frame 1 is older than frame 0" in shuffled.detail
 
 
 def run_challenge(session: ChallengeSession, base: LivenessFrame, start: float) -> State:
@@ -338,3 +340,17 @@ def test_real_printed_photo_moved_rigidly_is_refused(engine, shared_dir: Path) -
     frames = observe_all(engine, rigid_sequence(image, 20, fps=FPS, seed=5))
     decision = LivenessPolicy(LivenessPolicyConfig()).evaluate(frames)
     assert decision.reason == ReasonCode.LIVENESS_FAILED
+
+
+def test_bench_result_has_exactly_the_agreed_fields() -> None:
+    path = Path(__file__).resolve().parents[2] / "bench" / "results" / "liveness.json"
+    if not path.is_file():
+        pytest.skip("bench/results/liveness.json not written yet")
+    import json
+
+    result = json.loads(path.read_text(encoding="utf-8"))
+    assert set(result) == {"policy", "bpcer", "bona_fide", "apcer", "attacks"}
+    assert isinstance(result["policy"], str) and isinstance(result["bona_fide"], int)
+    assert set(result["apcer"]) == set(result["attacks"]) == {"print", "replay"}
+    assert all(0.0 <= v <= 1.0 for v in (result["bpcer"], *result["apcer"].values()))
+    assert all(isinstance(v, int) for v in result["attacks"].values())
