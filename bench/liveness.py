@@ -19,6 +19,7 @@ import argparse
 import json
 import random
 import sys
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,9 +110,13 @@ def _retime(tail: list[tuple[np.ndarray, float]],
 
 def run(engine: FaceEngine, policy: LivenessPolicy, attempt: Attempt, seed: int) -> dict[str, Any]:
     """Evaluate one attempt (with the challenge when asked)."""
+    began = time.perf_counter()
     observed = [observe(engine, image, t) for image, t in attempt.frames]
+    observe_ms = 1000 * (time.perf_counter() - began) / max(1, len(attempt.frames))
     frames: list[LivenessFrame] = [f for f in observed if f is not None]
+    began = time.perf_counter()
     decision = policy.evaluate(frames)
+    evaluate_ms = 1000 * (time.perf_counter() - began)
     challenged = decision.outcome == Outcome.CHALLENGE
     if challenged:
         start = attempt.frames[-1][1]
@@ -132,6 +137,8 @@ def run(engine: FaceEngine, policy: LivenessPolicy, attempt: Attempt, seed: int)
         "accepted": decision.live,
         "cause": decision.cause.value if decision.cause else None,
         "scores": {k: round(v, 4) for k, v in decision.scores.items()},
+        "observe_ms_per_frame": round(observe_ms, 1),
+        "evaluate_ms": round(evaluate_ms, 1),
     }
 
 
@@ -217,15 +224,22 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "liveness.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
     cues_measured = cue_table(rows)
+    timing = {
+        "observe_ms_per_frame_median": float(np.median([r["observe_ms_per_frame"] for r in rows])),
+        "evaluate_ms_median": float(np.median([r["evaluate_ms"] for r in rows])),
+    }
     for row in rows:
         del row["cues"]
     write_result("liveness_detail", {
         "summary": result,
         "window_s": args.window_s,
         "cues": cues_measured,
+        "timing": timing,
         "attempts": rows,
-        "note": "1-2 subjects; attempts split by clip (no window shares frames); "
-                "smoke test, not a PAD claim",
+        "note": "bona fide: 1 subject, 1 clip; replay: the same subject re-filmed (1 clip) "
+                "+ 2 screen stills moved rigidly; print: 1 printed photo + generated prints of "
+                "the live subject; attempts are non-overlapping windows; nothing fitted "
+                "(default config); a smoke test, not a PAD claim",
     })
     return 0
 
