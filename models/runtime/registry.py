@@ -36,6 +36,7 @@ WRAPPERS: Mapping[str, WrapperSpec] = {
     ),
     "yunet": WrapperSpec(Task.DETECTOR, "models.runtime.opencv_detectors:build_yunet"),
     "ultralight": WrapperSpec(Task.DETECTOR, "models.runtime.opencv_detectors:build_ultralight"),
+    "pad_onnx": WrapperSpec(Task.LIVENESS, "models.liveness.onnx_pad:build"),
 }
 
 

@@ -1,0 +1,248 @@
+"""Liveness start policy on ../shared/data/liveness: APCER per attack type and BPCER, with counts.
+
+Attempts (each one is a start attempt of `--window-s` seconds; no attempt shares frames):
+- bona fide: windows of the live clip liveness_replay_frames/live/real2.webm (1 subject);
+- replay: windows of spoof_replay/fake2.webm (same subject on a phone, re-filmed), plus the
+  two screen stills of antispoof_samples/spoof_screen moved rigidly (a still on a screen);
+- print: antispoof_samples/spoof_print (1 photo of a print) moved rigidly, plus one still
+  frame per bona fide window moved rigidly (a printed photo of the live subject; generated).
+When the policy asks for the challenge, the frames that follow the window in the same clip
+are the response (a recorded attack cannot follow a random prompt; a live clip recorded
+without prompts is the worst case for BPCER). Nothing is fitted: the policy runs with its
+default config. `bench/results/liveness.json` holds exactly the figures the issue names;
+the per-cue breakdown goes to `bench/results/liveness_detail.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from _common import REPO, RESULTS, default_pack, write_result
+
+from models.engine import FaceEngine
+from models.liveness import LivenessPolicy, LivenessPolicyConfig, Outcome, cues, observe
+from models.liveness.passive import sample
+from models.liveness.policy import passive_scorer_for
+from models.liveness.synthetic import rigid_sequence
+from models.liveness.temporal import check_temporal
+from models.liveness.types import LivenessFrame
+
+DATA = REPO.parent / "shared" / "data" / "liveness"
+
+
+@dataclass
+class Attempt:
+    """One start attempt: its label, frames, and the frames that answer a challenge."""
+
+    label: str
+    """bona_fide, print or replay."""
+    source: str
+    frames: list[tuple[np.ndarray, float]]
+    response: list[tuple[np.ndarray, float]]
+
+
+def read_clip(path: Path) -> list[tuple[np.ndarray, float]]:
+    """Every frame of a video with its time (seconds)."""
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    frames: list[tuple[np.ndarray, float]] = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append((frame, len(frames) / fps))
+    capture.release()
+    if not frames:
+        raise SystemExit(f"{path}: no frames could be read")
+    return frames
+
+
+def windows(clip: list[tuple[np.ndarray, float]], seconds: float) -> list[tuple[int, int]]:
+    """Non-overlapping [start, end) frame ranges of `seconds` each."""
+    fps = 1.0 / (clip[1][1] - clip[0][1]) if len(clip) > 1 else 30.0
+    size = max(2, int(round(seconds * fps)))
+    return [(s, s + size) for s in range(0, len(clip) - size + 1, size)]
+
+
+def attempts(window_s: float, response_s: float, still_frames: int) -> list[Attempt]:
+    """All attempts built from the shared data."""
+    out: list[Attempt] = []
+    frames_dir = DATA / "liveness_replay_frames"
+    for label, clip_path in (("bona_fide", frames_dir / "live" / "real2.webm"),
+                             ("replay", frames_dir / "spoof_replay" / "fake2.webm")):
+        clip = read_clip(clip_path)
+        fps = 1.0 / (clip[1][1] - clip[0][1])
+        for i, (s, e) in enumerate(windows(clip, window_s)):
+            response = clip[e:e + int(response_s * fps)]
+            out.append(Attempt(label, f"{clip_path.name}#{i}", clip[s:e], response))
+            if label == "bona_fide":
+                still = clip[(s + e) // 2][0]
+                seq = rigid_sequence(np.asarray(still, np.uint8), 2 * still_frames, seed=i)
+                out.append(Attempt("print", f"{clip_path.name}#{i} still (generated)",
+                                   seq[:still_frames], _retime(seq[still_frames:], seq)))
+    samples = DATA / "antispoof_samples"
+    for label, folder in (("print", "spoof_print"), ("replay", "spoof_screen")):
+        for i, path in enumerate(sorted((samples / folder).glob("*.jpg"))):
+            image = cv2.imread(str(path))
+            if image is None:
+                raise SystemExit(f"{path}: not a readable image")
+            seq = rigid_sequence(np.asarray(image, np.uint8), 2 * still_frames, seed=100 + i)
+            out.append(Attempt(label, f"{folder}/{path.name} moved rigidly",
+                               seq[:still_frames], _retime(seq[still_frames:], seq)))
+    return out
+
+
+def _retime(tail: list[tuple[np.ndarray, float]],
+            whole: list[tuple[np.ndarray, float]]) -> list[tuple[np.ndarray, float]]:
+    """Response frames keep the clock running on from the attempt."""
+    return tail if tail else whole[-1:]
+
+
+def run(engine: FaceEngine, policy: LivenessPolicy, attempt: Attempt, seed: int) -> dict[str, Any]:
+    """Evaluate one attempt (with the challenge when asked)."""
+    began = time.perf_counter()
+    observed = [observe(engine, image, t) for image, t in attempt.frames]
+    observe_ms = 1000 * (time.perf_counter() - began) / max(1, len(attempt.frames))
+    frames: list[LivenessFrame] = [f for f in observed if f is not None]
+    began = time.perf_counter()
+    decision = policy.evaluate(frames)
+    evaluate_ms = 1000 * (time.perf_counter() - began)
+    challenged = decision.outcome == Outcome.CHALLENGE
+    if challenged:
+        start = attempt.frames[-1][1]
+        session = policy.start_challenge(start, random.Random(seed))
+        for image, t in attempt.response:
+            frame = observe(engine, image, t)
+            state = session.feed(frame if frame is not None else LivenessFrame(image, frames[-1].face, t))
+            if state.value != "pending":
+                break
+        decision = policy.finish_challenge(session, decision.scores)
+    return {
+        "cues": measure_cues(frames, policy.config),
+        "label": attempt.label,
+        "source": attempt.source,
+        "faces": len(frames),
+        "frames": len(attempt.frames),
+        "challenged": challenged,
+        "accepted": decision.live,
+        "cause": decision.cause.value if decision.cause else None,
+        "scores": {k: round(v, 4) for k, v in decision.scores.items()},
+        "observe_ms_per_frame": round(observe_ms, 1),
+        "evaluate_ms": round(evaluate_ms, 1),
+    }
+
+
+def measure_cues(frames: list[LivenessFrame], config: LivenessPolicyConfig) -> dict[str, list[float]]:
+    """Raw value of every cue on an attempt, whatever the policy decided (for the cue table)."""
+    chosen = sample(frames, config.passive.max_frames)
+    c = config.passive.cues
+    out: dict[str, list[float]] = defaultdict(list)
+    for f in chosen:
+        box = f.face.detection.box
+        out["border"].append(cues.border_score(cues.border_sides(f.image, box, c)))
+        out["moire_ratio"].append(cues.moire_ratio(f.image, box, c))
+        out["specular_fraction"].append(cues.specular_fraction(f.image, box, c))
+    for a, b in zip(chosen, chosen[1:], strict=False):
+        ratio = cues.parallax_comotion(a.image, b.image, a.face.detection.box,
+                                       b.face.detection.box, config.passive.parallax)
+        if ratio is not None:
+            out["parallax_comotion"].append(ratio)
+    temporal = check_temporal(frames, config.temporal)
+    if "max_planar_residual" in temporal.scores:
+        # Reported negated so that, like the other cues, higher means "more like an attack".
+        out["neg_planar_residual"].append(-temporal.scores["max_planar_residual"])
+    return dict(out)
+
+
+def auc(attack: list[float], live: list[float]) -> float | None:
+    """P(attack value > live value), ties half: 1 = the cue separates perfectly, 0.5 = chance."""
+    if not attack or not live:
+        return None
+    a = np.asarray(attack)[:, None]
+    b = np.asarray(live)[None, :]
+    return float(np.mean((a > b) + 0.5 * (a == b)))
+
+
+def cue_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per cue: median per class and AUC of each attack type against bona fide."""
+    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        for cue, vals in row["cues"].items():
+            values[cue][row["label"]].extend(vals)
+    table: dict[str, dict[str, Any]] = {}
+    for cue, by_label in values.items():
+        entry: dict[str, Any] = {
+            f"median_{label}": round(float(np.median(v)), 4) for label, v in by_label.items()
+        }
+        for attack in ("print", "replay"):
+            value = auc(by_label.get(attack, []), by_label.get("bona_fide", []))
+            entry[f"auc_{attack}"] = None if value is None else round(value, 3)
+        entry["n"] = {label: len(v) for label, v in by_label.items()}
+        table[cue] = entry
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench and write the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--window-s", type=float, default=1.5, help="attempt length, seconds")
+    parser.add_argument("--response-s", type=float, default=8.0, help="challenge response, seconds")
+    parser.add_argument("--still-frames", type=int, default=20, help="frames per generated attempt")
+    args = parser.parse_args(argv)
+    if not DATA.is_dir():
+        print(f"no liveness data at {DATA}; nothing to evaluate")
+        return 1
+    engine = FaceEngine(default_pack(), threads=1)
+    config = LivenessPolicyConfig()
+    policy = LivenessPolicy(config, passive_scorer_for(engine, config))
+    rows = [run(engine, policy, a, seed=i) for i, a in enumerate(attempts(
+        args.window_s, args.response_s, args.still_frames))]
+    counts: dict[str, int] = defaultdict(int)
+    accepted: dict[str, int] = defaultdict(int)
+    for row in rows:
+        counts[row["label"]] += 1
+        accepted[row["label"]] += int(row["accepted"])
+    bona = counts["bona_fide"]
+    result = {
+        "policy": policy.description,
+        "bpcer": (bona - accepted["bona_fide"]) / bona if bona else 1.0,
+        "bona_fide": bona,
+        "apcer": {k: accepted[k] / counts[k] if counts[k] else 1.0 for k in ("print", "replay")},
+        "attacks": {k: counts[k] for k in ("print", "replay")},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "liveness.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+    cues_measured = cue_table(rows)
+    timing = {
+        "observe_ms_per_frame_median": float(np.median([r["observe_ms_per_frame"] for r in rows])),
+        "evaluate_ms_median": float(np.median([r["evaluate_ms"] for r in rows])),
+    }
+    for row in rows:
+        del row["cues"]
+    write_result("liveness_detail", {
+        "summary": result,
+        "window_s": args.window_s,
+        "cues": cues_measured,
+        "timing": timing,
+        "attempts": rows,
+        "note": "bona fide: 1 subject, 1 clip; replay: the same subject re-filmed (1 clip) "
+                "+ 2 screen stills moved rigidly; print: 1 printed photo + generated prints of "
+                "the live subject; attempts are non-overlapping windows; nothing fitted "
+                "(default config); a smoke test, not a PAD claim",
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

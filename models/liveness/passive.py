@@ -1,0 +1,118 @@
+"""Passive PAD: a live score per frame, from the pack's ONNX model or from classical cues."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from models.liveness import cues
+from models.liveness.config import PassiveConfig
+from models.liveness.onnx_pad import OnnxPad
+from models.liveness.types import LivenessFrame
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PassiveResult:
+    """Per-frame live scores (0 = attack, 1 = live), their median, and the cue breakdown."""
+
+    frame_scores: tuple[float, ...]
+    score: float
+    details: dict[str, float] = field(default_factory=dict)
+
+
+class PassiveScorer(Protocol):
+    """Scores a sequence of frames for presentation attacks."""
+
+    name: str
+
+    def score(self, frames: Sequence[LivenessFrame]) -> PassiveResult:
+        """Live scores of (a sample of) the frames."""
+        ...
+
+
+def sample(frames: Sequence[LivenessFrame], count: int) -> list[LivenessFrame]:
+    """At most `count` frames, evenly spaced, first and last included."""
+    if len(frames) <= count:
+        return list(frames)
+    idx = np.linspace(0, len(frames) - 1, count).round().astype(int)
+    return [frames[i] for i in idx]
+
+
+def _ramp(value: float, full: float) -> float:
+    """0 at 0, 1 at `full` and above."""
+    return float(min(1.0, max(0.0, value / full))) if full > 0 else 0.0
+
+
+class ClassicalPad:
+    """Weight-free PAD from frame border, moiré, glare and face-vs-background parallax."""
+
+    name = "classical"
+
+    def __init__(self, config: PassiveConfig) -> None:
+        self.config = config
+
+    def frame_evidence(self, frame: LivenessFrame) -> dict[str, float]:
+        """Attack evidence in [0, 1] per cue for one frame."""
+        c = self.config
+        box = frame.face.detection.box
+        border = cues.border_score(cues.border_sides(frame.image, box, c.cues))
+        moire = _ramp(cues.moire_ratio(frame.image, box, c.cues), c.moire_peak_ratio)
+        glare = _ramp(cues.specular_fraction(frame.image, box, c.cues), c.specular_fraction)
+        return {"border": border, "moire": moire, "specular": glare}
+
+    def parallax_evidence(self, frames: Sequence[LivenessFrame]) -> float | None:
+        """Fraction of informative frame pairs whose background moved with the face."""
+        ratios = []
+        for prev, cur in zip(frames, frames[1:], strict=False):
+            ratio = cues.parallax_comotion(
+                prev.image, cur.image, prev.face.detection.box, cur.face.detection.box,
+                self.config.parallax,
+            )
+            if ratio is not None:
+                ratios.append(ratio)
+        if not ratios:
+            return None
+        return float(np.mean(np.asarray(ratios) >= self.config.parallax.comove_ratio))
+
+    def score(self, frames: Sequence[LivenessFrame]) -> PassiveResult:
+        """Live score per sampled frame: the product of (1 - weight x evidence) over cues."""
+        c = self.config
+        chosen = sample(frames, c.max_frames)
+        weights = {"border": c.border_weight, "moire": c.moire_weight, "specular": c.specular_weight}
+        evidence = [self.frame_evidence(f) for f in chosen]
+        parallax = self.parallax_evidence(chosen)
+        parallax_factor = 1.0 - c.parallax_weight * (parallax or 0.0)
+        scores = []
+        for ev in evidence:
+            live = parallax_factor
+            for cue, weight in weights.items():
+                live *= 1.0 - weight * ev[cue]
+            scores.append(live)
+        details = {
+            f"{cue}_evidence": float(np.mean([ev[cue] for ev in evidence])) for cue in weights
+        }
+        if parallax is not None:
+            details["parallax_evidence"] = parallax
+        return PassiveResult(tuple(scores), float(np.median(scores)), details)
+
+
+class ModelPad:
+    """Passive PAD with the pack's ONNX model (task `liveness`)."""
+
+    name = "onnx"
+
+    def __init__(self, model: OnnxPad, config: PassiveConfig) -> None:
+        self.model = model
+        self.config = config
+
+    def score(self, frames: Sequence[LivenessFrame]) -> PassiveResult:
+        """The model's live probability per sampled frame."""
+        chosen = sample(frames, self.config.max_frames)
+        scores = [float(self.model.score(f.image, [f.face.detection.box])[0]) for f in chosen]
+        return PassiveResult(tuple(scores), float(np.median(scores)), {})
