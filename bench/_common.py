@@ -31,18 +31,12 @@ def default_pack() -> Path:
 
 
 def write_result(name: str, figures: dict[str, Any]) -> Path:
-    """Print the figures and write them to bench/results/<name>.json with the machine noted."""
+    """Print the figures and write exactly them to bench/results/<name>.json."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    record = {
-        **figures,
-        "_meta": {
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.processor()}",
-            "python": platform.python_version(),
-        },
-    }
-    text = json.dumps(record, indent=2, ensure_ascii=False)
+    print(f"{name}: {datetime.now(UTC).isoformat(timespec='seconds')}, "
+          f"{platform.machine()} with {os.cpu_count()} cpus, Python {platform.python_version()}")
+    text = json.dumps(figures, indent=2, ensure_ascii=False)
     print(text)
     path.write_text(text + "\n", encoding="utf-8")
     print(f"wrote {path}")
