@@ -77,3 +77,140 @@ def verify(
             json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
         typer.echo(f"wrote {json_out}")
+
+
+calibrate_app = typer.Typer(
+    help="Calibrate thresholds, INT8 models and camera zones.", no_args_is_help=True
+)
+
+
+def _fail(err: Exception) -> typer.Exit:
+    typer.echo(f"error: {err}", err=True)
+    return typer.Exit(code=1)
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    typer.echo(f"wrote {path}")
+
+
+@calibrate_app.command("threshold")
+def threshold(
+    pack: PackOption,
+    data: Annotated[Path, typer.Option("--data", help="one set, or a folder of sets")],
+    target_fmr: Annotated[
+        float, typer.Option("--target-fmr", min=1e-9, max=0.5, help="FMR to calibrate at")
+    ] = 1e-3,
+    name: Annotated[
+        str | None,
+        typer.Option(help="calibration name (population or site); default: the set's name"),
+    ] = None,
+    only_set: Annotated[
+        str | None, typer.Option("--set", help="only this set of a folder of sets")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the summary here")] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="write report.md and PNGs into this folder")
+    ] = None,
+    write: Annotated[
+        bool, typer.Option(help="write the thresholds into the pack's calibration block")
+    ] = True,
+    ci_level: Annotated[float, typer.Option(min=0.51, max=0.999)] = 0.95,
+    bootstrap: Annotated[
+        int, typer.Option(min=0, max=10_000, help="identity-bootstrap replicates")
+    ] = 200,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    whole_crop: Annotated[
+        bool, typer.Option(help="embed the whole crop when no face is found")
+    ] = True,
+    threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
+    model_dir: ModelDir = None,
+) -> None:
+    """Thresholds at fixed FMRs per set, with intervals; writes the target one into the pack."""
+    from calibration.datasets import embed_set, find_sets
+    from calibration.metrics import fmr_key
+    from calibration.threshold import (
+        CalibrationDataError,
+        ThresholdSettings,
+        calibration_record,
+        set_thresholds,
+        summary_json,
+    )
+    from models.engine import FaceEngine
+    from models.errors import ModelError
+    from models.manifest import CALIBRATION_NAME_PATTERN, put_calibrations
+    from models.store import default_model_dir, resolve_pack
+
+    try:
+        settings = ThresholdSettings(
+            target_fmr=target_fmr, ci_level=ci_level, bootstrap_replicates=bootstrap, seed=seed
+        )
+        sets = find_sets(data)
+        if only_set is not None:
+            sets = [s for s in sets if s.name == only_set]
+            if not sets:
+                raise CalibrationDataError(f"{data}: no set named {only_set!r}")
+        if name is not None and len(sets) > 1:
+            raise CalibrationDataError(
+                f"--name needs one set, {data} holds {len(sets)}: pick one with --set"
+            )
+        names = {s.name: name or s.name for s in sets}
+        for cal_name in names.values():
+            if not CALIBRATION_NAME_PATTERN.fullmatch(cal_name):
+                raise CalibrationDataError(
+                    f"calibration name {cal_name!r} must match {CALIBRATION_NAME_PATTERN.pattern}"
+                )
+        pack_dir = resolve_pack(pack, model_dir or default_model_dir())
+        engine = FaceEngine(pack_dir, threads=threads)
+        results = [
+            set_thresholds(embed_set(engine, s, whole_crop=whole_crop), s.root, settings)
+            for s in sets
+        ]
+    except (ModelError, ValueError) as err:
+        raise _fail(err) from err
+
+    key = fmr_key(target_fmr)
+    for r in results:
+        typer.echo(
+            f"{r.name}: {r.images} images, {r.identities} identities, "
+            f"{r.genuine_pairs} genuine / {r.impostor_pairs} impostor pairs"
+        )
+        for k, p in r.points.items():
+            fnmr = "—" if p.fnmr is None else f"{100 * p.fnmr:.2f}%"
+            ci = "" if p.fnmr_ci is None else (
+                f" (CP {100 * p.fnmr_ci[0]:.2f}–{100 * p.fnmr_ci[1]:.2f}%)"
+            )
+            typer.echo(f"  FMR {k:>5}: threshold {p.threshold:.4f}, FNMR {fnmr}{ci}")
+        for k, needed in r.unsupported.items():
+            typer.echo(f"  FMR {k:>5}: not claimed ({r.impostor_pairs} impostor pairs, needs {needed})")
+    if json_out is not None:
+        _write_json(json_out, summary_json(results))
+    if report is not None:
+        from calibration.report import write_report
+
+        typer.echo(f"wrote {write_report(results, report, engine.manifest.name, engine.contract_id)}")
+    if not write:
+        return
+    refused = [r for r in results if r.target is None]
+    if refused:
+        for r in refused:
+            typer.echo(
+                f"error: set {r.name}: {r.impostor_pairs} impostor pairs cannot support FMR "
+                f"{key} (needs {r.unsupported[key]}); nothing written to the pack",
+                err=True,
+            )
+        raise typer.Exit(code=1)
+    try:
+        block = put_calibrations(
+            pack_dir,
+            {names[r.name]: calibration_record(r, engine.contract_id) for r in results},
+        )
+    except (ModelError, ValueError) as err:
+        raise _fail(err) from err
+    for r in results:
+        cal = block.calibrations[names[r.name]]
+        typer.echo(
+            f"calibration {names[r.name]}: threshold {cal.threshold:.4f} at FMR {key} "
+            f"written to {pack_dir} (revision {block.revision})"
+        )
