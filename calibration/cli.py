@@ -178,18 +178,24 @@ def threshold(
         )
         for k, p in r.points.items():
             fnmr = "—" if p.fnmr is None else f"{100 * p.fnmr:.2f}%"
-            ci = "" if p.fnmr_ci is None else (
-                f" (CP {100 * p.fnmr_ci[0]:.2f}–{100 * p.fnmr_ci[1]:.2f}%)"
+            ci = (
+                ""
+                if p.fnmr_ci is None
+                else (f" (CP {100 * p.fnmr_ci[0]:.2f}–{100 * p.fnmr_ci[1]:.2f}%)")
             )
             typer.echo(f"  FMR {k:>5}: threshold {p.threshold:.4f}, FNMR {fnmr}{ci}")
         for k, needed in r.unsupported.items():
-            typer.echo(f"  FMR {k:>5}: not claimed ({r.impostor_pairs} impostor pairs, needs {needed})")
+            typer.echo(
+                f"  FMR {k:>5}: not claimed ({r.impostor_pairs} impostor pairs, needs {needed})"
+            )
     if json_out is not None:
         _write_json(json_out, summary_json(results))
     if report is not None:
         from calibration.report import write_report
 
-        typer.echo(f"wrote {write_report(results, report, engine.manifest.name, engine.contract_id)}")
+        typer.echo(
+            f"wrote {write_report(results, report, engine.manifest.name, engine.contract_id)}"
+        )
     if not write:
         return
     refused = [r for r in results if r.target is None]

@@ -135,9 +135,7 @@ def clopper_pearson(errors: int, trials: int, level: float = 0.95) -> tuple[floa
     return low, high
 
 
-def weighted_threshold_at_fmr(
-    impostor_desc: FloatArray, weights: FloatArray, fmr: float
-) -> float:
+def weighted_threshold_at_fmr(impostor_desc: FloatArray, weights: FloatArray, fmr: float) -> float:
     """`threshold_at_fmr` where impostor pair i counts `weights[i]` times (scores descending).
 
     With unit weights it equals `threshold_at_fmr`; the identity bootstrap uses it.

@@ -72,7 +72,9 @@ def plot_histograms(result: SetThresholds, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     everything = np.concatenate([result.scores.genuine, result.scores.impostor])
-    bins = np.linspace(float(everything.min()), float(everything.max()), HISTOGRAM_BINS + 1).tolist()
+    bins = np.linspace(
+        float(everything.min()), float(everything.max()), HISTOGRAM_BINS + 1
+    ).tolist()
     if result.impostor_pairs:
         ax.hist(result.scores.impostor, bins=bins, density=True, alpha=0.5, label="impostor")
     if result.genuine_pairs:
@@ -89,9 +91,7 @@ def plot_histograms(result: SetThresholds, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(
-    results: list[SetThresholds], out_dir: Path, pack: str, contract_id: str
-) -> Path:
+def write_report(results: list[SetThresholds], out_dir: Path, pack: str, contract_id: str) -> Path:
     """Write `report.md`, `report.json` and two PNGs per set into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = results[0].settings

@@ -153,9 +153,7 @@ def set_thresholds(embedded: EmbeddedSet, root: Path, settings: ThresholdSetting
     scores = labelled_pair_scores(embedded.embeddings, embedded.labels)
     genuine, impostor = scores.genuine, scores.impostor
     supported = tuple(f for f in settings.fmrs if supports(impostor.size, f))
-    unsupported = {
-        fmr_key(f): int(np.ceil(3.0 / f)) for f in settings.fmrs if f not in supported
-    }
+    unsupported = {fmr_key(f): int(np.ceil(3.0 / f)) for f in settings.fmrs if f not in supported}
     boot = (
         identity_bootstrap(
             scores, supported, settings.bootstrap_replicates, settings.ci_level, settings.seed
@@ -233,9 +231,7 @@ def summary_json(results: list[SetThresholds]) -> dict[str, Any]:
             r.name: {
                 "genuine_pairs": r.genuine_pairs,
                 "impostor_pairs": r.impostor_pairs,
-                "fnmr_at_fmr": {
-                    k: p.fnmr for k, p in r.points.items() if p.fnmr is not None
-                },
+                "fnmr_at_fmr": {k: p.fnmr for k, p in r.points.items() if p.fnmr is not None},
                 "threshold_at_fmr": {k: p.threshold for k, p in r.points.items()},
             }
             for r in results

@@ -228,9 +228,7 @@ def put_calibration(pack_dir: Path, name: str, calibration: Calibration) -> Cali
     return put_calibrations(pack_dir, {name: calibration})
 
 
-def put_calibrations(
-    pack_dir: Path, calibrations: dict[str, Calibration]
-) -> CalibrationBlock:
+def put_calibrations(pack_dir: Path, calibrations: dict[str, Calibration]) -> CalibrationBlock:
     """Add or replace several named calibrations in one write (all or none)."""
     manifest = load_manifest(pack_dir)
     block = load_calibration(pack_dir)

@@ -26,15 +26,31 @@ def pack(default_pack: Path, tmp_path: Path) -> Path:
 
 
 def _cal(contract: str, threshold: float = 0.96) -> Calibration:
-    return Calibration(threshold=threshold, target_fmr=1e-3, genuine_pairs=200,
-                       impostor_pairs=4750, contract_id=contract)
+    return Calibration(
+        threshold=threshold,
+        target_fmr=1e-3,
+        genuine_pairs=200,
+        impostor_pairs=4750,
+        contract_id=contract,
+    )
 
 
 def test_a_block_written_before_revisions_still_loads(pack: Path) -> None:
     contract = load_manifest(pack).contract_id
-    old = {"format": 1, "calibrations": {"default": {
-        "threshold": 0.93, "target_fmr": 0.001, "genuine_pairs": 10, "impostor_pairs": 5000,
-        "data": "lfw", "contract_id": contract, "created": "2026-11-01"}}}
+    old = {
+        "format": 1,
+        "calibrations": {
+            "default": {
+                "threshold": 0.93,
+                "target_fmr": 0.001,
+                "genuine_pairs": 10,
+                "impostor_pairs": 5000,
+                "data": "lfw",
+                "contract_id": contract,
+                "created": "2026-11-01",
+            }
+        },
+    }
     (pack / "calibration.yaml").write_text(yaml.safe_dump(old), encoding="utf-8")
     block = load_calibration(pack)
     assert block.revision == 0 and block.calibrations["default"].threshold_ci is None

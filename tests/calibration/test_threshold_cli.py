@@ -40,9 +40,22 @@ def test_threshold_writes_named_calibrations_json_and_report(
 ) -> None:
     out, report = tmp_path / "t.json", tmp_path / "report"
     # 16 impostor pairs support FMR 0.2 (rule of three: 15 needed), nothing lower.
-    result = _run("--pack", str(pack), "--data", str(tiny.parent), "--target-fmr", "0.2",
-                  "--name", "site-a", "--json", str(out), "--report", str(report),
-                  "--bootstrap", "50")
+    result = _run(
+        "--pack",
+        str(pack),
+        "--data",
+        str(tiny.parent),
+        "--target-fmr",
+        "0.2",
+        "--name",
+        "site-a",
+        "--json",
+        str(out),
+        "--report",
+        str(report),
+        "--bootstrap",
+        "50",
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(out.read_text())
     assert set(summary) == {"sets"} and set(summary["sets"]) == {"tiny"}
@@ -71,8 +84,18 @@ def test_threshold_writes_named_calibrations_json_and_report(
         assert cv2.imread(str(report / png)) is not None
     assert json.loads((report / "report.json").read_text())["sets"]["tiny"]["identities"] == 2
 
-    again = _run("--pack", str(pack), "--data", str(tiny), "--target-fmr", "0.2",
-                 "--name", "site-b", "--bootstrap", "0")
+    again = _run(
+        "--pack",
+        str(pack),
+        "--data",
+        str(tiny),
+        "--target-fmr",
+        "0.2",
+        "--name",
+        "site-b",
+        "--bootstrap",
+        "0",
+    )
     assert again.exit_code == 0, again.output
     block = load_calibration(pack)
     assert block.revision == 2 and set(block.calibrations) == {"site-a", "site-b"}
@@ -118,14 +141,25 @@ def test_threshold_bad_input_is_a_clear_error_and_writes_nothing(
 
 
 @pytest.mark.slow
-def test_threshold_report_for_every_shared_set(shared_dir: Path, pack: Path, tmp_path: Path) -> None:
+def test_threshold_report_for_every_shared_set(
+    shared_dir: Path, pack: Path, tmp_path: Path
+) -> None:
     """The internal sets: one report section per set; the thresholds stay in a tmp pack."""
     data = shared_dir / "data" / "faces"
     if not data.is_dir():
         pytest.skip(f"{data} not present")
     out, report = tmp_path / "t.json", tmp_path / "report"
-    result = _run("--pack", str(pack), "--data", str(data), "--json", str(out), "--report",
-                  str(report), "--no-write")
+    result = _run(
+        "--pack",
+        str(pack),
+        "--data",
+        str(data),
+        "--json",
+        str(out),
+        "--report",
+        str(report),
+        "--no-write",
+    )
     assert result.exit_code == 0, result.output
     sets = [p.name for p in sorted(data.iterdir()) if p.is_dir()]
     summary = json.loads(out.read_text())["sets"]
