@@ -220,3 +220,96 @@ def threshold(
             f"calibration {names[r.name]}: threshold {cal.threshold:.4f} at FMR {key} "
             f"written to {pack_dir} (revision {block.revision})"
         )
+
+
+@calibrate_app.command("quantize")
+def quantize(
+    pack: PackOption,
+    data: Annotated[Path, typer.Option("--data", help="one set, or a folder of sets")],
+    only_sets: Annotated[
+        list[str] | None, typer.Option("--set", help="only these sets (repeatable)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="INT8 pack folder; default <pack>-int8 beside it")
+    ] = None,
+    calibration: Annotated[
+        str | None,
+        typer.Option(help="named calibration whose FMR to judge at (default: --target-fmr)"),
+    ] = None,
+    target_fmr: Annotated[float, typer.Option("--target-fmr", min=1e-9, max=0.5)] = 1e-3,
+    max_fnmr_rise: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="refuse when FNMR rises more than this on any set"),
+    ] = 0.01,
+    calibration_chips: Annotated[int, typer.Option(min=1, max=10_000)] = 200,
+    method: Annotated[str, typer.Option(help="minmax, entropy or percentile")] = "minmax",
+    reduce_range: Annotated[
+        bool, typer.Option(help="7-bit weights (x86 CPUs without VNNI)")
+    ] = False,
+    threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
+    timing_runs: Annotated[int, typer.Option(min=10, max=100_000)] = 300,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+    force: Annotated[bool, typer.Option(help="replace an existing INT8 pack")] = False,
+    model_dir: ModelDir = None,
+) -> None:
+    """Statically quantize the recognizer to INT8; write the pack only if accuracy holds."""
+    from pydantic import ValidationError
+
+    from calibration.quantize import QuantizeSettings, load_chip_sets, quantize_pack, result_json
+    from models.engine import FaceEngine
+    from models.errors import ModelError
+    from models.store import default_model_dir, resolve_pack
+
+    try:
+        pack_dir = resolve_pack(pack, model_dir or default_model_dir())
+        engine = FaceEngine(pack_dir, threads=threads)
+        if calibration is not None:
+            named = engine.calibration.calibrations.get(calibration)
+            if named is None:
+                raise ModelError(f"{pack_dir.name}: no calibration named {calibration!r}")
+            target_fmr = named.target_fmr
+        settings = QuantizeSettings(
+            calibration_chips=calibration_chips,
+            method=method,  # validated by pydantic (minmax, entropy or percentile)
+            reduce_range=reduce_range,
+            max_fnmr_rise=max_fnmr_rise,
+            target_fmr=target_fmr,
+            threads=threads,
+            timing_runs=timing_runs,
+        )
+        sets = load_chip_sets(engine, data, only_sets)
+        result = quantize_pack(
+            engine,
+            sets,
+            out or pack_dir.parent / f"{pack_dir.name}-int8",
+            settings,
+            data_note=str(data),
+            force=force,
+        )
+    except ValidationError as err:
+        raise _fail(ValueError(str(err))) from err
+    except (ModelError, ValueError) as err:
+        raise _fail(err) from err
+    typer.echo(
+        f"ms per face ({threads} thread(s), {result.fp32_timing.basis} of {timing_runs} runs): "
+        f"fp32 {result.fp32_ms_per_face:.3f}, int8 {result.int8_ms_per_face:.3f} "
+        f"(speed-up {result.speedup:.2f}x); fastest wall run: fp32 "
+        f"{result.fp32_timing.wall_min:.3f}, int8 {result.int8_timing.wall_min:.3f}"
+    )
+    typer.echo(
+        f"embedding cosine to fp32: mean {result.cosine_mean:.5f}, min {result.cosine_min:.5f}"
+    )
+    for s in result.sets:
+        if s.fnmr_delta is None:
+            typer.echo(f"  {s.name}: FNMR not measurable at FMR {target_fmr:g}")
+        else:
+            typer.echo(
+                f"  {s.name}: FNMR at FMR {target_fmr:g}: fp32 {100 * (s.fnmr_fp32 or 0):.2f}%, "
+                f"int8 {100 * (s.fnmr_int8 or 0):.2f}% ({100 * s.fnmr_delta:+.2f} points)"
+            )
+    if json_out is not None:
+        _write_json(json_out, result_json(result))
+    if result.refused:
+        typer.echo(f"error: {result.refused}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"wrote INT8 pack {result.pack}")

@@ -78,6 +78,8 @@ class ChipSet:
     images: int
     methods: Counter[str] = field(default_factory=Counter)
     unreadable: list[str] = field(default_factory=list)
+    root: Path | None = None
+    """The set's folder."""
 
 
 @dataclass
@@ -106,7 +108,12 @@ def chip_set(
     size = engine.manifest.embedding.chip_size
     chips: list[npt.NDArray[np.uint8]] = []
     out = ChipSet(
-        face_set.name, np.zeros((0, size, size, 3), np.uint8), [], [], len(face_set.images)
+        face_set.name,
+        np.zeros((0, size, size, 3), np.uint8),
+        [],
+        [],
+        len(face_set.images),
+        root=face_set.root,
     )
     pairs = zip(face_set.images, face_set.labels, strict=True)
     for path, label in tqdm(
