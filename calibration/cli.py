@@ -313,3 +313,129 @@ def quantize(
         typer.echo(f"error: {result.refused}", err=True)
         raise typer.Exit(code=1)
     typer.echo(f"wrote INT8 pack {result.pack}")
+
+
+@calibrate_app.command("zones")
+def zones(
+    camera: Annotated[
+        str, typer.Option(help="camera index, rtsp:// URL, video file or still image")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="zone file to write (YAML)")],
+    zone: Annotated[
+        list[str] | None,
+        typer.Option("--zone", help="NAME:x,y;x,y;x,y (repeatable); no window is opened"),
+    ] = None,
+    polygons: Annotated[
+        Path | None, typer.Option(help="YAML/JSON list of {name, polygon}; no window")
+    ] = None,
+    names: Annotated[
+        list[str] | None, typer.Option("--name", help="names for zones drawn in the window")
+    ] = None,
+    max_shift_px: Annotated[
+        float, typer.Option(min=0.1, max=500.0, help="drift limit stored in the file")
+    ] = 6.0,
+) -> None:
+    """Take a reference frame and define zones on it; writes YAML, reference PNG, overlay PNG."""
+    import cv2
+
+    from calibration.zones import (
+        DriftSettings,
+        ZoneError,
+        draw_zones_interactive,
+        grab_frame,
+        has_display,
+        load_polygons,
+        make_zone_file,
+        parse_zone_arg,
+        render_overlay,
+        save_zones,
+    )
+
+    try:
+        frame = grab_frame(camera)
+        given = [parse_zone_arg(z) for z in zone or []]
+        if polygons is not None:
+            given += load_polygons(polygons)
+        if not given:
+            if not has_display():
+                raise ZoneError(
+                    "no display for the drawing window: give zones with --zone or --polygons"
+                )
+            given = draw_zones_interactive(frame, names or [])
+        if not given:
+            raise ZoneError("no zones drawn; nothing written")
+        reference = out.with_name(f"{out.stem}.reference.png")
+        zone_file = make_zone_file(
+            camera, frame, reference.name, given, DriftSettings(max_shift_px=max_shift_px)
+        )
+    except ValueError as err:
+        raise _fail(err) from err
+    out.parent.mkdir(parents=True, exist_ok=True)
+    overlay = out.with_name(f"{out.stem}.overlay.png")
+    if not cv2.imwrite(str(reference), frame) or not cv2.imwrite(
+        str(overlay), render_overlay(frame, zone_file.zones)
+    ):
+        raise _fail(OSError(f"cannot write images beside {out}"))
+    save_zones(out, zone_file)
+    typer.echo(
+        f"wrote {out} ({len(zone_file.zones)} zone(s) on a "
+        f"{zone_file.frame_width}x{zone_file.frame_height} frame), {reference.name}, "
+        f"{overlay.name}"
+    )
+
+
+@calibrate_app.command("check-drift")
+def check_drift_cmd(
+    zones_file: Annotated[Path, typer.Option("--zones", help="zone file from `zones`")],
+    camera: Annotated[
+        str | None, typer.Option(help="take the current frame here (default: the file's camera)")
+    ] = None,
+    overlay: Annotated[
+        Path | None, typer.Option(help="write the current frame with the zones here")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result here")] = None,
+) -> None:
+    """Has the camera moved since the reference frame? Exit 0 ok, 3 moved, 4 unverifiable."""
+    import cv2
+    import numpy as np
+
+    from calibration.zones import (
+        DriftStatus,
+        ZoneError,
+        check_drift,
+        grab_frame,
+        load_zones,
+        render_drift,
+    )
+
+    try:
+        zone_file = load_zones(zones_file)
+        reference_path = zones_file.parent / zone_file.reference_frame
+        loaded = cv2.imread(str(reference_path), cv2.IMREAD_COLOR)
+        if loaded is None:
+            raise ZoneError(f"{reference_path}: reference frame missing or unreadable")
+        reference = np.asarray(loaded, np.uint8)
+        current = grab_frame(camera or zone_file.camera)
+    except ValueError as err:
+        raise _fail(err) from err
+    result = check_drift(reference, current, zone_file.zones, zone_file.drift)
+    typer.echo(
+        f"{result.status.value}: {result.reason} "
+        f"({result.matches} matches, {result.inliers} inliers)"
+    )
+    if overlay is not None:
+        cv2.imwrite(str(overlay), render_drift(current, zone_file.zones, result))
+    if json_out is not None:
+        _write_json(
+            json_out,
+            {
+                "status": result.status.value,
+                "shift_px": result.shift_px,
+                "matches": result.matches,
+                "inliers": result.inliers,
+                "reason": result.reason,
+            },
+        )
+    codes = {DriftStatus.OK: 0, DriftStatus.MOVED: 3, DriftStatus.UNVERIFIABLE: 4}
+    if codes[result.status]:
+        raise typer.Exit(code=codes[result.status])
