@@ -4,7 +4,9 @@ The onnxruntime quantizer sets activation ranges from face chips of the calibrat
 (a seeded sample). The same run times fp32 and INT8 on this machine (interleaved, median,
 same thread count), compares embeddings (cosine to fp32) and FNMR at the calibrated FMR per
 set with the threshold arithmetic of `calibration.threshold`. The INT8 pack is written only
-when no set's FNMR rises more than the stated limit.
+when no set's FNMR rises more than the stated limit. The range-calibration chips come from
+the evaluated sets: ranges are per-tensor statistics, not fitted to identities, so the
+overlap is small, but it is there.
 """
 
 from __future__ import annotations
