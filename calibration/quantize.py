@@ -137,18 +137,19 @@ class QuantizeResult:
         return self.fp32_ms_per_face / self.int8_ms_per_face
 
     @property
-    def fnmr_delta(self) -> float:
+    def fnmr_delta(self) -> float | None:
         """The largest FNMR rise over the measurable sets (the figure the gate judges)."""
         deltas = [s.fnmr_delta for s in self.sets if s.fnmr_delta is not None]
-        return max(deltas)
+        return max(deltas) if deltas else None
 
-    def summary(self) -> dict[str, float]:
-        """The bench result: exactly the keys the issue fixes."""
+    def summary(self) -> dict[str, float | None]:
+        """The bench result: exactly the keys the issue fixes (fnmr_delta None if unmeasured)."""
+        delta = self.fnmr_delta
         return {
             "fp32_ms_per_face": round(self.fp32_ms_per_face, 4),
             "int8_ms_per_face": round(self.int8_ms_per_face, 4),
             "speedup": round(self.speedup, 3),
-            "fnmr_delta": round(self.fnmr_delta, 6),
+            "fnmr_delta": None if delta is None else round(delta, 6),
         }
 
 

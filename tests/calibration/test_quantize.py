@@ -90,7 +90,7 @@ def test_quantize_writes_an_int8_pack_that_the_engine_loads(
 
 def test_quantize_refuses_when_accuracy_cannot_be_measured(pack: Path, tmp_path: Path) -> None:
     data = faces.write_set(tmp_path / "data" / "tiny")
-    out = tmp_path / "int8"
+    out, report = tmp_path / "int8", tmp_path / "q.json"
     # 16 impostor pairs cannot support FMR 1e-3, so the FNMR change is unknown: fail closed.
     result = CliRunner().invoke(
         app,
@@ -103,11 +103,16 @@ def test_quantize_refuses_when_accuracy_cannot_be_measured(pack: Path, tmp_path:
             str(data),
             "--out",
             str(out),
+            "--json",
+            str(report),
             *FAST,
         ],
     )
     assert result.exit_code == 1
     assert "cannot be measured, so no INT8 pack is written" in result.output
+    figures = json.loads(report.read_text())
+    assert figures["fnmr_delta"] is None and figures["pack"] is None
+    assert figures["refused"].startswith("no set has both genuine pairs")
     assert not out.exists()
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".int8")] == []
 
