@@ -137,7 +137,7 @@ def write_report(results: list[SetThresholds], out_dir: Path, pack: str, contrac
         for key, p in r.points.items():
             lines.append(
                 f"| {key} | {p.threshold:.4f} | {_interval(p.threshold_ci, False)} | "
-                f"{_pct(p.achieved_fmr)} | {_pct(p.fnmr)} | {_interval(p.fnmr_ci, True)} | "
+                f"{p.achieved_fmr:.2e} | {_pct(p.fnmr)} | {_interval(p.fnmr_ci, True)} | "
                 f"{_interval(p.fnmr_ci_bootstrap, True)} |"
             )
         for key, needed in r.unsupported.items():
