@@ -32,6 +32,13 @@ def test_quantize_writes_an_int8_pack_that_the_engine_loads(
 ) -> None:
     data = faces.write_set(tmp_path / "data" / "tiny")
     out, report = tmp_path / "models" / "jifang-open-int8", tmp_path / "q.json"
+    # The FMR to judge at comes from the pack's named calibration (16 impostor pairs: 0.2).
+    calibrated = CliRunner().invoke(
+        app,
+        ["calibrate", "threshold", "--pack", str(pack), "--data", str(data), "--target-fmr",
+         "0.2", "--name", "site", "--bootstrap", "0"],
+    )
+    assert calibrated.exit_code == 0, calibrated.output
     result = CliRunner().invoke(
         app,
         [
@@ -41,8 +48,8 @@ def test_quantize_writes_an_int8_pack_that_the_engine_loads(
             str(pack),
             "--data",
             str(data),
-            "--target-fmr",
-            "0.2",
+            "--calibration",
+            "site",
             "--json",
             str(report),
             *FAST,
@@ -66,6 +73,7 @@ def test_quantize_writes_an_int8_pack_that_the_engine_loads(
     assert int8_engine.contract_id != fp32_engine.contract_id
     assert int8_engine.calibration.calibrations["tiny"].contract_id == int8_engine.contract_id
     assert load_calibration(out).calibrations["tiny"].target_fmr == 0.2
+    assert "site" not in int8_engine.calibration.calibrations  # made for the fp32 contract
     face = fp32_engine.detect(astronaut_bgr)[0]
     a = fp32_engine.embed(astronaut_bgr, face)
     b = int8_engine.embed(astronaut_bgr, face)
