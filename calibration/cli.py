@@ -77,3 +77,365 @@ def verify(
             json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
         typer.echo(f"wrote {json_out}")
+
+
+calibrate_app = typer.Typer(
+    help="Calibrate thresholds, INT8 models and camera zones.", no_args_is_help=True
+)
+
+
+def _fail(err: Exception) -> typer.Exit:
+    typer.echo(f"error: {err}", err=True)
+    return typer.Exit(code=1)
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    typer.echo(f"wrote {path}")
+
+
+@calibrate_app.command("threshold")
+def threshold(
+    pack: PackOption,
+    data: Annotated[Path, typer.Option("--data", help="one set, or a folder of sets")],
+    target_fmr: Annotated[
+        float, typer.Option("--target-fmr", min=1e-9, max=0.5, help="FMR to calibrate at")
+    ] = 1e-3,
+    name: Annotated[
+        str | None,
+        typer.Option(help="calibration name (population or site); default: the set's name"),
+    ] = None,
+    only_set: Annotated[
+        str | None, typer.Option("--set", help="only this set of a folder of sets")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the summary here")] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="write report.md and PNGs into this folder")
+    ] = None,
+    write: Annotated[
+        bool, typer.Option(help="write the thresholds into the pack's calibration block")
+    ] = True,
+    ci_level: Annotated[float, typer.Option(min=0.51, max=0.999)] = 0.95,
+    bootstrap: Annotated[
+        int, typer.Option(min=0, max=10_000, help="identity-bootstrap replicates")
+    ] = 200,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    whole_crop: Annotated[
+        bool, typer.Option(help="embed the whole crop when no face is found")
+    ] = True,
+    threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
+    model_dir: ModelDir = None,
+) -> None:
+    """Thresholds at fixed FMRs per set, with intervals; writes the target one into the pack."""
+    from calibration.datasets import embed_set, find_sets
+    from calibration.metrics import fmr_key
+    from calibration.threshold import (
+        CalibrationDataError,
+        ThresholdSettings,
+        calibration_record,
+        set_thresholds,
+        summary_json,
+    )
+    from models.engine import FaceEngine
+    from models.errors import ModelError
+    from models.manifest import CALIBRATION_NAME_PATTERN, put_calibrations
+    from models.store import default_model_dir, resolve_pack
+
+    try:
+        settings = ThresholdSettings(
+            target_fmr=target_fmr, ci_level=ci_level, bootstrap_replicates=bootstrap, seed=seed
+        )
+        sets = find_sets(data)
+        if only_set is not None:
+            sets = [s for s in sets if s.name == only_set]
+            if not sets:
+                raise CalibrationDataError(f"{data}: no set named {only_set!r}")
+        if name is not None and len(sets) > 1:
+            raise CalibrationDataError(
+                f"--name needs one set, {data} holds {len(sets)}: pick one with --set"
+            )
+        names = {s.name: name or s.name for s in sets}
+        for cal_name in names.values():
+            if not CALIBRATION_NAME_PATTERN.fullmatch(cal_name):
+                raise CalibrationDataError(
+                    f"calibration name {cal_name!r} must match {CALIBRATION_NAME_PATTERN.pattern}"
+                )
+        pack_dir = resolve_pack(pack, model_dir or default_model_dir())
+        engine = FaceEngine(pack_dir, threads=threads)
+        results = [
+            set_thresholds(embed_set(engine, s, whole_crop=whole_crop), s.root, settings)
+            for s in sets
+        ]
+    except (ModelError, ValueError) as err:
+        raise _fail(err) from err
+
+    key = fmr_key(target_fmr)
+    for r in results:
+        typer.echo(
+            f"{r.name}: {r.images} images, {r.identities} identities, "
+            f"{r.genuine_pairs} genuine / {r.impostor_pairs} impostor pairs"
+        )
+        for k, p in r.points.items():
+            fnmr = "—" if p.fnmr is None else f"{100 * p.fnmr:.2f}%"
+            ci = (
+                ""
+                if p.fnmr_ci is None
+                else (f" (CP {100 * p.fnmr_ci[0]:.2f}–{100 * p.fnmr_ci[1]:.2f}%)")
+            )
+            typer.echo(f"  FMR {k:>5}: threshold {p.threshold:.4f}, FNMR {fnmr}{ci}")
+        for k, needed in r.unsupported.items():
+            typer.echo(
+                f"  FMR {k:>5}: not claimed ({r.impostor_pairs} impostor pairs, needs {needed})"
+            )
+    if json_out is not None:
+        _write_json(json_out, summary_json(results))
+    if report is not None:
+        from calibration.report import write_report
+
+        typer.echo(
+            f"wrote {write_report(results, report, engine.manifest.name, engine.contract_id)}"
+        )
+    if not write:
+        return
+    refused = [r for r in results if r.target is None]
+    if refused:
+        for r in refused:
+            typer.echo(
+                f"error: set {r.name}: {r.impostor_pairs} impostor pairs cannot support FMR "
+                f"{key} (needs {r.unsupported[key]}); nothing written to the pack",
+                err=True,
+            )
+        raise typer.Exit(code=1)
+    try:
+        block = put_calibrations(
+            pack_dir,
+            {names[r.name]: calibration_record(r, engine.contract_id) for r in results},
+        )
+    except (ModelError, ValueError) as err:
+        raise _fail(err) from err
+    for r in results:
+        cal = block.calibrations[names[r.name]]
+        typer.echo(
+            f"calibration {names[r.name]}: threshold {cal.threshold:.4f} at FMR {key} "
+            f"written to {pack_dir} (revision {block.revision})"
+        )
+
+
+@calibrate_app.command("quantize")
+def quantize(
+    pack: PackOption,
+    data: Annotated[Path, typer.Option("--data", help="one set, or a folder of sets")],
+    only_sets: Annotated[
+        list[str] | None, typer.Option("--set", help="only these sets (repeatable)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="INT8 pack folder; default <pack>-int8 beside it")
+    ] = None,
+    calibration: Annotated[
+        str | None,
+        typer.Option(help="named calibration whose FMR to judge at (default: --target-fmr)"),
+    ] = None,
+    target_fmr: Annotated[float, typer.Option("--target-fmr", min=1e-9, max=0.5)] = 1e-3,
+    max_fnmr_rise: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="refuse when FNMR rises more than this on any set"),
+    ] = 0.01,
+    calibration_chips: Annotated[int, typer.Option(min=1, max=10_000)] = 200,
+    method: Annotated[str, typer.Option(help="minmax, entropy or percentile")] = "minmax",
+    reduce_range: Annotated[
+        bool, typer.Option(help="7-bit weights (x86 CPUs without VNNI)")
+    ] = False,
+    threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
+    timing_runs: Annotated[int, typer.Option(min=10, max=100_000)] = 300,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+    force: Annotated[bool, typer.Option(help="replace an existing INT8 pack")] = False,
+    model_dir: ModelDir = None,
+) -> None:
+    """Statically quantize the recognizer to INT8; write the pack only if accuracy holds."""
+    from pydantic import ValidationError
+
+    from calibration.quantize import QuantizeSettings, load_chip_sets, quantize_pack, result_json
+    from models.engine import FaceEngine
+    from models.errors import ModelError
+    from models.store import default_model_dir, resolve_pack
+
+    try:
+        pack_dir = resolve_pack(pack, model_dir or default_model_dir())
+        engine = FaceEngine(pack_dir, threads=threads)
+        if calibration is not None:
+            named = engine.calibration.calibrations.get(calibration)
+            if named is None:
+                raise ModelError(f"{pack_dir.name}: no calibration named {calibration!r}")
+            target_fmr = named.target_fmr
+        settings = QuantizeSettings(
+            calibration_chips=calibration_chips,
+            method=method,  # validated by pydantic (minmax, entropy or percentile)
+            reduce_range=reduce_range,
+            max_fnmr_rise=max_fnmr_rise,
+            target_fmr=target_fmr,
+            threads=threads,
+            timing_runs=timing_runs,
+        )
+        sets = load_chip_sets(engine, data, only_sets)
+        result = quantize_pack(
+            engine,
+            sets,
+            out or pack_dir.parent / f"{pack_dir.name}-int8",
+            settings,
+            data_note=str(data),
+            force=force,
+        )
+    except ValidationError as err:
+        raise _fail(ValueError(str(err))) from err
+    except (ModelError, ValueError) as err:
+        raise _fail(err) from err
+    typer.echo(
+        f"ms per face ({threads} thread(s), {result.fp32_timing.basis} of {timing_runs} runs): "
+        f"fp32 {result.fp32_ms_per_face:.3f}, int8 {result.int8_ms_per_face:.3f} "
+        f"(speed-up {result.speedup:.2f}x); fastest wall run: fp32 "
+        f"{result.fp32_timing.wall_min:.3f}, int8 {result.int8_timing.wall_min:.3f}"
+    )
+    typer.echo(
+        f"embedding cosine to fp32: mean {result.cosine_mean:.5f}, min {result.cosine_min:.5f}"
+    )
+    for s in result.sets:
+        if s.fnmr_delta is None:
+            typer.echo(f"  {s.name}: FNMR not measurable at FMR {target_fmr:g}")
+        else:
+            typer.echo(
+                f"  {s.name}: FNMR at FMR {target_fmr:g}: fp32 {100 * (s.fnmr_fp32 or 0):.2f}%, "
+                f"int8 {100 * (s.fnmr_int8 or 0):.2f}% ({100 * s.fnmr_delta:+.2f} points)"
+            )
+    if json_out is not None:
+        _write_json(json_out, result_json(result))
+    if result.refused:
+        typer.echo(f"error: {result.refused}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"wrote INT8 pack {result.pack}")
+
+
+@calibrate_app.command("zones")
+def zones(
+    camera: Annotated[
+        str, typer.Option(help="camera index, rtsp:// URL, video file or still image")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="zone file to write (YAML)")],
+    zone: Annotated[
+        list[str] | None,
+        typer.Option("--zone", help="NAME:x,y;x,y;x,y (repeatable); no window is opened"),
+    ] = None,
+    polygons: Annotated[
+        Path | None, typer.Option(help="YAML/JSON list of {name, polygon}; no window")
+    ] = None,
+    names: Annotated[
+        list[str] | None, typer.Option("--name", help="names for zones drawn in the window")
+    ] = None,
+    max_shift_px: Annotated[
+        float, typer.Option(min=0.1, max=500.0, help="drift limit stored in the file")
+    ] = 6.0,
+) -> None:
+    """Take a reference frame and define zones on it; writes YAML, reference PNG, overlay PNG."""
+    import cv2
+
+    from calibration.zones import (
+        DriftSettings,
+        ZoneError,
+        draw_zones_interactive,
+        grab_frame,
+        has_display,
+        load_polygons,
+        make_zone_file,
+        parse_zone_arg,
+        render_overlay,
+        save_zones,
+    )
+
+    try:
+        frame = grab_frame(camera)
+        given = [parse_zone_arg(z) for z in zone or []]
+        if polygons is not None:
+            given += load_polygons(polygons)
+        if not given:
+            if not has_display():
+                raise ZoneError(
+                    "no display for the drawing window: give zones with --zone or --polygons"
+                )
+            given = draw_zones_interactive(frame, names or [])
+        if not given:
+            raise ZoneError("no zones drawn; nothing written")
+        reference = out.with_name(f"{out.stem}.reference.png")
+        zone_file = make_zone_file(
+            camera, frame, reference.name, given, DriftSettings(max_shift_px=max_shift_px)
+        )
+    except ValueError as err:
+        raise _fail(err) from err
+    out.parent.mkdir(parents=True, exist_ok=True)
+    overlay = out.with_name(f"{out.stem}.overlay.png")
+    if not cv2.imwrite(str(reference), frame) or not cv2.imwrite(
+        str(overlay), render_overlay(frame, zone_file.zones)
+    ):
+        raise _fail(OSError(f"cannot write images beside {out}"))
+    save_zones(out, zone_file)
+    typer.echo(
+        f"wrote {out} ({len(zone_file.zones)} zone(s) on a "
+        f"{zone_file.frame_width}x{zone_file.frame_height} frame), {reference.name}, "
+        f"{overlay.name}"
+    )
+
+
+@calibrate_app.command("check-drift")
+def check_drift_cmd(
+    zones_file: Annotated[Path, typer.Option("--zones", help="zone file from `zones`")],
+    camera: Annotated[
+        str | None, typer.Option(help="take the current frame here (default: the file's camera)")
+    ] = None,
+    overlay: Annotated[
+        Path | None, typer.Option(help="write the current frame with the zones here")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the result here")] = None,
+) -> None:
+    """Has the camera moved since the reference frame? Exit 0 ok, 3 moved, 4 unverifiable."""
+    import cv2
+    import numpy as np
+
+    from calibration.zones import (
+        DriftStatus,
+        ZoneError,
+        check_drift,
+        grab_frame,
+        load_zones,
+        render_drift,
+    )
+
+    try:
+        zone_file = load_zones(zones_file)
+        reference_path = zones_file.parent / zone_file.reference_frame
+        loaded = cv2.imread(str(reference_path), cv2.IMREAD_COLOR)
+        if loaded is None:
+            raise ZoneError(f"{reference_path}: reference frame missing or unreadable")
+        reference = np.asarray(loaded, np.uint8)
+        current = grab_frame(camera or zone_file.camera)
+    except ValueError as err:
+        raise _fail(err) from err
+    result = check_drift(reference, current, zone_file.zones, zone_file.drift)
+    typer.echo(
+        f"{result.status.value}: {result.reason} "
+        f"({result.matches} matches, {result.inliers} inliers)"
+    )
+    if overlay is not None:
+        cv2.imwrite(str(overlay), render_drift(current, zone_file.zones, result))
+    if json_out is not None:
+        _write_json(
+            json_out,
+            {
+                "status": result.status.value,
+                "shift_px": result.shift_px,
+                "matches": result.matches,
+                "inliers": result.inliers,
+                "reason": result.reason,
+            },
+        )
+    codes = {DriftStatus.OK: 0, DriftStatus.MOVED: 3, DriftStatus.UNVERIFIABLE: 4}
+    if codes[result.status]:
+        raise typer.Exit(code=codes[result.status])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,22 @@ def find_sets(root: Path) -> list[FaceSet]:
 
 
 @dataclass
+class ChipSet:
+    """Aligned face chips of the images of a set that yielded a face."""
+
+    name: str
+    chips: npt.NDArray[np.uint8]
+    """[N, size, size, 3] RGB chips as the recognizer takes them."""
+    labels: list[str]
+    paths: list[Path]
+    images: int
+    methods: Counter[str] = field(default_factory=Counter)
+    unreadable: list[str] = field(default_factory=list)
+    root: Path | None = None
+    """The set's folder."""
+
+
+@dataclass
 class EmbeddedSet:
     """Embeddings of the images of a set that yielded a face."""
 
@@ -84,17 +101,19 @@ class EmbeddedSet:
         return failed / self.images if self.images else 0.0
 
 
-def embed_set(
+def chip_set(
     engine: FaceEngine, face_set: FaceSet, whole_crop: bool = True, progress: bool = True
-) -> EmbeddedSet:
-    """Acquire and embed every image of a set (tight crops are padded, then whole-cropped)."""
-    vectors: list[npt.NDArray[np.float32]] = []
-    out = EmbeddedSet(
+) -> ChipSet:
+    """Acquire and align every image of a set (tight crops are padded, then whole-cropped)."""
+    size = engine.manifest.embedding.chip_size
+    chips: list[npt.NDArray[np.uint8]] = []
+    out = ChipSet(
         face_set.name,
-        np.zeros((0, engine.manifest.embedding.dim), np.float32),
+        np.zeros((0, size, size, 3), np.uint8),
         [],
         [],
         len(face_set.images),
+        root=face_set.root,
     )
     pairs = zip(face_set.images, face_set.labels, strict=True)
     for path, label in tqdm(
@@ -117,9 +136,40 @@ def embed_set(
             out.methods["none"] += 1
             continue
         out.methods[acquired.method] += 1
-        vectors.append(engine.embed(acquired.image, acquired.face))
+        chips.append(engine.align(acquired.image, acquired.face))
         out.labels.append(label)
         out.paths.append(path)
-    if vectors:
-        out.embeddings = np.stack(vectors)
+    if chips:
+        out.chips = np.stack(chips)
     return out
+
+
+EMBED_BATCH = 32
+"""Chips per recognizer call when embedding a whole set (bounded memory, same results)."""
+
+
+def embed_chip_set(
+    chips: ChipSet, embed: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]], dim: int
+) -> EmbeddedSet:
+    """Embed a chip set with `embed` (e.g. `FaceEngine.embed_chips`), in batches."""
+    parts = [
+        embed(chips.chips[i : i + EMBED_BATCH]) for i in range(0, len(chips.chips), EMBED_BATCH)
+    ]
+    embeddings = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+    return EmbeddedSet(
+        chips.name,
+        np.asarray(embeddings, np.float32),
+        list(chips.labels),
+        list(chips.paths),
+        chips.images,
+        Counter(chips.methods),
+        list(chips.unreadable),
+    )
+
+
+def embed_set(
+    engine: FaceEngine, face_set: FaceSet, whole_crop: bool = True, progress: bool = True
+) -> EmbeddedSet:
+    """Acquire, align and embed every image of a set."""
+    chips = chip_set(engine, face_set, whole_crop=whole_crop, progress=progress)
+    return embed_chip_set(chips, engine.embed_chips, engine.manifest.embedding.dim)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from calibration.cli import eval_app
+from calibration.cli import calibrate_app, eval_app
 from edge_agent.cli import app as edge_app
 from jifang.demo import app as demo_app
 from models.cli import app as models_app
@@ -42,10 +42,7 @@ app.add_typer(edge_app, name="edge")
 app.add_typer(models_app, name="models")
 app.add_typer(face_app, name="face")
 app.add_typer(eval_app, name="eval")
-app.add_typer(
-    pending_group("calibrate", "Calibrate thresholds, INT8 models and camera zones.", 9),
-    name="calibrate",
-)
+app.add_typer(calibrate_app, name="calibrate")
 app.add_typer(pending_group("train", "Train recognizer and liveness models.", 10), name="train")
 app.add_typer(demo_app, name="demo")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,8 @@ from models.types import Metric, Task
 
 MANIFEST_NAME = "manifest.yaml"
 CALIBRATION_NAME = "calibration.yaml"
+CALIBRATION_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""Names of calibrations (a population or a site): safe in YAML keys, paths and config."""
 
 
 class _Strict(BaseModel):
@@ -122,6 +125,18 @@ class Calibration(_Strict):
     data: str = Field(default="", description="which data the calibration came from")
     contract_id: str = Field(pattern=r"^[0-9a-f]{16,64}$")
     created: date | None = None
+    images: int | None = Field(default=None, ge=0, description="images embedded")
+    identities: int | None = Field(default=None, ge=0, description="identities in the data")
+    ci_level: float | None = Field(
+        default=None, gt=0.0, lt=1.0, description="confidence level of the intervals below"
+    )
+    threshold_ci: tuple[float, float] | None = Field(
+        default=None, description="interval of the threshold (see `method`)"
+    )
+    fnmr_ci: tuple[float, float] | None = Field(
+        default=None, description="interval of fnmr_at_target (see `method`)"
+    )
+    method: str = Field(default="", description="how the threshold and intervals were computed")
 
     @property
     def supported_fmr(self) -> float:
@@ -133,6 +148,7 @@ class CalibrationBlock(_Strict):
     """All calibrations of a pack, by name (a population or a site)."""
 
     format: Literal[1] = 1
+    revision: int = Field(default=0, ge=0, description="bumped on every write by the tools")
     calibrations: dict[str, Calibration] = Field(default_factory=dict)
 
 
@@ -205,6 +221,32 @@ def write_calibration(pack_dir: Path, block: CalibrationBlock) -> Path:
     )
     tmp.replace(path)
     return path
+
+
+def put_calibration(pack_dir: Path, name: str, calibration: Calibration) -> CalibrationBlock:
+    """Add or replace one named calibration in a pack's block and write it (one revision up)."""
+    return put_calibrations(pack_dir, {name: calibration})
+
+
+def put_calibrations(pack_dir: Path, calibrations: dict[str, Calibration]) -> CalibrationBlock:
+    """Add or replace several named calibrations in one write (all or none)."""
+    manifest = load_manifest(pack_dir)
+    block = load_calibration(pack_dir)
+    merged = dict(block.calibrations)
+    for name, cal in calibrations.items():
+        if cal.contract_id != manifest.contract_id:
+            raise ModelError(
+                f"{pack_dir.name}: calibration {name!r} is for contract {cal.contract_id}, "
+                f"the pack's is {manifest.contract_id}"
+            )
+        if not CALIBRATION_NAME_PATTERN.fullmatch(name):
+            raise ModelError(
+                f"calibration name {name!r} must match {CALIBRATION_NAME_PATTERN.pattern}"
+            )
+        merged[name] = cal
+    updated = CalibrationBlock(revision=block.revision + 1, calibrations=merged)
+    write_calibration(pack_dir, updated)
+    return updated
 
 
 def verify_pack(pack_dir: Path) -> PackManifest:
