@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -234,13 +235,7 @@ class Agent:
         from edge_agent.delivery import run_delivery
 
         self.life.beat()
-        self.watchdog = multiprocessing.get_context("spawn").Process(
-            target=watchdog_main,
-            args=(self.config, str(self.life.path)),
-            name="interlock-watchdog",
-            daemon=True,
-        )
-        self.watchdog.start()
+        self.watchdog = start_watchdog(self.config, self.life.path)
         self.capture.start()
         workers = [("gate-loop", self._gate_loop)]
         if self.uplink is not None:
@@ -271,12 +266,24 @@ class Agent:
             self.uplink.close()
 
 
-def watchdog_main(config: AgentConfig, heartbeat_path: str) -> None:
+def start_watchdog(config: AgentConfig, heartbeat_path: Path) -> multiprocessing.Process:
+    """Start the watchdog in its own process (it must outlive a killed or hung agent)."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=watchdog_main,
+        args=(config, str(heartbeat_path), os.getpid()),
+        name="interlock-watchdog",
+        daemon=True,
+    )
+    process.start()
+    return process
+
+
+def watchdog_main(config: AgentConfig, heartbeat_path: str, parent_pid: int) -> None:
     """Entry point of the watchdog process: its own driver instance, its own loop."""
     logging.basicConfig(level=logging.INFO)
     interlock = build_interlock(config.interlock, config.store.dir)
     stop = threading.Event()
     try:
-        run_watchdog(config.interlock, LifeSign(Path(heartbeat_path)), interlock, stop)
+        run_watchdog(config.interlock, LifeSign(Path(heartbeat_path)), interlock, stop, parent_pid)
     finally:
         interlock.close()

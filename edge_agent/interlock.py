@@ -209,23 +209,27 @@ def run_watchdog(
     heartbeat: Heartbeat,
     interlock: Interlock,
     stop_event: threading.Event,
+    parent_pid: int | None = None,
 ) -> None:
     """Named worker (own process in production): drop enable while the heartbeat is stale.
 
-    It only ever opens the output; closing it is the gate's decision alone.
+    It only ever opens the output; closing it is the gate's decision alone. When the agent
+    process itself is gone (`parent_pid` no longer our parent) it drops enable and exits.
     """
     dropped = False
     while not stop_event.is_set():
-        stale = heartbeat.age_s() > section.watchdog_s
-        if stale:
+        orphaned = parent_pid is not None and os.getppid() != parent_pid
+        if orphaned or heartbeat.age_s() > section.watchdog_s:
             try:
                 # Alarm on too: the cab must show that the agent is gone.
                 interlock.set_outputs(enable=False, alarm=True)
                 if not dropped:
-                    logger.error("agent heartbeat stale: start-enable dropped")
+                    logger.error("agent heartbeat stale or agent gone: start-enable dropped")
                 dropped = True
             except InterlockError as err:
                 logger.error("watchdog could not drop enable: %s", err)
+            if orphaned and dropped:
+                return
         else:
             dropped = False
         stop_event.wait(section.watchdog_s / 4)
