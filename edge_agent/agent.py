@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from contract.auth import SignatureError, load_public_key_b64
-from contract.codes import ClaimKind, ReasonCode
+from contract.codes import ClaimKind, GateState, ReasonCode
 from contract.messages import ClaimInfo, GalleryUpdateRequired, Heartbeat
 from edge_agent.cache import GalleryCache
 from edge_agent.claims import QueueCardReader, claim_info
@@ -27,6 +27,7 @@ from edge_agent.interlock import Interlock, build_interlock, run_watchdog
 from edge_agent.liveness import build_liveness
 from edge_agent.machine import CabGate, ClockGuard
 from edge_agent.outbox import Outbox
+from edge_agent.status import StatusServer
 from edge_agent.types import GateFault
 from edge_agent.uplink import Uplink, UplinkError
 from models.errors import ModelError
@@ -168,6 +169,7 @@ class Agent:
         self.life = LifeSign(config.store.dir / "heartbeat")
         self.threads: list[threading.Thread] = []
         self.watchdog: multiprocessing.Process | None = None
+        self.status_server: StatusServer | None = None
 
     def present_claim(self, kind: ClaimKind, value: str) -> ClaimInfo:
         """A claim from the QR scanner, the card reader or the keypad."""
@@ -175,12 +177,31 @@ class Agent:
         self.inputs.claim = info
         return info
 
+    def _presence(self, not_before: float) -> bool:
+        """start_trigger=presence: a face in the latest frame counts as a start request."""
+        if (
+            self.config.gate.start_trigger != "presence"
+            or self.gate.status.state != GateState.LOCKED
+            or self.gate.verifier is None
+            or time.monotonic() < not_before
+        ):
+            return False
+        try:
+            frame = self.feed.next_frame(timeout_s=0.0)
+        except GateFault:
+            return False
+        return frame is not None and bool(self.gate.verifier.analyzer.engine.detect(frame.image))
+
     def _gate_loop(self) -> None:
         """Named worker 'gate-loop': serve start requests, engine state, re-verification."""
         next_reverify = 0.0
+        next_presence = 0.0
         was_running = False
         while not self.stop_event.is_set():
             self.life.beat()
+            if self._presence(next_presence):
+                self.inputs.start_requested.set()
+                next_presence = time.monotonic() + self.config.gate.presence_retry_s
             card = self.card_reader.read(timeout_s=0.0)
             if card:
                 self.present_claim(ClaimKind.IC_CARD, card)
@@ -237,6 +258,9 @@ class Agent:
         self.life.beat()
         self.watchdog = start_watchdog(self.config, self.life.path)
         self.capture.start()
+        self.status_server = StatusServer(self, self.config.status.host, self.config.status.port)
+        self.status_server.thread.start()
+        logger.info("status endpoint at %s", self.status_server.url)
         workers = [("gate-loop", self._gate_loop)]
         if self.uplink is not None:
             uplink = self.uplink
@@ -257,7 +281,11 @@ class Agent:
         self.stop_event.set()
         for thread in self.threads:
             thread.join(timeout=5.0)
-        self.gate.engine_stopped() if self.gate.status.state.value != "locked" else None
+        if self.status_server is not None:
+            self.status_server.shutdown()
+            self.status_server.server_close()
+        if self.gate.status.state != GateState.LOCKED:
+            self.gate.engine_stopped()
         if self.watchdog is not None:
             self.watchdog.terminate()
             self.watchdog.join(timeout=5.0)

@@ -166,6 +166,12 @@ class GateSection(_Section):
         le=3600.0,
         description="an authorization not followed by engine start within this lapses to LOCKED",
     )
+    presence_retry_s: float = Field(
+        default=10.0,
+        ge=1.0,
+        le=600.0,
+        description="start_trigger=presence: wait this long after a denial before trying again",
+    )
     reverify_attempt_s: float = Field(
         default=10.0,
         ge=1.0,
