@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from contract.auth import SignatureError, load_public_key_b64
@@ -74,7 +75,9 @@ def build_gate(
         if engine is None:
             from models.engine import FaceEngine
 
-            engine = FaceEngine(config.models.dir / config.models.pack, threads=config.models.threads)
+            engine = FaceEngine(
+                config.models.dir / config.models.pack, threads=config.models.threads
+            )
         from models.engine import FaceEngine as _Engine
 
         if not isinstance(engine, _Engine):
@@ -88,7 +91,9 @@ def build_gate(
             raise
         analyzer = FrameAnalyzer(engine, config.quality, build_liveness(config.liveness))
         verifier = Verifier(analyzer, config.gate, config.claims, policy)
-        logger.info("threshold %.4f from %s %r", policy.threshold, policy.source, policy.calibration)
+        logger.info(
+            "threshold %.4f from %s %r", policy.threshold, policy.source, policy.calibration
+        )
     except GateFault as fault:
         model_fault = fault
     except (ModelError, OSError, KeyError, ValueError) as err:
@@ -133,7 +138,9 @@ def sync_once(gate: CabGate, uplink: Uplink) -> None:
     since = cache.gallery.version if cache.gallery else 0
     answer = uplink.get_gallery(since, cache.contract_id)
     if isinstance(answer, GalleryUpdateRequired):
-        raise GateFault(ReasonCode.GALLERY_INVALID, f"server needs another model pack: {answer.detail}")
+        raise GateFault(
+            ReasonCode.GALLERY_INVALID, f"server needs another model pack: {answer.detail}"
+        )
     if answer.payload_type == "gallery.snapshot":
         cache.install_snapshot(answer)
     else:
@@ -168,7 +175,7 @@ class Agent:
         self.started = time.monotonic()
         self.life = LifeSign(config.store.dir / "heartbeat")
         self.threads: list[threading.Thread] = []
-        self.watchdog: multiprocessing.Process | None = None
+        self.watchdog: BaseProcess | None = None
         self.status_server: StatusServer | None = None
 
     def present_claim(self, kind: ClaimKind, value: str) -> ClaimInfo:
@@ -294,7 +301,7 @@ class Agent:
             self.uplink.close()
 
 
-def start_watchdog(config: AgentConfig, heartbeat_path: Path) -> multiprocessing.Process:
+def start_watchdog(config: AgentConfig, heartbeat_path: Path) -> BaseProcess:
     """Start the watchdog in its own process (it must outlive a killed or hung agent)."""
     process = multiprocessing.get_context("spawn").Process(
         target=watchdog_main,

@@ -94,7 +94,9 @@ def _apply_delta(gallery: LocalGallery, delta: GalleryDelta) -> None:
         raise GateFault(ReasonCode.GALLERY_INVALID, "delta is for another embedding contract")
     for operator_id in delta.removed_operator_ids:
         gallery.operators.pop(operator_id, None)
-        for template_id in [k for k, t in gallery.templates.items() if t.operator_id == operator_id]:
+        for template_id in [
+            k for k, t in gallery.templates.items() if t.operator_id == operator_id
+        ]:
             del gallery.templates[template_id]
     for template_id in delta.removed_template_ids:
         gallery.templates.pop(template_id, None)
@@ -187,7 +189,9 @@ class GalleryCache:
         self._envelopes = [envelope]
         self.gallery = gallery
         self._persist()
-        logger.info("gallery version %d installed (%d templates)", gallery.version, len(gallery.templates))
+        logger.info(
+            "gallery version %d installed (%d templates)", gallery.version, len(gallery.templates)
+        )
         return gallery
 
     def apply_delta(self, envelope: SignedEnvelope) -> LocalGallery:

@@ -44,7 +44,12 @@ def resolve_claim(info: ClaimInfo, gallery: LocalGallery) -> ResolvedClaim:
             for certificate in operator.certificates:
                 if certificate.certificate_no == info.value:
                     return ResolvedClaim(info, operator, certificate)
-        elif info.kind == ClaimKind.IC_CARD and operator.ic_card == info.value or info.kind == ClaimKind.EMPLOYEE_NO and operator.employee_no == info.value:
+        elif (
+            info.kind == ClaimKind.IC_CARD
+            and operator.ic_card == info.value
+            or info.kind == ClaimKind.EMPLOYEE_NO
+            and operator.employee_no == info.value
+        ):
             return ResolvedClaim(info, operator, None)
     raise GateFault(
         ReasonCode.CLAIM_UNKNOWN, f"no operator in gallery v{gallery.version} for this claim"

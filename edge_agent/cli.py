@@ -72,6 +72,8 @@ def run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     agent.start()
-    typer.echo(f"cab agent {cfg.device.id} running; status at {agent.status_server.url if agent.status_server else '-'}")
+    typer.echo(
+        f"cab agent {cfg.device.id} running; status at {agent.status_server.url if agent.status_server else '-'}"
+    )
     done.wait()
     agent.stop()

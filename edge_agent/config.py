@@ -73,9 +73,7 @@ class ServerSection(_Section):
         description="server Ed25519 public key (base64 raw 32 bytes) received at registration; "
         "without it no gallery can be verified, so the gate stays closed",
     )
-    batch_size: int = Field(
-        default=100, ge=1, le=1000, description="events per delivery request"
-    )
+    batch_size: int = Field(default=100, ge=1, le=1000, description="events per delivery request")
     heartbeat_interval_s: float = Field(
         default=60.0, ge=5.0, le=3600.0, description="how often a Heartbeat is sent"
     )

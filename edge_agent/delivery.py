@@ -36,7 +36,9 @@ def deliver_once(config: AgentConfig, outbox: Outbox, uplink: Uplink) -> int:
     try:
         ack = uplink.post_events(batch)
     except UplinkError as err:
-        delay = outbox.mark_failed([p.seq for p in pending], store.retry_initial_s, store.retry_max_s)
+        delay = outbox.mark_failed(
+            [p.seq for p in pending], store.retry_initial_s, store.retry_max_s
+        )
         logger.warning("%d event(s) not delivered (%s); retry in %.1f s", len(pending), err, delay)
         return 0
     acked = outbox.mark_acked(ack)

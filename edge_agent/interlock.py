@@ -111,7 +111,9 @@ def _host_port(target: str) -> tuple[str, int]:
 class ModbusCoilInterlock:
     """Two coils on a Modbus TCP device (a PLC or a relay module)."""
 
-    def __init__(self, target: str, enable_coil: int, alarm_coil: int, unit: int, timeout_s: float) -> None:
+    def __init__(
+        self, target: str, enable_coil: int, alarm_coil: int, unit: int, timeout_s: float
+    ) -> None:
         from pymodbus.client import ModbusTcpClient
 
         host, port = _host_port(target)
@@ -170,15 +172,23 @@ class CanInterlock:
         self._bus.shutdown()
 
 
-def build_interlock(section: InterlockSection, store_dir: Path, timeout_s: float = 2.0) -> Interlock:
+def build_interlock(
+    section: InterlockSection, store_dir: Path, timeout_s: float = 2.0
+) -> Interlock:
     """The configured driver."""
     if section.driver == "simulated":
-        return SimulatedInterlock(Path(section.target) if section.target else store_dir / "interlock.json")
+        return SimulatedInterlock(
+            Path(section.target) if section.target else store_dir / "interlock.json"
+        )
     if section.driver == "gpiod":
         return GpiodInterlock(section.target, section.enable_address, section.alarm_address)
     if section.driver == "modbus":
         return ModbusCoilInterlock(
-            section.target, section.enable_address, section.alarm_address, section.modbus_unit, timeout_s
+            section.target,
+            section.enable_address,
+            section.alarm_address,
+            section.modbus_unit,
+            timeout_s,
         )
     return CanInterlock(section.can_interface, section.target, section.can_id)
 

@@ -167,10 +167,14 @@ class CabGate:
             return ()
         from pathlib import Path
 
-        sha = self.outbox.add_evidence(Path(self.evidence_dir), decision.evidence_jpeg, "image/jpeg")
+        sha = self.outbox.add_evidence(
+            Path(self.evidence_dir), decision.evidence_jpeg, "image/jpeg"
+        )
         return (EvidenceRef(sha256=sha, media_type="image/jpeg", role="face"),)
 
-    def _event_common(self, reason: ReasonCode, evidence: tuple[EvidenceRef, ...] = ()) -> dict[str, object]:
+    def _event_common(
+        self, reason: ReasonCode, evidence: tuple[EvidenceRef, ...] = ()
+    ) -> dict[str, object]:
         return {
             "event_id": uuid7(),
             "device_id": self.config.device.id,
@@ -193,15 +197,19 @@ class CabGate:
             pack_contract_id=self.pack_contract_id,
         )
         common = self._event_common(decision.reason, evidence)
-        self.outbox.append(lambda seq: CabDecisionEvent(seq=seq, payload=payload, **common))  # type: ignore[arg-type]
+        self.outbox.append(lambda seq: CabDecisionEvent(seq=seq, payload=payload, **common))
 
-    def record_fault(self, component: str, reason: ReasonCode, message: str, recovered: bool = False) -> None:
+    def record_fault(
+        self, component: str, reason: ReasonCode, message: str, recovered: bool = False
+    ) -> None:
         """A device.fault event (camera, model, gallery, clock, interlock)."""
-        payload = DeviceFaultPayload(component=component, message=message[:1024], recovered=recovered)  # type: ignore[arg-type]
+        payload = DeviceFaultPayload(
+            component=component, message=message[:1024], recovered=recovered
+        )
         common = self._event_common(reason)
         if recovered:
             common["severity"] = Severity.INFO
-        self.outbox.append(lambda seq: DeviceFaultEvent(seq=seq, payload=payload, **common))  # type: ignore[arg-type]
+        self.outbox.append(lambda seq: DeviceFaultEvent(seq=seq, payload=payload, **common))
 
     # --- transitions --------------------------------------------------------------------
 
@@ -229,7 +237,9 @@ class CabGate:
                 decision = Decision(fault.reason, fault.detail, claim=claim)
             except Exception as err:  # fail closed on anything unexpected
                 logger.exception("gate decision failed")
-                decision = Decision(ReasonCode.INTERNAL_ERROR, f"{type(err).__name__}: {err}", claim=claim)
+                decision = Decision(
+                    ReasonCode.INTERNAL_ERROR, f"{type(err).__name__}: {err}", claim=claim
+                )
             return self._conclude(decision)
 
     def _conclude(self, decision: Decision) -> Decision:
@@ -274,18 +284,29 @@ class CabGate:
             key = self.config.server.device_key.get_secret_value().encode()
             try:
                 now = self.clock.now()
-                used = redeem_code(
-                    code, key, self.config.device.id, now, self.config.override.max_validity_s, self.outbox
-                ) if self.config.override.enabled else None
+                used = (
+                    redeem_code(
+                        code,
+                        key,
+                        self.config.device.id,
+                        now,
+                        self.config.override.max_validity_s,
+                        self.outbox,
+                    )
+                    if self.config.override.enabled
+                    else None
+                )
             except GateFault as fault:
                 logger.warning("override refused: %s", fault.detail)
                 self.status.indication = f"override refused: {fault.detail}"
                 return Decision(fault.reason, f"refused: {fault.detail}")
             if used is None:
                 return Decision(ReasonCode.OVERRIDE, "refused: overrides are disabled")
-            payload = CabOverridePayload(code_id=used.code_id, expires_at=used.expires_at, cause=cause[:256])
+            payload = CabOverridePayload(
+                code_id=used.code_id, expires_at=used.expires_at, cause=cause[:256]
+            )
             common = self._event_common(ReasonCode.OVERRIDE)
-            self.outbox.append(lambda seq: CabOverrideEvent(seq=seq, payload=payload, **common))  # type: ignore[arg-type]
+            self.outbox.append(lambda seq: CabOverrideEvent(seq=seq, payload=payload, **common))
             decision = Decision(ReasonCode.OVERRIDE, f"override code {used.code_id}")
             self._outputs(enable=True, alarm=False)
             self._finish(decision, GateState.AUTHORIZED)
@@ -300,7 +321,11 @@ class CabGate:
                 self._last_seen = time.monotonic()
             elif self.status.state != GateState.RUNNING:
                 logger.error("engine runs without authorization (state %s)", self.status.state)
-                self.record_fault("interlock", ReasonCode.INTERNAL_ERROR, "engine started while the gate was locked")
+                self.record_fault(
+                    "interlock",
+                    ReasonCode.INTERNAL_ERROR,
+                    "engine started while the gate was locked",
+                )
 
     def engine_stopped(self) -> None:
         """The engine stopped: back to LOCKED, outputs open."""
@@ -309,7 +334,7 @@ class CabGate:
                 expected = self.status.operator_id
                 common = self._event_common(ReasonCode.ENGINE_STOPPED)
                 payload = CabReverifyPayload(expected_operator_id=expected)
-                self.outbox.append(lambda seq: CabReverifyEvent(seq=seq, payload=payload, **common))  # type: ignore[arg-type]
+                self.outbox.append(lambda seq: CabReverifyEvent(seq=seq, payload=payload, **common))
             self.status.state = GateState.LOCKED
             self.status.operator_id = None
             self.status.indication = "locked"
@@ -375,18 +400,27 @@ class CabGate:
             if len(templates):
                 score = float(np.max(templates @ probe))
                 if score >= threshold:
-                    info = MatchInfo(operator_id=expected, score=min(1.0, score), threshold=threshold, margin=0.0)
+                    info = MatchInfo(
+                        operator_id=expected, score=min(1.0, score), threshold=threshold, margin=0.0
+                    )
                     return info, True
         best = gallery.index().search(probe, k=1).best
         if best is None:
             return None, False
-        info = MatchInfo(operator_id=best.label, score=max(-1.0, min(1.0, best.score)), threshold=threshold, margin=0.0)
+        info = MatchInfo(
+            operator_id=best.label,
+            score=max(-1.0, min(1.0, best.score)),
+            threshold=threshold,
+            margin=0.0,
+        )
         return info, False
 
     def _reverify_event(
         self, reason: ReasonCode, expected: str | None, observed: MatchInfo | None, absent_s: float
     ) -> None:
-        payload = CabReverifyPayload(expected_operator_id=expected, observed=observed, absent_s=absent_s)
+        payload = CabReverifyPayload(
+            expected_operator_id=expected, observed=observed, absent_s=absent_s
+        )
         common = self._event_common(reason)
-        self.outbox.append(lambda seq: CabReverifyEvent(seq=seq, payload=payload, **common))  # type: ignore[arg-type]
+        self.outbox.append(lambda seq: CabReverifyEvent(seq=seq, payload=payload, **common))
         logger.warning("re-verification: %s (expected %s)", reason.value, expected)

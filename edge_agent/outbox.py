@@ -174,9 +174,12 @@ class Outbox:
         cutoff = time.time() - older_than_s
         return int(
             self._tx(
-                lambda db: db.execute(
-                    "DELETE FROM events WHERE delivered IS NOT NULL AND delivered < ?", (cutoff,)
-                ).rowcount
+                lambda db: (
+                    db.execute(
+                        "DELETE FROM events WHERE delivered IS NOT NULL AND delivered < ?",
+                        (cutoff,),
+                    ).rowcount
+                )
             )
         )
 
@@ -213,7 +216,9 @@ class Outbox:
     def evidence_acked(self, sha: str) -> None:
         """The server stored this image: its file may go."""
         self._tx(
-            lambda db: db.execute("UPDATE evidence SET acked = ? WHERE sha256 = ?", (time.time(), sha))
+            lambda db: db.execute(
+                "UPDATE evidence SET acked = ? WHERE sha256 = ?", (time.time(), sha)
+            )
         )
 
     def evidence_failed(self, sha: str, initial_s: float, max_s: float) -> None:
@@ -246,10 +251,13 @@ class Outbox:
             if acked is None:
                 logger.warning("evidence %s dropped unacknowledged (retention/size limit)", sha)
             Path(path).unlink(missing_ok=True)
-            self._tx(lambda db, s=sha: db.execute("DELETE FROM evidence WHERE sha256 = ?", (s,)))
+            self._delete_evidence(str(sha))
             total -= int(size)
             removed += 1
         return removed
+
+    def _delete_evidence(self, sha: str) -> None:
+        self._tx(lambda db: db.execute("DELETE FROM evidence WHERE sha256 = ?", (sha,)))
 
     # --- one-time override codes ----------------------------------------------------------
 

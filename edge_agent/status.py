@@ -37,22 +37,48 @@ class AgentCollector(Collector):
         """Current figures."""
         agent = self.agent
         status = agent.gate.status
-        state = GaugeMetricFamily("jifang_gate_state", "1 for the current gate state", labels=["state"])
+        state = GaugeMetricFamily(
+            "jifang_gate_state", "1 for the current gate state", labels=["state"]
+        )
         for value in GateState:
             state.add_metric([value.value], 1.0 if status.state == value else 0.0)
         yield state
-        yield GaugeMetricFamily("jifang_enable_output", "start-enable output closed", value=float(status.enable))
-        yield GaugeMetricFamily("jifang_alarm_output", "local alarm output on", value=float(status.alarm))
-        decisions = CounterMetricFamily("jifang_decisions", "decisions by reason", labels=["reason"])
+        yield GaugeMetricFamily(
+            "jifang_enable_output", "start-enable output closed", value=float(status.enable)
+        )
+        yield GaugeMetricFamily(
+            "jifang_alarm_output", "local alarm output on", value=float(status.alarm)
+        )
+        decisions = CounterMetricFamily(
+            "jifang_decisions", "decisions by reason", labels=["reason"]
+        )
         for reason, count in sorted(agent.gate.decisions.items()):
             decisions.add_metric([reason], float(count))
         yield decisions
-        yield CounterMetricFamily("jifang_frames_captured", "frames read", value=float(agent.capture.captured))
-        yield CounterMetricFamily("jifang_frames_dropped", "frames dropped (queue full)", value=float(agent.capture.dropped))
-        yield CounterMetricFamily("jifang_camera_reconnects", "camera reopen attempts", value=float(agent.capture.reconnects))
-        yield GaugeMetricFamily("jifang_outbox_depth", "events not yet acknowledged", value=float(agent.parts.outbox.depth()))
+        yield CounterMetricFamily(
+            "jifang_frames_captured", "frames read", value=float(agent.capture.captured)
+        )
+        yield CounterMetricFamily(
+            "jifang_frames_dropped",
+            "frames dropped (queue full)",
+            value=float(agent.capture.dropped),
+        )
+        yield CounterMetricFamily(
+            "jifang_camera_reconnects",
+            "camera reopen attempts",
+            value=float(agent.capture.reconnects),
+        )
+        yield GaugeMetricFamily(
+            "jifang_outbox_depth",
+            "events not yet acknowledged",
+            value=float(agent.parts.outbox.depth()),
+        )
         gallery = agent.gate.cache.gallery
-        yield GaugeMetricFamily("jifang_gallery_version", "verified gallery version (0 = none)", value=float(gallery.version if gallery else 0))
+        yield GaugeMetricFamily(
+            "jifang_gallery_version",
+            "verified gallery version (0 = none)",
+            value=float(gallery.version if gallery else 0),
+        )
 
 
 def status_document(agent: Agent) -> dict[str, Any]:
@@ -124,7 +150,14 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path == "/health":
             healthy = agent.gate.model_fault is None and not agent.capture.lost()
-            self._json(200 if healthy else 503, {"healthy": healthy, "state": agent.gate.status.state.value, "indication": agent.gate.status.indication})
+            self._json(
+                200 if healthy else 503,
+                {
+                    "healthy": healthy,
+                    "state": agent.gate.status.state.value,
+                    "indication": agent.gate.status.indication,
+                },
+            )
         elif path == "/status":
             self._json(200, status_document(agent))
         elif path == "/metrics":

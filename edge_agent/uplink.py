@@ -94,9 +94,7 @@ class Uplink:
         if response.status_code not in (200, 201):
             raise self._fail(response, f"evidence {sha256}")
 
-    def get_gallery(
-        self, since: int, contract_id: str
-    ) -> SignedEnvelope | GalleryUpdateRequired:
+    def get_gallery(self, since: int, contract_id: str) -> SignedEnvelope | GalleryUpdateRequired:
         """The signed snapshot (since=0) or delta, or the server's contract refusal."""
         query = urlencode({"since": since, "contract": contract_id})
         response = self._send("GET", f"/api/v1/devices/{self.device_id}/gallery?{query}")

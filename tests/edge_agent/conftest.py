@@ -45,7 +45,12 @@ def base_config(tmp_path: Path, public_key: str, **sections: dict[str, Any]) -> 
         "device": {"id": DEVICE, "kind": "forklift", "site_id": "site-1"},
         "server": {"url": "http://127.0.0.1:9", "device_key": DEVICE_KEY, "public_key": public_key},
         "models": {"calibration": "test"},
-        "camera": {"source": str(tmp_path / "frames"), "lost_after_s": 0.5, "reconnect_initial_s": 0.05, "reconnect_max_s": 0.2},
+        "camera": {
+            "source": str(tmp_path / "frames"),
+            "lost_after_s": 0.5,
+            "reconnect_initial_s": 0.05,
+            "reconnect_max_s": 0.2,
+        },
         # The cameraman looks down ~33 degrees; sample photos are ~85 px faces.
         "quality": {"min_face_px": 60, "max_pitch_deg": 40.0},
         "gate": {"frames_required": 3, "window_s": 2.0},
@@ -57,7 +62,12 @@ def base_config(tmp_path: Path, public_key: str, **sections: dict[str, Any]) -> 
     return data
 
 
-def cert(no: str, category: str = "N1", status: CertificateStatus = CertificateStatus.VALID, expires: date | None = None) -> CertificateInfo:
+def cert(
+    no: str,
+    category: str = "N1",
+    status: CertificateStatus = CertificateStatus.VALID,
+    expires: date | None = None,
+) -> CertificateInfo:
     return CertificateInfo(
         certificate_no=no,
         category=category,
@@ -104,7 +114,9 @@ class Signer:
         )
         return sign_envelope(self.key, "k1", "gallery.snapshot", snap.model_dump_json())
 
-    def config(self, categories: tuple[CategoryRule, ...] = (CategoryRule(category="N1"),)) -> SignedEnvelope:
+    def config(
+        self, categories: tuple[CategoryRule, ...] = (CategoryRule(category="N1"),)
+    ) -> SignedEnvelope:
         cfg = DeviceConfig(
             device_id=DEVICE,
             kind=DeviceKind.FORKLIFT,
@@ -172,7 +184,10 @@ def frames() -> dict[str, list[np.ndarray]]:
     from tests.models.faces import variants
 
     rng = np.random.default_rng(5)
-    blank = [np.full((480, 640, 3), 90, np.uint8), rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)]
+    blank = [
+        np.full((480, 640, 3), 90, np.uint8),
+        rng.integers(0, 255, (480, 640, 3), dtype=np.uint8),
+    ]
     return {
         "astro": [cab_frame(v) for v in variants(astronaut())],
         "cam": [cab_frame(v) for v in variants(cameraman())],
@@ -204,7 +219,9 @@ def make_gate(tmp_path: Path, engine: Any, signer: Signer) -> Iterator[Callable[
             data="test fixture (not a real calibration)",
             contract_id=engine.contract_id,
         )
-        parts = build_gate(config, engine=engine, calibrations=CalibrationBlock(calibrations={"test": cal}))
+        parts = build_gate(
+            config, engine=engine, calibrations=CalibrationBlock(calibrations={"test": cal})
+        )
         if snapshot is not False:
             parts.gate.cache.install_snapshot(snapshot or signer.snapshot())
         if device_config is not False:

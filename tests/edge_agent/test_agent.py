@@ -71,12 +71,22 @@ def test_events_of_a_run_are_in_the_outbox(make_gate, frames) -> None:
     assert events[1].reason.value == "ENGINE_STOPPED"
 
 
-def test_run_refuses_pack_without_the_named_calibration(default_pack: Path, tmp_path: Path, signer) -> None:
+def test_run_refuses_pack_without_the_named_calibration(
+    default_pack: Path, tmp_path: Path, signer
+) -> None:
     import yaml
 
     from jifang.cli import app
 
-    data = base_config(tmp_path, signer.public_b64, models={"dir": str(default_pack.parent), "pack": default_pack.name, "calibration": "nowhere"})
+    data = base_config(
+        tmp_path,
+        signer.public_b64,
+        models={
+            "dir": str(default_pack.parent),
+            "pack": default_pack.name,
+            "calibration": "nowhere",
+        },
+    )
     path = tmp_path / "cab.yaml"
     path.write_text(yaml.safe_dump(data))
     result = CliRunner().invoke(app, ["edge", "run", "--config", str(path)])

@@ -54,7 +54,10 @@ def test_unknown_person_is_no_match(make_gate, frames) -> None:
 def test_expired_certificate(make_gate, frames, signer) -> None:
     expired = cert("TS-ASTRO-1", expires=TODAY - timedelta(days=1))
     parts = make_gate(snapshot=signer.snapshot([astro_operator(expired)]))
-    assert parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason == ReasonCode.CERT_EXPIRED
+    assert (
+        parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason
+        == ReasonCode.CERT_EXPIRED
+    )
     assert _last_decision(parts).reason == ReasonCode.CERT_EXPIRED
     assert parts.interlock.read()["enable"] is False
 
@@ -62,7 +65,10 @@ def test_expired_certificate(make_gate, frames, signer) -> None:
 def test_revoked_certificate(make_gate, frames, signer) -> None:
     revoked = cert("TS-ASTRO-1", status=CertificateStatus.REVOKED)
     parts = make_gate(snapshot=signer.snapshot([astro_operator(revoked)]))
-    assert parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason == ReasonCode.CERT_REVOKED
+    assert (
+        parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason
+        == ReasonCode.CERT_REVOKED
+    )
 
 
 def test_wrong_category(make_gate, frames, signer) -> None:
@@ -75,7 +81,10 @@ def test_wrong_category(make_gate, frames, signer) -> None:
 def test_scope_restriction_refuses_other_scope(make_gate, frames, signer) -> None:
     rule = CategoryRule(category="N1", scope="叉车")
     parts = make_gate(device_config=signer.config((rule,)))
-    assert parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason == ReasonCode.WRONG_CATEGORY
+    assert (
+        parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason
+        == ReasonCode.WRONG_CATEGORY
+    )
 
 
 def test_no_face(make_gate, frames) -> None:
@@ -87,7 +96,10 @@ def test_no_face(make_gate, frames) -> None:
 
 def test_low_quality(make_gate, frames) -> None:
     parts = make_gate(gate={"window_s": 1.0}, quality={"min_face_px": 400})
-    assert parts.gate.request_start(ReplayFeed(frames["astro"], fps=5)).reason == ReasonCode.LOW_QUALITY
+    assert (
+        parts.gate.request_start(ReplayFeed(frames["astro"], fps=5)).reason
+        == ReasonCode.LOW_QUALITY
+    )
 
 
 def test_stale_gallery(make_gate, frames, signer) -> None:
@@ -116,11 +128,16 @@ def test_camera_lost_with_real_capture(make_gate, tmp_path) -> None:
 
 def test_ambiguous_when_two_operators_are_close(make_gate, frames, signer) -> None:
     parts = make_gate(
-        snapshot=signer.snapshot([astro_operator(), camera_operator()], with_cameraman_template=True),
+        snapshot=signer.snapshot(
+            [astro_operator(), camera_operator()], with_cameraman_template=True
+        ),
         gate={"min_margin": 0.5},
         claims={"max_1n_risk": 0.01},
     )
-    assert parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason == ReasonCode.AMBIGUOUS_MATCH
+    assert (
+        parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason
+        == ReasonCode.AMBIGUOUS_MATCH
+    )
 
 
 def test_bad_signature_is_gallery_invalid(make_gate, frames, signer) -> None:
@@ -133,7 +150,10 @@ def test_bad_signature_is_gallery_invalid(make_gate, frames, signer) -> None:
         parts.cache.install_snapshot(forged)
     assert caught.value.reason == ReasonCode.GALLERY_INVALID
     assert parts.cache.gallery is None
-    assert parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason == ReasonCode.GALLERY_INVALID
+    assert (
+        parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason
+        == ReasonCode.GALLERY_INVALID
+    )
 
 
 def test_corrupt_gallery_file_on_restart_is_gallery_invalid(make_gate, frames, tmp_path) -> None:
@@ -145,7 +165,10 @@ def test_corrupt_gallery_file_on_restart_is_gallery_invalid(make_gate, frames, t
     again = build_gate(parts.config, engine=parts.engine, calibrations=_calibrations(parts))
     try:
         assert again.cache.gallery is None
-        assert again.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason == ReasonCode.GALLERY_INVALID
+        assert (
+            again.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason
+            == ReasonCode.GALLERY_INVALID
+        )
         faults = [e for e in _events(again) if e.kind == EventKind.DEVICE_FAULT]
         assert faults and faults[0].reason == ReasonCode.GALLERY_INVALID
     finally:
@@ -182,7 +205,10 @@ def test_gallery_for_another_device_or_contract_is_refused(make_gate, signer) ->
 def test_untrusted_clock(make_gate, frames) -> None:
     parts = make_gate()
     parts.gate.clock.observe_server(datetime.now(UTC) + timedelta(hours=2))
-    assert parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason == ReasonCode.CLOCK_UNTRUSTED
+    assert (
+        parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason
+        == ReasonCode.CLOCK_UNTRUSTED
+    )
 
 
 def test_model_missing(tmp_path, signer) -> None:
@@ -190,7 +216,9 @@ def test_model_missing(tmp_path, signer) -> None:
     from edge_agent.config import parse_config
     from tests.edge_agent.conftest import base_config
 
-    config = parse_config(base_config(tmp_path, signer.public_b64, models={"dir": str(tmp_path / "nothing")}))
+    config = parse_config(
+        base_config(tmp_path, signer.public_b64, models={"dir": str(tmp_path / "nothing")})
+    )
     parts = build_gate(config)
     try:
         decision = parts.gate.request_start(ReplayFeed([b"x"], fps=1))  # type: ignore[list-item]
@@ -213,7 +241,11 @@ def test_any_exception_is_internal_error_deny(make_gate) -> None:
 
 
 def test_reverify_driver_change_alarms_but_never_cuts(make_gate, frames, signer) -> None:
-    parts = make_gate(snapshot=signer.snapshot([astro_operator(), camera_operator()], with_cameraman_template=True))
+    parts = make_gate(
+        snapshot=signer.snapshot(
+            [astro_operator(), camera_operator()], with_cameraman_template=True
+        )
+    )
     gate = parts.gate
     assert gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason == ReasonCode.AUTHORIZED
     gate.engine_started()
@@ -262,7 +294,11 @@ def test_genuine_claim_by_certificate_qr_is_verified_one_to_one(make_gate, frame
     from edge_agent.claims import claim_info
 
     parts = make_gate(claims={"max_1n_risk": 0.0})  # 1:N disabled: only the claim can work
-    info = claim_info(ClaimKind.CERT_QR, "https://zwfw.example.cn/cert?cert_no=TS-ASTRO-1", parts.config.claims.cert_qr_pattern)
+    info = claim_info(
+        ClaimKind.CERT_QR,
+        "https://zwfw.example.cn/cert?cert_no=TS-ASTRO-1",
+        parts.config.claims.cert_qr_pattern,
+    )
     assert info.value == "TS-ASTRO-1"
     decision = parts.gate.request_start(ReplayFeed(frames["astro"], fps=10), info)
     assert decision.reason == ReasonCode.AUTHORIZED, decision.detail
@@ -272,14 +308,19 @@ def test_genuine_claim_by_certificate_qr_is_verified_one_to_one(make_gate, frame
 def test_unknown_claim(make_gate, frames) -> None:
     parts = make_gate()
     claim = ClaimInfo(kind=ClaimKind.IC_CARD, value="CARD-404")
-    assert parts.gate.request_start(ReplayFeed(frames["astro"], fps=10), claim).reason == ReasonCode.CLAIM_UNKNOWN
+    assert (
+        parts.gate.request_start(ReplayFeed(frames["astro"], fps=10), claim).reason
+        == ReasonCode.CLAIM_UNKNOWN
+    )
     assert _last_decision(parts).payload.claim == claim
 
 
 def test_one_to_n_refused_when_fmr_times_gallery_exceeds_bound(make_gate, frames, signer) -> None:
     # FMR 1e-3 x 2 operators = 2e-3 > 1e-3: 1:N is not allowed, a claim is required.
     parts = make_gate(
-        snapshot=signer.snapshot([astro_operator(), camera_operator()], with_cameraman_template=True),
+        snapshot=signer.snapshot(
+            [astro_operator(), camera_operator()], with_cameraman_template=True
+        ),
         claims={"max_1n_risk": 1e-3},
     )
     decision = parts.gate.request_start(ReplayFeed(frames["astro"], fps=10))
@@ -288,22 +329,37 @@ def test_one_to_n_refused_when_fmr_times_gallery_exceeds_bound(make_gate, frames
     assert parts.interlock.read()["enable"] is False
     # The same face with a claim goes through.
     claim = ClaimInfo(kind=ClaimKind.EMPLOYEE_NO, value="E100")
-    assert parts.gate.request_start(ReplayFeed(frames["astro"], fps=10), claim).reason == ReasonCode.AUTHORIZED
+    assert (
+        parts.gate.request_start(ReplayFeed(frames["astro"], fps=10), claim).reason
+        == ReasonCode.AUTHORIZED
+    )
 
 
 def test_calibration_without_enough_pairs_is_refused(make_gate, frames, engine) -> None:
     from models.manifest import Calibration
 
-    thin = Calibration(threshold=0.92, target_fmr=1e-3, genuine_pairs=100, impostor_pairs=1000, contract_id=engine.contract_id)
+    thin = Calibration(
+        threshold=0.92,
+        target_fmr=1e-3,
+        genuine_pairs=100,
+        impostor_pairs=1000,
+        contract_id=engine.contract_id,
+    )
     parts = make_gate(calibration=thin)
     assert parts.calibration_fault is not None
     assert "supports FMR" in parts.calibration_fault.detail
-    assert parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason == ReasonCode.MODEL_MISSING
+    assert (
+        parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason
+        == ReasonCode.MODEL_MISSING
+    )
 
 
 def test_looser_threshold_override_disables_one_to_n(make_gate, frames) -> None:
     parts = make_gate(gate={"match_threshold": 0.5})
-    assert parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason == ReasonCode.CLAIM_REQUIRED
+    assert (
+        parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason
+        == ReasonCode.CLAIM_REQUIRED
+    )
 
 
 # --- emergency override --------------------------------------------------------------------
@@ -324,7 +380,9 @@ def test_override_code_is_one_time_flagged_and_expires(make_gate) -> None:
     assert flagged[0].payload.code_id == "ovr-1"
     parts.gate.engine_stopped()
     assert "already used" in parts.gate.override(code).detail
-    expired = issue_code(DEVICE_KEY.encode(), DEVICE, "ovr-2", datetime.now(UTC) - timedelta(seconds=1))
+    expired = issue_code(
+        DEVICE_KEY.encode(), DEVICE, "ovr-2", datetime.now(UTC) - timedelta(seconds=1)
+    )
     assert "expired" in parts.gate.override(expired).detail
     other = issue_code(DEVICE_KEY.encode(), "FL-0002", "ovr-3", soon)
     assert "not valid" in parts.gate.override(other).detail

@@ -41,11 +41,17 @@ def _wait_for(predicate, timeout_s: float = 15.0, every_s: float = 0.05) -> bool
 def modbus_server() -> Iterator[str]:
     """A real pymodbus TCP server on localhost with 17 coils (block starts at 1: pymodbus offsets protocol addresses by one); yields host:port."""
     pytest.importorskip("pymodbus")
-    from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+    from pymodbus.datastore import (
+        ModbusDeviceContext,
+        ModbusSequentialDataBlock,
+        ModbusServerContext,
+    )
     from pymodbus.server import ModbusTcpServer
 
     port = _free_port()
-    context = ModbusServerContext(devices=ModbusDeviceContext(co=ModbusSequentialDataBlock(1, [False] * 17)), single=True)
+    context = ModbusServerContext(
+        devices=ModbusDeviceContext(co=ModbusSequentialDataBlock(1, [False] * 17)), single=True
+    )
     loop = asyncio.new_event_loop()
     holder: list[ModbusTcpServer] = []
 
@@ -89,7 +95,9 @@ def _coils(target: str, count: int = 2) -> list[bool]:
 
 
 def test_modbus_coil_really_toggles(modbus_server: str, tmp_path: Path) -> None:
-    section = InterlockSection(driver="modbus", target=modbus_server, enable_address=0, alarm_address=1)
+    section = InterlockSection(
+        driver="modbus", target=modbus_server, enable_address=0, alarm_address=1
+    )
     interlock = build_interlock(section, tmp_path)
     try:
         assert _coils(modbus_server) == [False, False]
@@ -137,7 +145,9 @@ def test_watchdog_drops_enable_when_heartbeat_stops(tmp_path: Path) -> None:
     life = Heartbeat(tmp_path / "heartbeat")
     life.beat()
     stop = threading.Event()
-    worker = threading.Thread(target=run_watchdog, args=(section, life, interlock, stop), name="watchdog")
+    worker = threading.Thread(
+        target=run_watchdog, args=(section, life, interlock, stop), name="watchdog"
+    )
     worker.start()
     try:
         # While beating, the watchdog leaves the output alone.
@@ -182,9 +192,13 @@ AGENT_SCRIPT = textwrap.dedent(
 
 def test_watchdog_drops_output_when_agent_is_killed(modbus_server: str, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    agent = subprocess.Popen([sys.executable, "-c", AGENT_SCRIPT, modbus_server, str(tmp_path)], env=env, cwd=REPO)
+    agent = subprocess.Popen(
+        [sys.executable, "-c", AGENT_SCRIPT, modbus_server, str(tmp_path)], env=env, cwd=REPO
+    )
     try:
-        assert _wait_for(lambda: _coils(modbus_server)[0] is True, timeout_s=60), "agent never enabled"
+        assert _wait_for(lambda: _coils(modbus_server)[0] is True, timeout_s=60), (
+            "agent never enabled"
+        )
         time.sleep(1.0)  # several watchdog periods: a live agent keeps its output
         assert _coils(modbus_server)[0] is True
         watchdog_pid = int((tmp_path / "watchdog.pid").read_text())

@@ -61,7 +61,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         try:
-            verify_request_mac(KEY, "POST", self.path, self.headers[HEADER_TIMESTAMP], body, self.headers[HEADER_SIGNATURE])
+            verify_request_mac(
+                KEY,
+                "POST",
+                self.path,
+                self.headers[HEADER_TIMESTAMP],
+                body,
+                self.headers[HEADER_SIGNATURE],
+            )
         except SignatureError:
             self.server.bad_signatures += 1
             self.send_response(401)
@@ -140,7 +147,9 @@ SENDER = textwrap.dedent(
 
 def _sender(url: str, store: Path, new: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", SENDER, url, str(store), str(new)], env=env, cwd=REPO)
+    return subprocess.Popen(
+        [sys.executable, "-c", SENDER, url, str(store), str(new)], env=env, cwd=REPO
+    )
 
 
 def _wait(predicate, timeout_s: float = 30.0) -> bool:
@@ -154,10 +163,15 @@ def _wait(predicate, timeout_s: float = 30.0) -> bool:
 
 def _stored(store: Path) -> list[tuple[int, str, str, float | None]]:
     with sqlite3.connect(store / "outbox.sqlite") as db:
-        return [tuple(r) for r in db.execute("SELECT seq, event_id, body, delivered FROM events ORDER BY seq")]
+        return [
+            tuple(r)
+            for r in db.execute("SELECT seq, event_id, body, delivered FROM events ORDER BY seq")
+        ]
 
 
-def test_nothing_lost_when_sender_is_killed_mid_delivery(receiver: Receiver, tmp_path: Path) -> None:
+def test_nothing_lost_when_sender_is_killed_mid_delivery(
+    receiver: Receiver, tmp_path: Path
+) -> None:
     receiver.hold_first = True
     first = _sender(receiver.url, tmp_path, new=12)
     try:
@@ -177,7 +191,9 @@ def test_nothing_lost_when_sender_is_killed_mid_delivery(receiver: Receiver, tmp
 
     second = _sender(receiver.url, tmp_path, new=0)
     try:
-        assert _wait(lambda: all(row[3] is not None for row in _stored(tmp_path))), "not all delivered"
+        assert _wait(lambda: all(row[3] is not None for row in _stored(tmp_path))), (
+            "not all delivered"
+        )
     finally:
         second.send_signal(signal.SIGKILL)
         second.wait()
@@ -196,18 +212,27 @@ def test_failed_delivery_backs_off_and_keeps_events(receiver: Receiver, tmp_path
     from edge_agent.outbox import Outbox
     from edge_agent.uplink import Uplink
 
-    config = parse_config({
-        "device": {"id": DEVICE, "kind": "forklift", "site_id": "s"},
-        "server": {"url": receiver.url, "device_key": KEY.decode()},
-        "camera": {"source": 0},
-        "store": {"dir": str(tmp_path), "retry_initial_s": 0.2, "retry_max_s": 1.0},
-    })
+    config = parse_config(
+        {
+            "device": {"id": DEVICE, "kind": "forklift", "site_id": "s"},
+            "server": {"url": receiver.url, "device_key": KEY.decode()},
+            "camera": {"source": 0},
+            "store": {"dir": str(tmp_path), "retry_initial_s": 0.2, "retry_max_s": 1.0},
+        }
+    )
     outbox = Outbox(tmp_path / "outbox.sqlite")
     uplink = Uplink(receiver.url, DEVICE, KEY, 5.0)
     try:
-        outbox.append(lambda seq: DeviceFaultEvent(
-            event_id=uuid7(), device_id=DEVICE, seq=seq, occurred_at=datetime.now(UTC),
-            reason=ReasonCode.CAMERA_LOST, payload=DeviceFaultPayload(component="camera", message="x")))
+        outbox.append(
+            lambda seq: DeviceFaultEvent(
+                event_id=uuid7(),
+                device_id=DEVICE,
+                seq=seq,
+                occurred_at=datetime.now(UTC),
+                reason=ReasonCode.CAMERA_LOST,
+                payload=DeviceFaultPayload(component="camera", message="x"),
+            )
+        )
         receiver.fail_with = 503
         assert deliver_once(config, outbox, uplink) == 0
         assert outbox.depth() == 1
@@ -226,8 +251,13 @@ def test_events_and_sequence_survive_reopen(tmp_path: Path) -> None:
 
     def make(seq: int) -> DeviceFaultEvent:
         return DeviceFaultEvent(
-            event_id=uuid7(), device_id=DEVICE, seq=seq, occurred_at=datetime.now(UTC),
-            reason=ReasonCode.CAMERA_LOST, payload=DeviceFaultPayload(component="camera", message="x"))
+            event_id=uuid7(),
+            device_id=DEVICE,
+            seq=seq,
+            occurred_at=datetime.now(UTC),
+            reason=ReasonCode.CAMERA_LOST,
+            payload=DeviceFaultPayload(component="camera", message="x"),
+        )
 
     outbox = Outbox(tmp_path / "o.sqlite")
     outbox.append(make)
