@@ -177,12 +177,32 @@ class Agent:
         self.threads: list[threading.Thread] = []
         self.watchdog: BaseProcess | None = None
         self.status_server: StatusServer | None = None
+        self._camera_lost = False
 
     def present_claim(self, kind: ClaimKind, value: str) -> ClaimInfo:
         """A claim from the QR scanner, the card reader or the keypad."""
         info = claim_info(kind, value, self.config.claims.cert_qr_pattern)
         self.inputs.claim = info
         return info
+
+    def _watch_camera(self) -> None:
+        """A device.fault event when the camera is lost and when it comes back."""
+        lost = self.capture.lost()
+        if lost == self._camera_lost:
+            return
+        self._camera_lost = lost
+        source = self.config.camera.source
+        if lost:
+            message = f"no frame from {source!r} for {self.config.camera.lost_after_s} s"
+            logger.error("camera lost: %s", message)
+            if self.gate.status.state == GateState.LOCKED:
+                self.gate.status.indication = "camera lost: start refused"
+        else:
+            message = f"frames from {source!r} again"
+            logger.info("camera recovered")
+            if self.gate.status.state == GateState.LOCKED:
+                self.gate.status.indication = "locked"
+        self.gate.record_fault("camera", ReasonCode.CAMERA_LOST, message, recovered=not lost)
 
     def _presence(self, not_before: float) -> bool:
         """start_trigger=presence: a face in the latest frame counts as a start request."""
@@ -206,6 +226,7 @@ class Agent:
         was_running = False
         while not self.stop_event.is_set():
             self.life.beat()
+            self._watch_camera()
             if self._presence(next_presence):
                 self.inputs.start_requested.set()
                 next_presence = time.monotonic() + self.config.gate.presence_retry_s

@@ -194,9 +194,6 @@ class ClaimsSection(_Section):
         description="regex with a group 'no' that extracts the certificate number from the "
         "QR text of an electronic certificate",
     )
-    card_reader: Literal["none", "keyboard_wedge"] = Field(
-        default="none", description="IC card reader boundary: none, or a USB keyboard-wedge"
-    )
 
 
 class LivenessSection(_Section):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode, urlsplit
 
@@ -67,7 +67,11 @@ class Uplink:
         date_header = response.headers.get("date")
         if date_header:
             try:
-                self.last_server_time = parsedate_to_datetime(date_header)
+                parsed = parsedate_to_datetime(date_header)
+                # HTTP dates are always GMT; "-0000"/"GMT" parse as naive.
+                self.last_server_time = (
+                    parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+                )
             except (TypeError, ValueError):
                 logger.debug("server Date header unreadable: %r", date_header)
         return response

@@ -107,3 +107,33 @@ def test_claim_endpoint_rejects_unknown_kind(make_gate, kind: str) -> None:
         assert response.status_code == 400
     finally:
         agent.stop()
+
+
+def test_presence_trigger_and_camera_fault_events(make_gate, frames, tmp_path: Path) -> None:
+    from edge_agent.agent import Agent
+
+    folder = tmp_path / "frames"
+    folder.mkdir()  # empty: the camera gives nothing yet
+    parts = make_gate(
+        gate={"start_trigger": "presence"},
+        camera={"fps": 10.0, "lost_after_s": 0.5, "reconnect_max_s": 0.2},
+    )
+    agent = Agent(parts.config, parts, uplink=None)
+    agent.start()
+    try:
+
+        def faults() -> list:
+            events = [parts.outbox.parse(p) for p in parts.outbox.due(100)]
+            return [e for e in events if e.kind == EventKind.DEVICE_FAULT]
+
+        assert _wait(lambda: len(faults()) >= 1)
+        assert faults()[0].reason.value == "CAMERA_LOST" and not faults()[0].payload.recovered
+        assert agent.gate.status.indication == "camera lost: start refused"
+        for i, image in enumerate(frames["astro"] * 3):
+            cv2.imwrite(str(folder / f"{i:03d}.png"), image)
+        # Presence of a face starts verification with no start input at all.
+        assert _wait(lambda: agent.gate.status.last_decision is not None)
+        assert agent.gate.status.last_decision.reason.value == "AUTHORIZED"
+        assert any(f.payload.recovered for f in faults())
+    finally:
+        agent.stop()
