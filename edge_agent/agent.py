@@ -90,7 +90,9 @@ def build_gate(
             calibration_fault = fault
             raise
         analyzer = FrameAnalyzer(engine, config.quality, build_liveness(config.liveness))
-        verifier = Verifier(analyzer, config.gate, config.claims, policy)
+        verifier = Verifier(
+            analyzer, config.gate, config.claims, policy, poll_s=config.interlock.heartbeat_s
+        )
         logger.info(
             "threshold %.4f from %s %r", policy.threshold, policy.source, policy.calibration
         )
@@ -174,6 +176,8 @@ class Agent:
         self.feed = QueueFeed(self.capture)
         self.started = time.monotonic()
         self.life = LifeSign(config.store.dir / "heartbeat")
+        if self.gate.verifier is not None:
+            self.gate.verifier.on_progress = self.life.beat
         self.threads: list[threading.Thread] = []
         self.watchdog: BaseProcess | None = None
         self.status_server: StatusServer | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
@@ -228,11 +229,16 @@ class Verifier:
         gate: GateSection,
         claims: ClaimsSection,
         policy: MatchPolicy,
+        poll_s: float = 0.25,
     ) -> None:
         self.analyzer = analyzer
         self.gate = gate
         self.claims = claims
         self.policy = policy
+        self.poll_s = poll_s
+        self.on_progress: Callable[[], None] | None = None
+        """Called at least every `poll_s` while collecting (the agent's heartbeat), so a long
+        verification is not mistaken for a hung agent by the watchdog."""
 
     def collect(self, feed: FrameFeed, window_s: float, needed: int) -> Collected:
         """Analyse frames until `needed` are good or the window (frame time) has passed."""
@@ -243,7 +249,10 @@ class Verifier:
         first_t: float | None = None
         deadline = time.monotonic() + window_s
         while len(good) < needed:
-            frame = feed.next_frame(timeout_s=max(0.0, deadline - time.monotonic()))
+            if self.on_progress is not None:
+                self.on_progress()
+            remaining = max(0.0, deadline - time.monotonic())
+            frame = feed.next_frame(timeout_s=min(remaining, self.poll_s))
             if frame is None:
                 if time.monotonic() >= deadline:
                     break
@@ -294,7 +303,7 @@ class Verifier:
                 frames_used=len(got.good),
                 faces_seen=got.faces,
             )
-        probe = _fuse([g.embedding for g in got.good if g.embedding is not None])
+        probe = fuse_embeddings([g.embedding for g in got.good if g.embedding is not None])
         liveness = _min_score([g.liveness_score for g in got.good])
         evidence = _jpeg(got.best_image)
         if resolved is not None:
@@ -386,7 +395,7 @@ def _more_informative(candidate: ReasonCode, current: ReasonCode) -> bool:
     return _SPECIFICITY.index(candidate) > _SPECIFICITY.index(current)
 
 
-def _fuse(embeddings: list[np.ndarray]) -> np.ndarray:
+def fuse_embeddings(embeddings: list[np.ndarray]) -> np.ndarray:
     """Mean of L2-normalised embeddings, renormalised (multi-frame fusion)."""
     mean = np.mean(np.stack(embeddings), axis=0)
     return np.asarray(mean / max(float(np.linalg.norm(mean)), 1e-12), np.float32)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -35,7 +36,7 @@ from contract.messages import (
 )
 from edge_agent.cache import GalleryCache
 from edge_agent.config import AgentConfig
-from edge_agent.gate import FrameFeed, Verifier, _fuse
+from edge_agent.gate import FrameFeed, Verifier, fuse_embeddings
 from edge_agent.interlock import Interlock, InterlockError
 from edge_agent.outbox import Outbox
 from edge_agent.override import redeem_code
@@ -165,8 +166,6 @@ class CabGate:
     def _evidence(self, decision: Decision) -> tuple[EvidenceRef, ...]:
         if decision.evidence_jpeg is None or self.evidence_dir is None:
             return ()
-        from pathlib import Path
-
         sha = self.outbox.add_evidence(
             Path(self.evidence_dir), decision.evidence_jpeg, "image/jpeg"
         )
@@ -374,7 +373,7 @@ class CabGate:
                     self.status.indication = "running; operator absent"
                     return ReasonCode.OPERATOR_ABSENT
                 return None
-            probe = _fuse([g.embedding for g in got.good if g.embedding is not None])
+            probe = fuse_embeddings([g.embedding for g in got.good if g.embedding is not None])
             observed, same = self._observe(probe, expected)
             if same or expected is None:
                 self._last_seen = time.monotonic()

@@ -387,3 +387,23 @@ def test_override_code_is_one_time_flagged_and_expires(make_gate) -> None:
     other = issue_code(DEVICE_KEY.encode(), "FL-0002", "ovr-3", soon)
     assert "not valid" in parts.gate.override(other).detail
     assert parts.interlock.read()["enable"] is False
+
+
+def test_long_verification_keeps_the_heartbeat_going(make_gate) -> None:
+    """The watchdog must not take a 4 s verification for a hung agent."""
+
+    class SilentFeed:
+        timeouts: list[float] = []
+
+        def next_frame(self, timeout_s: float):
+            self.timeouts.append(timeout_s)
+            time.sleep(timeout_s)
+            return None
+
+    parts = make_gate(gate={"window_s": 1.0}, interlock={"heartbeat_s": 0.1, "watchdog_s": 0.5})
+    beats: list[float] = []
+    parts.gate.verifier.on_progress = lambda: beats.append(time.monotonic())
+    feed = SilentFeed()
+    assert parts.gate.request_start(feed).reason == ReasonCode.NO_FACE
+    assert max(feed.timeouts) <= 0.1
+    assert len(beats) >= 2  # one per poll, not one per window
