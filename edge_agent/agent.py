@@ -316,8 +316,7 @@ class Agent:
         if self.status_server is not None:
             self.status_server.shutdown()
             self.status_server.server_close()
-        if self.gate.status.state != GateState.LOCKED:
-            self.gate.engine_stopped()
+        self.gate.shutdown()
         if self.watchdog is not None:
             self.watchdog.terminate()
             self.watchdog.join(timeout=5.0)

@@ -339,6 +339,15 @@ class CabGate:
             self.status.indication = "locked"
             self._outputs(enable=False, alarm=False)
 
+    def shutdown(self) -> None:
+        """The agent is stopping: outputs open, no event (the engine has not stopped)."""
+        with self._lock:
+            logger.info("agent stopping in state %s: outputs opened", self.status.state.value)
+            self.status.state = GateState.LOCKED
+            self.status.operator_id = None
+            self.status.indication = "agent stopped"
+            self._outputs(enable=False, alarm=False)
+
     def tick(self) -> None:
         """Lapse an authorization that was not used within gate.authorized_hold_s."""
         with self._lock:
