@@ -306,7 +306,9 @@ class CabGate:
             )
             common = self._event_common(ReasonCode.OVERRIDE)
             self.outbox.append(lambda seq: CabOverrideEvent(seq=seq, payload=payload, **common))
-            decision = Decision(ReasonCode.OVERRIDE, f"override code {used.code_id}")
+            decision = Decision(
+                ReasonCode.OVERRIDE, f"override code {used.code_id}", override_granted=True
+            )
             self._outputs(enable=True, alarm=False)
             self._finish(decision, GateState.AUTHORIZED)
             return decision

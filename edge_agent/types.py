@@ -41,11 +41,15 @@ class Decision:
     faces_seen: int = 0
     liveness_score: float | None = None
     evidence_jpeg: bytes | None = field(default=None, repr=False)
+    override_granted: bool = False
+    """True only for an emergency override whose code verified (reason OVERRIDE)."""
 
     @property
     def authorized(self) -> bool:
-        """True only for AUTHORIZED (and OVERRIDE, which is flagged separately)."""
-        return self.reason in (ReasonCode.AUTHORIZED, ReasonCode.OVERRIDE)
+        """AUTHORIZED, or a granted override (which is flagged separately)."""
+        return self.reason == ReasonCode.AUTHORIZED or (
+            self.reason == ReasonCode.OVERRIDE and self.override_granted
+        )
 
 
 @dataclass(frozen=True)

@@ -379,7 +379,8 @@ def test_override_code_is_one_time_flagged_and_expires(make_gate) -> None:
     assert flagged[0].reason == ReasonCode.OVERRIDE and flagged[0].severity.value == "high"
     assert flagged[0].payload.code_id == "ovr-1"
     parts.gate.engine_stopped()
-    assert "already used" in parts.gate.override(code).detail
+    reused = parts.gate.override(code)
+    assert "already used" in reused.detail and not reused.authorized
     expired = issue_code(
         DEVICE_KEY.encode(), DEVICE, "ovr-2", datetime.now(UTC) - timedelta(seconds=1)
     )
@@ -407,3 +408,37 @@ def test_long_verification_keeps_the_heartbeat_going(make_gate) -> None:
     assert parts.gate.request_start(feed).reason == ReasonCode.NO_FACE
     assert max(feed.timeouts) <= 0.1
     assert len(beats) >= 2  # one per poll, not one per window
+
+
+def test_interlock_failure_on_enable_is_a_locked_internal_error(
+    make_gate, frames, tmp_path
+) -> None:
+    from edge_agent.agent import build_gate
+    from edge_agent.interlock import InterlockError
+
+    class DeadRelay:
+        """Hardware stand-in at its boundary: the relay module does not answer."""
+
+        def set_outputs(self, enable: bool, alarm: bool) -> None:
+            if enable:
+                raise InterlockError("modbus 10.0.0.9:502: cannot connect")
+
+        def close(self) -> None:
+            pass
+
+    seeded = make_gate()
+    parts = build_gate(
+        seeded.config,
+        engine=seeded.engine,
+        calibrations=_calibrations(seeded),
+        interlock=DeadRelay(),
+    )
+    try:
+        decision = parts.gate.request_start(ReplayFeed(frames["astro"], fps=10))
+        assert decision.reason == ReasonCode.INTERNAL_ERROR
+        assert "cannot connect" in decision.detail
+        assert parts.gate.status.state == GateState.LOCKED and parts.gate.status.enable is False
+        reasons = [e.reason for e in _events(parts) if e.kind == EventKind.CAB_DECISION]
+        assert reasons[-2:] == [ReasonCode.AUTHORIZED, ReasonCode.INTERNAL_ERROR]
+    finally:
+        parts.close()
