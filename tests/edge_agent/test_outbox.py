@@ -45,6 +45,7 @@ class Receiver(ThreadingHTTPServer):
         self.hold_first = False
         self.fail_with: int | None = None
         self.bad_signatures = 0
+        self.evidence: dict[str, bytes] = {}
         self.lock = threading.Lock()
 
     @property
@@ -57,6 +58,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+    def do_PUT(self) -> None:
+        import hashlib
+
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        verify_request_mac(KEY, "PUT", self.path, self.headers[HEADER_TIMESTAMP], body, self.headers[HEADER_SIGNATURE])
+        sha = self.path.rsplit("/", 1)[-1]
+        ok = hashlib.sha256(body).hexdigest() == sha and self.headers["Content-Type"] == "image/jpeg"
+        if ok:
+            self.server.evidence[sha] = body
+        self.send_response(201 if ok else 400)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -290,4 +304,29 @@ def test_evidence_kept_until_acknowledged_then_removed(tmp_path: Path) -> None:
         assert outbox.prune_evidence(retention_s=0.0, max_bytes=1 << 20) == 1  # past retention
         assert not (tmp_path / "ev" / f"{old}.jpg").exists()
     finally:
+        outbox.close()
+
+
+def test_evidence_is_uploaded_by_hash_then_released(receiver: Receiver, tmp_path: Path) -> None:
+    from edge_agent.config import parse_config
+    from edge_agent.delivery import deliver_once
+    from edge_agent.outbox import Outbox
+    from edge_agent.uplink import Uplink
+
+    config = parse_config({
+        "device": {"id": DEVICE, "kind": "forklift", "site_id": "s"},
+        "server": {"url": receiver.url, "device_key": KEY.decode()},
+        "camera": {"source": 0},
+        "store": {"dir": str(tmp_path)},
+    })
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    uplink = Uplink(receiver.url, DEVICE, KEY, 5.0)
+    try:
+        sha = outbox.add_evidence(tmp_path / "ev", b"\xff\xd8 face jpeg", "image/jpeg")
+        deliver_once(config, outbox, uplink)
+        assert receiver.evidence == {sha: b"\xff\xd8 face jpeg"}
+        assert outbox.evidence_due(10) == []
+        assert outbox.prune_evidence(retention_s=3600, max_bytes=1 << 20) == 1
+    finally:
+        uplink.close()
         outbox.close()
