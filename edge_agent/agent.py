@@ -156,6 +156,7 @@ class Inputs:
     start_requested: threading.Event = field(default_factory=threading.Event)
     engine_running: bool = False
     claim: ClaimInfo | None = None
+    claim_at: float = 0.0
     override_code: str | None = None
 
 
@@ -186,8 +187,19 @@ class Agent:
     def present_claim(self, kind: ClaimKind, value: str) -> ClaimInfo:
         """A claim from the QR scanner, the card reader or the keypad."""
         info = claim_info(kind, value, self.config.claims.cert_qr_pattern)
-        self.inputs.claim = info
+        self.inputs.claim, self.inputs.claim_at = info, time.monotonic()
         return info
+
+    def _take_claim(self) -> ClaimInfo | None:
+        """The pending claim if still fresh; it is used once."""
+        claim, self.inputs.claim = self.inputs.claim, None
+        if (
+            claim is not None
+            and time.monotonic() - self.inputs.claim_at > self.config.claims.claim_valid_s
+        ):
+            logger.info("claim %s expired unused", claim.kind.value)
+            return None
+        return claim
 
     def _watch_camera(self) -> None:
         """A device.fault event when the camera is lost and when it comes back."""
@@ -243,8 +255,7 @@ class Agent:
             if self.inputs.start_requested.is_set():
                 self.inputs.start_requested.clear()
                 self.feed.drain()
-                claim, self.inputs.claim = self.inputs.claim, None
-                self.gate.request_start(self.feed, claim)
+                self.gate.request_start(self.feed, self._take_claim())
             running = self.inputs.engine_running
             if running and not was_running:
                 self.gate.engine_started()

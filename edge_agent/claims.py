@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import re
 from dataclasses import dataclass
 from typing import Protocol
@@ -68,14 +69,10 @@ class QueueCardReader:
     """A card reader fed by another component (a keyboard-wedge listener, a test, the API)."""
 
     def __init__(self) -> None:
-        import queue
-
         self._queue: queue.Queue[str] = queue.Queue(maxsize=8)
 
     def present(self, card_no: str) -> None:
         """A card was read; drop it if nobody is consuming (a stale card must not linger)."""
-        import queue
-
         try:
             self._queue.put_nowait(card_no)
         except queue.Full:
@@ -83,8 +80,6 @@ class QueueCardReader:
 
     def read(self, timeout_s: float) -> str | None:
         """The next card number, or None."""
-        import queue
-
         try:
             return self._queue.get(timeout=timeout_s)
         except queue.Empty:

@@ -188,6 +188,13 @@ class ClaimsSection(_Section):
         description="1:N without a claim only while calibrated FMR x operators in the gallery "
         "stays at or below this; otherwise a claim is required (0 = always require one)",
     )
+    claim_valid_s: float = Field(
+        default=60.0,
+        ge=5.0,
+        le=600.0,
+        description="a claim not used by a start request within this is discarded, so the "
+        "next person cannot ride on it",
+    )
     cert_qr_pattern: str = Field(
         default=r"(?:^|[?&]cert(?:ificate)?_?no=)(?P<no>[A-Za-z0-9-]{4,64})(?:$|&)",
         min_length=1,

@@ -137,3 +137,18 @@ def test_presence_trigger_and_camera_fault_events(make_gate, frames, tmp_path: P
         assert any(f.payload.recovered for f in faults())
     finally:
         agent.stop()
+
+
+def test_stale_claim_is_discarded_and_a_claim_is_used_once(make_gate) -> None:
+    from contract.codes import ClaimKind
+    from edge_agent.agent import Agent
+
+    parts = make_gate(claims={"claim_valid_s": 5.0})
+    agent = Agent(parts.config, parts, uplink=None)
+    agent.present_claim(ClaimKind.IC_CARD, " CARD-100 ")
+    claim = agent._take_claim()
+    assert claim is not None and claim.value == "CARD-100"
+    assert agent._take_claim() is None  # used once
+    agent.present_claim(ClaimKind.EMPLOYEE_NO, "E100")
+    agent.inputs.claim_at -= 6.0  # presented longer ago than claims.claim_valid_s
+    assert agent._take_claim() is None
