@@ -48,12 +48,19 @@ class LocalGallery:
     operators: dict[str, GalleryOperator] = field(default_factory=dict)
     templates: dict[str, GalleryTemplate] = field(default_factory=dict)
 
+    _index: Gallery | None = field(default=None, repr=False)
+
     def index(self) -> Gallery:
-        """A `models.gallery.Gallery` labelled by operator id."""
-        gallery = Gallery(self.dim)
-        for template in self.templates.values():
-            gallery.add(template.operator_id, np.asarray(template.embedding, np.float32))
-        return gallery
+        """A `models.gallery.Gallery` labelled by operator id (built once per object)."""
+        if self._index is None:
+            by_operator: dict[str, list[tuple[float, ...]]] = {}
+            for template in self.templates.values():
+                by_operator.setdefault(template.operator_id, []).append(template.embedding)
+            gallery = Gallery(self.dim)
+            for operator_id, rows in by_operator.items():
+                gallery.add(operator_id, np.asarray(rows, np.float32))
+            self._index = gallery
+        return self._index
 
     def operator_templates(self, operator_id: str) -> np.ndarray:
         """The templates of one operator as an (n, dim) matrix (n may be 0)."""
