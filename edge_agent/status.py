@@ -149,11 +149,20 @@ class _Handler(BaseHTTPRequestHandler):
         agent = self.server.agent
         path = urlsplit(self.path).path
         if path == "/health":
-            healthy = agent.gate.model_fault is None and not agent.capture.lost()
+            problems = [
+                name
+                for name, bad in (
+                    ("model", agent.gate.model_fault is not None),
+                    ("camera", agent.capture.lost()),
+                    ("gallery", agent.gate.cache.gallery is None),
+                )
+                if bad
+            ]
             self._json(
-                200 if healthy else 503,
+                503 if problems else 200,
                 {
-                    "healthy": healthy,
+                    "healthy": not problems,
+                    "problems": problems,
                     "state": agent.gate.status.state.value,
                     "indication": agent.gate.status.indication,
                 },

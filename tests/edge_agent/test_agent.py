@@ -37,7 +37,9 @@ def test_agent_runs_start_to_stop_through_local_endpoint(make_gate, frames, tmp_
         assert agent.status_server is not None
         base = agent.status_server.url
         assert _wait(lambda: agent.capture.captured > 0)
-        assert httpx.get(f"{base}/health").json()["state"] == "locked"
+        health = httpx.get(f"{base}/health")
+        assert health.status_code == 200, health.text
+        assert health.json()["state"] == "locked" and health.json()["problems"] == []
         assert httpx.post(f"{base}/input/claim?kind=employee_no&value=E100").status_code == 202
         assert httpx.post(f"{base}/input/start").status_code == 202
         assert _wait(lambda: httpx.get(f"{base}/status").json()["last_decision"] is not None)
@@ -129,6 +131,9 @@ def test_presence_trigger_and_camera_fault_events(make_gate, frames, tmp_path: P
         assert _wait(lambda: len(faults()) >= 1)
         assert faults()[0].reason.value == "CAMERA_LOST" and not faults()[0].payload.recovered
         assert agent.gate.status.indication == "camera lost: start refused"
+        assert agent.status_server is not None
+        health = httpx.get(f"{agent.status_server.url}/health")
+        assert health.status_code == 503 and health.json()["problems"] == ["camera"]
         for i, image in enumerate(frames["astro"] * 3):
             cv2.imwrite(str(folder / f"{i:03d}.png"), image)
         # Presence of a face starts verification with no start input at all.
