@@ -110,3 +110,35 @@ def test_edge_run_authorizes_and_stops_on_sigterm(
             agent.wait()
     state = yaml.safe_load((store / "interlock.json").read_text())
     assert state["enable"] is False  # outputs opened on the way out
+
+
+def test_edge_run_refuses_calibration_too_thin_for_target_fmr(
+    default_pack: Path, engine, signer, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from jifang.cli import app
+
+    pack = _pack_with_calibration(default_pack, tmp_path, engine.contract_id)
+    thin = CalibrationBlock(
+        calibrations={
+            "site": Calibration(
+                threshold=0.92,
+                target_fmr=1e-3,
+                genuine_pairs=50,
+                impostor_pairs=1200,
+                contract_id=engine.contract_id,
+            )
+        }
+    )
+    write_calibration(pack, thin)
+    data = base_config(
+        tmp_path,
+        signer.public_b64,
+        models={"dir": str(pack.parent), "pack": pack.name, "calibration": "site"},
+    )
+    path = tmp_path / "cab.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["edge", "run", "--config", str(path)])
+    assert result.exit_code == 3
+    assert "1200 impostor pairs" in result.output and "supports FMR" in result.output

@@ -63,9 +63,18 @@ class _Handler(BaseHTTPRequestHandler):
         import hashlib
 
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        verify_request_mac(KEY, "PUT", self.path, self.headers[HEADER_TIMESTAMP], body, self.headers[HEADER_SIGNATURE])
+        verify_request_mac(
+            KEY,
+            "PUT",
+            self.path,
+            self.headers[HEADER_TIMESTAMP],
+            body,
+            self.headers[HEADER_SIGNATURE],
+        )
         sha = self.path.rsplit("/", 1)[-1]
-        ok = hashlib.sha256(body).hexdigest() == sha and self.headers["Content-Type"] == "image/jpeg"
+        ok = (
+            hashlib.sha256(body).hexdigest() == sha and self.headers["Content-Type"] == "image/jpeg"
+        )
         if ok:
             self.server.evidence[sha] = body
         self.send_response(201 if ok else 400)
@@ -313,12 +322,14 @@ def test_evidence_is_uploaded_by_hash_then_released(receiver: Receiver, tmp_path
     from edge_agent.outbox import Outbox
     from edge_agent.uplink import Uplink
 
-    config = parse_config({
-        "device": {"id": DEVICE, "kind": "forklift", "site_id": "s"},
-        "server": {"url": receiver.url, "device_key": KEY.decode()},
-        "camera": {"source": 0},
-        "store": {"dir": str(tmp_path)},
-    })
+    config = parse_config(
+        {
+            "device": {"id": DEVICE, "kind": "forklift", "site_id": "s"},
+            "server": {"url": receiver.url, "device_key": KEY.decode()},
+            "camera": {"source": 0},
+            "store": {"dir": str(tmp_path)},
+        }
+    )
     outbox = Outbox(tmp_path / "outbox.sqlite")
     uplink = Uplink(receiver.url, DEVICE, KEY, 5.0)
     try:
