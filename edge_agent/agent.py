@@ -242,32 +242,45 @@ class Agent:
         was_running = False
         while not self.stop_event.is_set():
             self.life.beat()
-            self._watch_camera()
-            if self._presence(next_presence):
-                self.inputs.start_requested.set()
-                next_presence = time.monotonic() + self.config.gate.presence_retry_s
-            card = self.card_reader.read(timeout_s=0.0)
-            if card:
-                self.present_claim(ClaimKind.IC_CARD, card)
-            if self.inputs.override_code:
-                code, self.inputs.override_code = self.inputs.override_code, None
-                self.gate.override(code, "local override")
-            if self.inputs.start_requested.is_set():
-                self.inputs.start_requested.clear()
-                self.feed.drain()
-                self.gate.request_start(self.feed, self._take_claim())
-            running = self.inputs.engine_running
-            if running and not was_running:
-                self.gate.engine_started()
-                next_reverify = time.monotonic() + self.config.gate.reverify_interval_s
-            elif was_running and not running:
-                self.gate.engine_stopped()
-            was_running = running
-            if running and time.monotonic() >= next_reverify:
-                self.gate.reverify(self.feed)
-                next_reverify = time.monotonic() + self.config.gate.reverify_interval_s
-            self.gate.tick()
+            try:
+                next_reverify, next_presence, was_running = self._gate_step(
+                    next_reverify, next_presence, was_running
+                )
+            except Exception:
+                # The gate itself stays closed on errors; the loop must keep beating.
+                logger.exception("gate loop step failed")
             self.stop_event.wait(self.config.interlock.heartbeat_s / 2)
+
+    def _gate_step(
+        self, next_reverify: float, next_presence: float, was_running: bool
+    ) -> tuple[float, float, bool]:
+        """One pass of the gate loop; returns the loop's timers and engine state."""
+        self._watch_camera()
+        if self._presence(next_presence):
+            self.inputs.start_requested.set()
+            next_presence = time.monotonic() + self.config.gate.presence_retry_s
+        card = self.card_reader.read(timeout_s=0.0)
+        if card:
+            self.present_claim(ClaimKind.IC_CARD, card)
+        if self.inputs.override_code:
+            code, self.inputs.override_code = self.inputs.override_code, None
+            self.gate.override(code, "local override")
+        if self.inputs.start_requested.is_set():
+            self.inputs.start_requested.clear()
+            self.feed.drain()
+            self.gate.request_start(self.feed, self._take_claim())
+        running = self.inputs.engine_running
+        if running and not was_running:
+            self.gate.engine_started()
+            next_reverify = time.monotonic() + self.config.gate.reverify_interval_s
+        elif was_running and not running:
+            self.gate.engine_stopped()
+        was_running = running
+        if running and time.monotonic() >= next_reverify:
+            self.gate.reverify(self.feed)
+            next_reverify = time.monotonic() + self.config.gate.reverify_interval_s
+        self.gate.tick()
+        return next_reverify, next_presence, was_running
 
     def _sync_loop(self) -> None:
         """Named worker 'gallery-sync': config, gallery and heartbeat to the server."""

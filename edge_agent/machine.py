@@ -247,16 +247,18 @@ class CabGate:
         try:
             self._record_decision(decision, state_to)
             self._outputs(enable=authorized, alarm=False)
-        except GateFault as fault:
-            decision = Decision(fault.reason, fault.detail, claim=decision.claim)
-            state_to = GateState.LOCKED
-            self._record_decision(decision, state_to)
-            self._outputs(enable=False, alarm=False)
         except Exception as err:
-            logger.exception("could not record the decision: start stays locked")
-            self._outputs(enable=False, alarm=False)
-            decision = Decision(ReasonCode.INTERNAL_ERROR, f"{type(err).__name__}: {err}")
+            # Not recorded or not driven: the start stays locked, and that refusal is recorded.
+            reason = err.reason if isinstance(err, GateFault) else ReasonCode.INTERNAL_ERROR
+            detail = err.detail if isinstance(err, GateFault) else f"{type(err).__name__}: {err}"
+            logger.error("decision could not be carried out: %s", detail)
+            decision = Decision(reason, detail, claim=decision.claim)
             state_to = GateState.LOCKED
+            self._outputs(enable=False, alarm=False)
+            try:
+                self._record_decision(decision, state_to)
+            except Exception:
+                logger.exception("could not record the refusal either")
         self._finish(decision, state_to)
         return decision
 

@@ -442,3 +442,12 @@ def test_interlock_failure_on_enable_is_a_locked_internal_error(
         assert reasons[-2:] == [ReasonCode.AUTHORIZED, ReasonCode.INTERNAL_ERROR]
     finally:
         parts.close()
+
+
+def test_unrecordable_decision_keeps_start_locked(make_gate, frames) -> None:
+    parts = make_gate()
+    parts.outbox.close()  # the store is gone (disk failure): nothing can be recorded
+    decision = parts.gate.request_start(ReplayFeed(frames["astro"], fps=10))
+    assert decision.reason == ReasonCode.INTERNAL_ERROR
+    assert parts.gate.status.state == GateState.LOCKED
+    assert parts.interlock.read()["enable"] is False
