@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -23,6 +23,7 @@ from edge_agent.cache import GalleryCache
 from edge_agent.claims import QueueCardReader, claim_info
 from edge_agent.config import AgentConfig
 from edge_agent.gate import FrameAnalyzer, Verifier, resolve_policy
+from edge_agent.inputs import Inputs, ModbusInputs, run_inputs
 from edge_agent.interlock import Heartbeat as LifeSign
 from edge_agent.interlock import Interlock, build_interlock, run_watchdog
 from edge_agent.liveness import build_liveness
@@ -147,17 +148,6 @@ def sync_once(gate: CabGate, uplink: Uplink) -> None:
         cache.install_snapshot(answer)
     else:
         cache.apply_delta(answer)
-
-
-@dataclass
-class Inputs:
-    """Start inputs (ignition / seat / presence) and the pending claim, set by the boundary."""
-
-    start_requested: threading.Event = field(default_factory=threading.Event)
-    engine_running: bool = False
-    claim: ClaimInfo | None = None
-    claim_at: float = 0.0
-    override_code: str | None = None
 
 
 class Agent:
@@ -318,6 +308,14 @@ class Agent:
         self.status_server.thread.start()
         logger.info("status endpoint at %s", self.status_server.url)
         workers = [("gate-loop", self._gate_loop)]
+        if self.config.inputs.source == "modbus":
+            reader = ModbusInputs(self.config.inputs)
+            workers.append(
+                (
+                    "inputs-poll",
+                    lambda: run_inputs(self.config.inputs, self.stop_event, reader, self.inputs),
+                )
+            )
         if self.uplink is not None:
             uplink = self.uplink
             workers.append(("gallery-sync", self._sync_loop))

@@ -255,6 +255,25 @@ class InterlockSection(_Section):
     )
 
 
+class InputsSection(_Section):
+    """Where the start request (ignition key / seat switch) and engine-running signals come from."""
+
+    source: Literal["local_api", "modbus"] = Field(
+        default="local_api",
+        description="local_api: POST /input/start and /input/engine on the status endpoint; "
+        "modbus: two discrete inputs of a PLC or I/O module",
+    )
+    target: str = Field(default="", description="modbus: host:port")
+    modbus_unit: int = Field(default=1, ge=0, le=247, description="Modbus device (unit) id")
+    start_input: int = Field(
+        default=0, ge=0, le=65535, description="discrete input: key/seat; rising edge = start"
+    )
+    engine_input: int = Field(
+        default=1, ge=0, le=65535, description="discrete input: engine running"
+    )
+    poll_s: float = Field(default=0.1, ge=0.01, le=5.0, description="input polling period")
+
+
 class StoreSection(_Section):
     """Local state: gallery cache, event outbox, evidence."""
 
@@ -285,6 +304,7 @@ class AgentConfig(_Section):
     quality: QualitySection = QualitySection()
     gate: GateSection = GateSection()
     interlock: InterlockSection = InterlockSection()
+    inputs: InputsSection = InputsSection()
     store: StoreSection = StoreSection()
     status: StatusSection = StatusSection()
     claims: ClaimsSection = ClaimsSection()
@@ -297,6 +317,10 @@ class AgentConfig(_Section):
             raise ValueError("camera.reconnect_max_s is smaller than camera.reconnect_initial_s")
         if self.store.retry_max_s < self.store.retry_initial_s:
             raise ValueError("store.retry_max_s is smaller than store.retry_initial_s")
+        if self.interlock.driver != "simulated" and not self.interlock.target:
+            raise ValueError(f"interlock.target is required for the {self.interlock.driver} driver")
+        if self.inputs.source == "modbus" and not re.fullmatch(r".+:\d+", self.inputs.target):
+            raise ValueError("inputs.target must be host:port when inputs.source is modbus")
         if self.interlock.watchdog_s <= self.interlock.heartbeat_s:
             raise ValueError("interlock.watchdog_s must be longer than interlock.heartbeat_s")
         return self

@@ -101,7 +101,7 @@ class GpiodInterlock:
         self._request.release()
 
 
-def _host_port(target: str) -> tuple[str, int]:
+def host_port(target: str) -> tuple[str, int]:
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         raise InterlockError(f"interlock.target {target!r} is not host:port")
@@ -116,7 +116,7 @@ class ModbusCoilInterlock:
     ) -> None:
         from pymodbus.client import ModbusTcpClient
 
-        host, port = _host_port(target)
+        host, port = host_port(target)
         self._coils = (enable_coil, alarm_coil)
         self._unit = unit
         self._client = ModbusTcpClient(host, port=port, timeout=timeout_s, retries=1)
