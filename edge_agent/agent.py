@@ -135,10 +135,16 @@ def build_gate(
 def sync_once(gate: CabGate, uplink: Uplink) -> None:
     """Fetch config and gallery (snapshot or delta); each must verify before it is used."""
     cache = gate.cache
-    cache.install_config(uplink.get_config())
-    if uplink.last_server_time is not None:
-        gate.clock.observe_server(uplink.last_server_time)
-    since = cache.gallery.version if cache.gallery else 0
+    try:
+        envelope = uplink.get_config()
+    finally:
+        # Even a refused request (e.g. 401 for a timestamp out of range) tells the server's time.
+        if uplink.last_server_time is not None:
+            gate.clock.observe_server(uplink.last_server_time)
+    cache.install_config(envelope)
+    # Too many stored deltas: ask for a fresh snapshot so the signed chain stays short.
+    compact = cache.delta_count() >= gate.config.store.max_gallery_deltas
+    since = cache.gallery.version if cache.gallery and not compact else 0
     answer = uplink.get_gallery(since, cache.contract_id)
     if isinstance(answer, GalleryUpdateRequired):
         raise GateFault(

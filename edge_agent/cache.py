@@ -120,6 +120,15 @@ def _apply_delta(gallery: LocalGallery, delta: GalleryDelta) -> None:
     gallery.generated_at = delta.generated_at
 
 
+def _is_empty(delta: GalleryDelta) -> bool:
+    return delta.from_version == delta.to_version and not (
+        delta.upsert_operators
+        or delta.upsert_templates
+        or delta.removed_operator_ids
+        or delta.removed_template_ids
+    )
+
+
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -217,10 +226,24 @@ class GalleryCache:
             dict(self.gallery.templates),
         )
         _apply_delta(candidate, delta)
+        if _is_empty(delta) and len(self._envelopes) > 1 and self._last_is_empty():
+            # A no-change delta only refreshes the gallery's age: keep the latest one only.
+            self._envelopes.pop()
         self._envelopes.append(envelope)
         self.gallery = candidate
         self._persist()
         return candidate
+
+    def delta_count(self) -> int:
+        """Signed deltas stored on top of the snapshot."""
+        return max(0, len(self._envelopes) - 1)
+
+    def _last_is_empty(self) -> bool:
+        last = self._envelopes[-1]
+        if last.payload_type != "gallery.delta":
+            return False
+        # Already verified when it was applied; parsed again only to look at its content.
+        return _is_empty(GalleryDelta.model_validate_json(last.payload))
 
     def install_config(self, envelope: SignedEnvelope) -> DeviceConfig:
         """Verify and keep the server-pushed DeviceConfig."""

@@ -282,6 +282,12 @@ class StoreSection(_Section):
     evidence_max_mb: int = Field(default=2048, ge=16, le=1_000_000)
     retry_initial_s: float = Field(default=1.0, ge=0.05, le=600.0)
     retry_max_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
+    max_gallery_deltas: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="signed deltas kept on top of the snapshot before a full snapshot is fetched",
+    )
     delivered_keep_days: int = Field(
         default=7, ge=0, le=3650, description="delivered events are purged after this"
     )

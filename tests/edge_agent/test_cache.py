@@ -111,3 +111,22 @@ def test_staleness_uses_the_stricter_limit(tmp_path: Path, signer) -> None:
     with pytest.raises(GateFault) as caught:
         cache.require(datetime.now(UTC), max_age_s=3600)
     assert caught.value.reason == ReasonCode.GALLERY_STALE
+
+
+def test_no_change_deltas_refresh_age_without_growing_the_chain(tmp_path: Path, signer) -> None:
+    cache = _cache(tmp_path, signer)
+    cache.install_snapshot(signer.snapshot(generated_at=datetime.now(UTC) - timedelta(days=2)))
+    cache.install_config(signer.config())
+    for _ in range(3):
+        empty = GalleryDelta(
+            device_id=DEVICE,
+            from_version=1,
+            to_version=1,
+            contract=signer.contract,
+            generated_at=datetime.now(UTC),
+        )
+        cache.apply_delta(sign_envelope(signer.key, "k1", "gallery.delta", empty.model_dump_json()))
+    assert cache.delta_count() == 1
+    again = _cache(tmp_path, signer)
+    again.load()
+    again.require(datetime.now(UTC), max_age_s=3600)  # fresh again after a restart

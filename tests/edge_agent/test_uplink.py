@@ -163,3 +163,27 @@ def test_server_clock_far_off_makes_clock_untrusted(
         uplink.close()
     decision = parts.gate.request_start(ReplayFeed(frames["astro"], fps=10))
     assert decision.reason == ReasonCode.CLOCK_UNTRUSTED
+
+
+def test_refused_request_still_reveals_a_wrong_local_clock(
+    recorder: Recorder, make_gate, frames
+) -> None:
+    from edge_agent.agent import sync_once
+    from edge_agent.sources import ReplayFeed
+
+    parts = make_gate()
+    recorder.routes[f"/api/v1/devices/{DEVICE}/config"] = (
+        401,
+        b'{"detail": "timestamp out of range"}',
+    )
+    recorder.date_offset = timedelta(hours=-3)
+    uplink = Uplink(recorder.url, DEVICE, DEVICE_KEY.encode(), 5.0)
+    try:
+        with pytest.raises(UplinkError, match="401"):
+            sync_once(parts.gate, uplink)
+    finally:
+        uplink.close()
+    assert (
+        parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason
+        == ReasonCode.CLOCK_UNTRUSTED
+    )
