@@ -179,6 +179,7 @@ class Agent:
         self.watchdog: BaseProcess | None = None
         self.status_server: StatusServer | None = None
         self._camera_lost = False
+        self._sync_fault: str | None = None
 
     def present_claim(self, kind: ClaimKind, value: str) -> ClaimInfo:
         """A claim from the QR scanner, the card reader or the keypad."""
@@ -297,7 +298,14 @@ class Agent:
                         uptime_s=time.monotonic() - self.started,
                     )
                 )
-            except (UplinkError, GateFault) as err:
+                self._sync_fault = None
+            except GateFault as fault:
+                # A refused gallery or config is worth a supervisor's look, once per cause.
+                logger.error("sync refused: %s", fault)
+                if fault.detail != self._sync_fault:
+                    self._sync_fault = fault.detail
+                    self.gate.record_fault("gallery", fault.reason, fault.detail)
+            except UplinkError as err:
                 logger.warning("sync: %s", err)
             except Exception:
                 logger.exception("sync loop error")

@@ -187,3 +187,54 @@ def test_refused_request_still_reveals_a_wrong_local_clock(
         parts.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason
         == ReasonCode.CLOCK_UNTRUSTED
     )
+
+
+def test_refused_gallery_in_sync_loop_is_a_fault_event_and_keeps_the_verified_one(
+    recorder: Recorder, make_gate, signer
+) -> None:
+    import time
+
+    from contract.codes import EventKind
+    from edge_agent.agent import Agent
+
+    good = signer.snapshot(version=9)
+    forged = good.model_copy(
+        update={"payload": good.payload.replace('"version":9', '"version":10')}
+    )
+    recorder.routes[f"/api/v1/devices/{DEVICE}/config"] = (
+        200,
+        signer.config().model_dump_json().encode(),
+    )
+    recorder.routes[f"/api/v1/devices/{DEVICE}/gallery"] = (200, forged.model_dump_json().encode())
+    parts = make_gate(server={"url": recorder.url, "sync_interval_s": 5.0})
+    uplink = Uplink(recorder.url, DEVICE, DEVICE_KEY.encode(), 5.0)
+    agent = Agent(parts.config, parts, uplink)
+    agent.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum("/gallery" in p for _m, p in recorder.seen) < 1:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        agent.stop()
+    events = _stored_events(parts)
+    faults = [
+        e for e in events if e.kind == EventKind.DEVICE_FAULT and e.payload.component == "gallery"
+    ]
+    assert len(faults) == 1 and faults[0].reason == ReasonCode.GALLERY_INVALID
+    assert (
+        parts.cache.gallery is not None and parts.cache.gallery.version == 1
+    )  # the verified one stays
+
+
+def _stored_events(parts) -> list:
+    """Every event in the outbox file (the agent has closed its own connection)."""
+    import sqlite3
+
+    from pydantic import TypeAdapter
+
+    from contract.messages import Event
+
+    with sqlite3.connect(parts.config.store.dir / "outbox.sqlite") as db:
+        bodies = [row[0] for row in db.execute("SELECT body FROM events ORDER BY seq")]
+    return [TypeAdapter(Event).validate_json(body) for body in bodies]
