@@ -33,7 +33,47 @@ def validate_config(
 @app.command("run")
 def run(
     config: Annotated[Path, typer.Option("--config", "-c", help="agent YAML file")],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
-    """Run the agent (not available yet: issue #5)."""
-    typer.echo("jifang edge run: not implemented yet (issue #5).", err=True)
-    raise typer.Exit(code=2)
+    """Run the cab agent until Ctrl-C / SIGTERM; the gate fails closed on every fault."""
+    import logging
+    import signal
+    import threading
+
+    from edge_agent.agent import Agent, build_gate
+    from edge_agent.config import ConfigError, load_config
+    from edge_agent.uplink import Uplink
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s",
+    )
+    try:
+        cfg = load_config(config)
+    except ConfigError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(code=1) from err
+    if cfg.device.kind.value == "filling_station":
+        typer.echo("jifang edge run: the filling-station agent is not implemented yet.", err=True)
+        raise typer.Exit(code=2)
+    parts = build_gate(cfg)
+    if parts.calibration_fault is not None:
+        parts.close()
+        typer.echo(f"refusing to run: {parts.calibration_fault.detail}", err=True)
+        raise typer.Exit(code=3)
+    uplink = Uplink(
+        cfg.server.url,
+        cfg.device.id,
+        cfg.server.device_key.get_secret_value().encode(),
+        cfg.server.timeout_s,
+    )
+    agent = Agent(cfg, parts, uplink)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    agent.start()
+    typer.echo(
+        f"cab agent {cfg.device.id} running; status at {agent.status_server.url if agent.status_server else '-'}"
+    )
+    done.wait()
+    agent.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -40,6 +41,21 @@ class DeviceSection(_Section):
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     kind: DeviceKind
     site_id: str = Field(min_length=1, max_length=64)
+    timezone: str = Field(
+        default="Asia/Shanghai",
+        min_length=1,
+        description="IANA zone whose calendar date decides certificate validity",
+    )
+
+    @model_validator(mode="after")
+    def _known_zone(self) -> DeviceSection:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown timezone {self.timezone!r}") from err
+        return self
 
 
 class ServerSection(_Section):
@@ -50,6 +66,16 @@ class ServerSection(_Section):
     timeout_s: float = Field(default=10.0, ge=0.5, le=120.0, description="HTTP timeout")
     sync_interval_s: float = Field(
         default=60.0, ge=5.0, le=3600.0, description="how often gallery and config are synced"
+    )
+    public_key: str = Field(
+        default="",
+        pattern=r"^([A-Za-z0-9+/]{43}=)?$",
+        description="server Ed25519 public key (base64 raw 32 bytes) received at registration; "
+        "without it no gallery can be verified, so the gate stays closed",
+    )
+    batch_size: int = Field(default=100, ge=1, le=1000, description="events per delivery request")
+    heartbeat_interval_s: float = Field(
+        default=60.0, ge=5.0, le=3600.0, description="how often a Heartbeat is sent"
     )
 
 
@@ -121,16 +147,131 @@ class GateSection(_Section):
         le=86_400.0,
         description="skew vs server beyond which clock is untrusted",
     )
+    clock_not_before: date = Field(
+        default=date(2025, 1, 1),
+        description="a local date before this means the real-time clock was reset: untrusted",
+    )
+    target_fmr: float = Field(
+        default=1e-3,
+        gt=0.0,
+        lt=1.0,
+        description="false-match rate per comparison the site requires; the named calibration "
+        "must be made for it and its impostor pair count must support it",
+    )
+    authorized_hold_s: float = Field(
+        default=60.0,
+        ge=5.0,
+        le=3600.0,
+        description="an authorization not followed by engine start within this lapses to LOCKED",
+    )
+    presence_retry_s: float = Field(
+        default=10.0,
+        ge=1.0,
+        le=600.0,
+        description="start_trigger=presence: wait this long after a denial before trying again",
+    )
+    reverify_attempt_s: float = Field(
+        default=10.0,
+        ge=1.0,
+        le=600.0,
+        description="how long one re-verification looks for the operator's face",
+    )
+
+
+class ClaimsSection(_Section):
+    """Identity claims (certificate QR, IC card, employee number) and the 1:N risk bound."""
+
+    max_1n_risk: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="1:N without a claim only while calibrated FMR x operators in the gallery "
+        "stays at or below this; otherwise a claim is required (0 = always require one)",
+    )
+    claim_valid_s: float = Field(
+        default=60.0,
+        ge=5.0,
+        le=600.0,
+        description="a claim not used by a start request within this is discarded, so the "
+        "next person cannot ride on it",
+    )
+    cert_qr_pattern: str = Field(
+        default=r"(?:^|[?&]cert(?:ificate)?_?no=)(?P<no>[A-Za-z0-9-]{4,64})(?:$|&)",
+        min_length=1,
+        description="regex with a group 'no' that extracts the certificate number from the "
+        "QR text of an electronic certificate",
+    )
+
+
+class LivenessSection(_Section):
+    """The presentation-attack policy applied to every frame."""
+
+    policy: Literal["none"] = Field(
+        default="none",
+        description="'none': no presentation-attack detection is performed and every frame "
+        "passes; a printed photo is NOT refused. A liveness model is a separate issue.",
+    )
+
+
+class OverrideSection(_Section):
+    """One-time emergency override codes (HMAC with the device key, with expiry)."""
+
+    enabled: bool = True
+    max_validity_s: int = Field(
+        default=24 * 3600,
+        ge=60,
+        le=7 * 86_400,
+        description="a code whose expiry lies further ahead than this is refused",
+    )
 
 
 class InterlockSection(_Section):
     """The start-enable output."""
 
     driver: Literal["simulated", "gpiod", "modbus", "can"] = "simulated"
-    target: str = Field(default="", description="gpiochip line, host:port/coil, or can channel")
+    target: str = Field(
+        default="",
+        description="gpiod: /dev/gpiochipN; modbus: host:port; can: channel (e.g. can0); "
+        "simulated: state file (empty = <store.dir>/interlock.json)",
+    )
+    enable_address: int = Field(
+        default=0, ge=0, le=65535, description="GPIO line offset or Modbus coil of start-enable"
+    )
+    alarm_address: int = Field(
+        default=1, ge=0, le=65535, description="GPIO line offset or Modbus coil of the alarm"
+    )
+    modbus_unit: int = Field(default=1, ge=0, le=247, description="Modbus device (unit) id")
+    can_interface: str = Field(
+        default="socketcan", min_length=1, description="python-can interface name"
+    )
+    can_id: int = Field(
+        default=0x18F, ge=0, le=0x1FFFFFFF, description="arbitration id of the state frame"
+    )
     watchdog_s: float = Field(
         default=2.0, ge=0.1, le=60.0, description="drop enable if no heartbeat for this long"
     )
+    heartbeat_s: float = Field(
+        default=0.5, ge=0.05, le=30.0, description="how often the agent proves it is alive"
+    )
+
+
+class InputsSection(_Section):
+    """Where the start request (ignition key / seat switch) and engine-running signals come from."""
+
+    source: Literal["local_api", "modbus"] = Field(
+        default="local_api",
+        description="local_api: POST /input/start and /input/engine on the status endpoint; "
+        "modbus: two discrete inputs of a PLC or I/O module",
+    )
+    target: str = Field(default="", description="modbus: host:port")
+    modbus_unit: int = Field(default=1, ge=0, le=247, description="Modbus device (unit) id")
+    start_input: int = Field(
+        default=0, ge=0, le=65535, description="discrete input: key/seat; rising edge = start"
+    )
+    engine_input: int = Field(
+        default=1, ge=0, le=65535, description="discrete input: engine running"
+    )
+    poll_s: float = Field(default=0.1, ge=0.01, le=5.0, description="input polling period")
 
 
 class StoreSection(_Section):
@@ -141,6 +282,15 @@ class StoreSection(_Section):
     evidence_max_mb: int = Field(default=2048, ge=16, le=1_000_000)
     retry_initial_s: float = Field(default=1.0, ge=0.05, le=600.0)
     retry_max_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
+    max_gallery_deltas: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="signed deltas kept on top of the snapshot before a full snapshot is fetched",
+    )
+    delivered_keep_days: int = Field(
+        default=7, ge=0, le=3650, description="delivered events are purged after this"
+    )
 
 
 class StatusSection(_Section):
@@ -160,8 +310,12 @@ class AgentConfig(_Section):
     quality: QualitySection = QualitySection()
     gate: GateSection = GateSection()
     interlock: InterlockSection = InterlockSection()
+    inputs: InputsSection = InputsSection()
     store: StoreSection = StoreSection()
     status: StatusSection = StatusSection()
+    claims: ClaimsSection = ClaimsSection()
+    liveness: LivenessSection = LivenessSection()
+    override: OverrideSection = OverrideSection()
 
     @model_validator(mode="after")
     def _consistent(self) -> AgentConfig:
@@ -169,6 +323,22 @@ class AgentConfig(_Section):
             raise ValueError("camera.reconnect_max_s is smaller than camera.reconnect_initial_s")
         if self.store.retry_max_s < self.store.retry_initial_s:
             raise ValueError("store.retry_max_s is smaller than store.retry_initial_s")
+        if self.interlock.driver != "simulated" and not self.interlock.target:
+            raise ValueError(f"interlock.target is required for the {self.interlock.driver} driver")
+        if self.inputs.source == "modbus" and not re.fullmatch(r".+:\d+", self.inputs.target):
+            raise ValueError("inputs.target must be host:port when inputs.source is modbus")
+        if self.interlock.watchdog_s <= self.interlock.heartbeat_s:
+            raise ValueError("interlock.watchdog_s must be longer than interlock.heartbeat_s")
+        return self
+
+    @model_validator(mode="after")
+    def _qr_pattern(self) -> AgentConfig:
+        try:
+            pattern = re.compile(self.claims.cert_qr_pattern)
+        except re.error as err:
+            raise ValueError(f"claims.cert_qr_pattern is not a valid regex: {err}") from err
+        if "no" not in pattern.groupindex:
+            raise ValueError("claims.cert_qr_pattern has no named group 'no'")
         return self
 
 

@@ -1,0 +1,431 @@
+"""The cab gate's decision: N good frames, 1:N or claimed 1:1 match, certificate check.
+
+Every outcome is a `Decision` carrying one `ReasonCode`; anything that goes wrong on the way
+is a `GateFault` (fail closed) and never an authorization.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from contract.codes import CertificateStatus, ReasonCode
+from contract.messages import (
+    CategoryRule,
+    CertificateInfo,
+    ClaimInfo,
+    DeviceConfig,
+    GalleryOperator,
+    MatchInfo,
+)
+from edge_agent.cache import LocalGallery
+from edge_agent.claims import ResolvedClaim, resolve_claim
+from edge_agent.config import ClaimsSection, GateSection, ModelsSection, QualitySection
+from edge_agent.liveness import LivenessCheck
+from edge_agent.types import Decision, Frame, GateFault
+from models.engine import FaceEngine, QualityScores
+from models.manifest import CalibrationBlock
+from models.types import Face
+
+logger = logging.getLogger(__name__)
+
+
+class FrameFeed(Protocol):
+    """Where the gate takes frames from; raises GateFault(CAMERA_LOST) when the camera is gone."""
+
+    def next_frame(self, timeout_s: float) -> Frame | None:
+        """The next frame, or None when none arrived within the timeout."""
+        ...
+
+
+@dataclass(frozen=True)
+class MatchPolicy:
+    """The similarity threshold in force and the false-match rate it is known to give."""
+
+    threshold: float
+    fmr: float | None
+    """Calibrated FMR per comparison at `threshold`; None when unknown (looser override)."""
+    calibration: str
+    source: str
+    """"calibration" or "config" (gate.match_threshold override)."""
+
+
+def resolve_policy(
+    gate: GateSection, models: ModelsSection, block: CalibrationBlock, contract_id: str
+) -> MatchPolicy:
+    """Threshold from the named calibration (or the config override); refuse unsupported ones."""
+    name = models.calibration
+    calibration = block.calibrations.get(name)
+    if calibration is not None:
+        if calibration.contract_id != contract_id:
+            raise GateFault(
+                ReasonCode.MODEL_MISSING,
+                f"calibration {name!r} was made for contract {calibration.contract_id}, the "
+                f"pack's is {contract_id}",
+            )
+        if calibration.supported_fmr > gate.target_fmr:
+            raise GateFault(
+                ReasonCode.MODEL_MISSING,
+                f"calibration {name!r} has {calibration.impostor_pairs} impostor pairs: it "
+                f"supports FMR >= {calibration.supported_fmr:.2g}, not the configured "
+                f"gate.target_fmr {gate.target_fmr:.2g}",
+            )
+        if calibration.target_fmr > gate.target_fmr:
+            raise GateFault(
+                ReasonCode.MODEL_MISSING,
+                f"calibration {name!r} is for FMR {calibration.target_fmr:.2g}, looser than "
+                f"gate.target_fmr {gate.target_fmr:.2g}",
+            )
+    if gate.match_threshold is not None:
+        # A stricter override keeps the calibrated FMR as an upper bound; a looser one has
+        # no known FMR, which makes 1:N without a claim impossible (see require_claim).
+        fmr = (
+            calibration.target_fmr
+            if calibration is not None and gate.match_threshold >= calibration.threshold
+            else None
+        )
+        return MatchPolicy(gate.match_threshold, fmr, name, "config")
+    if calibration is None:
+        known = ", ".join(sorted(block.calibrations)) or "none"
+        raise GateFault(
+            ReasonCode.MODEL_MISSING,
+            f"the pack has no calibration {name!r} (has: {known}) and gate.match_threshold is "
+            "not set",
+        )
+    return MatchPolicy(calibration.threshold, calibration.target_fmr, name, "calibration")
+
+
+def one_to_n_allowed(policy: MatchPolicy, gallery_size: int, claims: ClaimsSection) -> bool:
+    """1:N without a claim only when calibrated FMR x gallery size stays within the bound."""
+    if policy.fmr is None:
+        return False
+    return policy.fmr * gallery_size <= claims.max_1n_risk
+
+
+@dataclass(frozen=True)
+class FrameCheck:
+    """What one frame gave: a usable embedding, or the reason it was not usable."""
+
+    reason: ReasonCode | None
+    embedding: np.ndarray | None = None
+    face: Face | None = None
+    quality: QualityScores | None = None
+    liveness_score: float | None = None
+
+
+def quality_failure(q: QualityScores, section: QualitySection) -> str | None:
+    """Which quality gate a face fails, or None."""
+    if q.face_px < section.min_face_px:
+        return f"face {q.face_px:.0f} px < {section.min_face_px}"
+    if q.sharpness < section.min_sharpness:
+        return f"sharpness {q.sharpness:.2f} < {section.min_sharpness}"
+    if abs(q.yaw_deg) > section.max_yaw_deg:
+        return f"yaw {q.yaw_deg:.0f} deg > {section.max_yaw_deg}"
+    if abs(q.pitch_deg) > section.max_pitch_deg:
+        return f"pitch {q.pitch_deg:.0f} deg > {section.max_pitch_deg}"
+    if q.exposure < section.min_exposure:
+        return f"exposure {q.exposure:.2f} < {section.min_exposure}"
+    return None
+
+
+def _largest(faces: list[Face]) -> Face:
+    def area(face: Face) -> float:
+        x0, y0, x1, y1 = face.detection.box
+        return (x1 - x0) * (y1 - y0)
+
+    return max(faces, key=area)
+
+
+def _clamp(score: float) -> float:
+    return max(-1.0, min(1.0, score))
+
+
+class FrameAnalyzer:
+    """Detect, quality-gate, liveness-check and embed the operator's face in one frame."""
+
+    def __init__(
+        self, engine: FaceEngine, quality: QualitySection, liveness: LivenessCheck
+    ) -> None:
+        self.engine = engine
+        self.quality = quality
+        self.liveness = liveness
+
+    def check(self, image: np.ndarray) -> FrameCheck:
+        """One frame's verdict; the largest face is taken as the operator's."""
+        faces = self.engine.detect(image)
+        if not faces:
+            return FrameCheck(ReasonCode.NO_FACE)
+        face = _largest(faces)
+        scores = self.engine.quality(image, face)
+        if quality_failure(scores, self.quality) is not None:
+            return FrameCheck(ReasonCode.LOW_QUALITY, face=face, quality=scores)
+        live = self.liveness.check(image, face)
+        if not live.passed:
+            return FrameCheck(
+                ReasonCode.LIVENESS_FAILED, face=face, quality=scores, liveness_score=live.score
+            )
+        embedding = self.engine.embed(image, face)
+        return FrameCheck(None, embedding, face, scores, live.score)
+
+
+def _rule_accepts(rule: CategoryRule, cert: CertificateInfo) -> bool:
+    return (
+        rule.category == cert.category
+        and rule.code_system == cert.code_system
+        and (rule.scope is None or rule.scope == cert.scope)
+    )
+
+
+def certificate_reason(
+    operator: GalleryOperator,
+    rules: tuple[CategoryRule, ...],
+    today: date,
+    only: CertificateInfo | None = None,
+) -> tuple[ReasonCode, CertificateInfo | None]:
+    """AUTHORIZED with the certificate that allows it, or why none does."""
+    pool = (only,) if only is not None else operator.certificates
+    relevant = [c for c in pool if any(_rule_accepts(r, c) for r in rules)]
+    if not relevant:
+        return ReasonCode.WRONG_CATEGORY, (pool[0] if pool else None)
+    for cert in relevant:
+        if cert.status == CertificateStatus.VALID and cert.issue_date <= today <= cert.expiry_date:
+            return ReasonCode.AUTHORIZED, cert
+    # Report the most serious refusal among the relevant certificates.
+    for status, reason in (
+        (CertificateStatus.REVOKED, ReasonCode.CERT_REVOKED),
+        (CertificateStatus.SUSPENDED, ReasonCode.CERT_SUSPENDED),
+    ):
+        for cert in relevant:
+            if cert.status == status:
+                return reason, cert
+    return ReasonCode.CERT_EXPIRED, relevant[0]
+
+
+@dataclass(frozen=True)
+class Collected:
+    """Frames gathered within one window."""
+
+    good: list[FrameCheck]
+    seen: int
+    faces: int
+    worst: ReasonCode
+    best_image: np.ndarray | None
+
+
+class Verifier:
+    """Decides one start-up (or re-verification) from a frame feed."""
+
+    def __init__(
+        self,
+        analyzer: FrameAnalyzer,
+        gate: GateSection,
+        claims: ClaimsSection,
+        policy: MatchPolicy,
+        poll_s: float = 0.25,
+    ) -> None:
+        self.analyzer = analyzer
+        self.gate = gate
+        self.claims = claims
+        self.policy = policy
+        self.poll_s = poll_s
+        self.on_progress: Callable[[], None] | None = None
+        """Called at least every `poll_s` while collecting (the agent's heartbeat), so a long
+        verification is not mistaken for a hung agent by the watchdog."""
+
+    def collect(self, feed: FrameFeed, window_s: float, needed: int) -> Collected:
+        """Analyse frames until `needed` are good or the window (frame time) has passed."""
+        good: list[FrameCheck] = []
+        seen = faces = 0
+        refusal = ReasonCode.NO_FACE
+        best_image: np.ndarray | None = None
+        first_t: float | None = None
+        deadline = time.monotonic() + window_s
+        while len(good) < needed:
+            if self.on_progress is not None:
+                self.on_progress()
+            remaining = max(0.0, deadline - time.monotonic())
+            frame = feed.next_frame(timeout_s=min(remaining, self.poll_s))
+            if frame is None:
+                if time.monotonic() >= deadline:
+                    break
+                continue
+            if first_t is None:
+                first_t = frame.t
+            elif frame.t - first_t > window_s:
+                break
+            seen += 1
+            result = self.analyzer.check(frame.image)
+            if result.face is not None:
+                faces += 1
+            if result.reason is None:
+                good.append(result)
+                if best_image is None:
+                    best_image = frame.image
+            elif _more_informative(result.reason, refusal):
+                refusal = result.reason
+        return Collected(good, seen, faces, refusal, best_image)
+
+    def decide(
+        self,
+        feed: FrameFeed,
+        gallery: LocalGallery,
+        device_config: DeviceConfig,
+        today: date,
+        claim: ClaimInfo | None = None,
+    ) -> Decision:
+        """Collect frames and decide; a claim switches to 1:1 against the claimed operator."""
+        resolved: ResolvedClaim | None = None
+        if claim is not None:
+            try:
+                resolved = resolve_claim(claim, gallery)
+            except GateFault as fault:
+                return Decision(fault.reason, fault.detail, claim=claim)
+        elif not one_to_n_allowed(self.policy, gallery.operators_with_templates(), self.claims):
+            return Decision(
+                ReasonCode.CLAIM_REQUIRED,
+                _risk_detail(self.policy, gallery.operators_with_templates(), self.claims),
+            )
+        got = self.collect(feed, self.gate.window_s, self.gate.frames_required)
+        if len(got.good) < self.gate.frames_required:
+            return Decision(
+                got.worst,
+                f"{len(got.good)} of {self.gate.frames_required} usable frames in "
+                f"{got.seen} seen ({got.faces} with a face)",
+                claim=claim,
+                frames_used=len(got.good),
+                faces_seen=got.faces,
+            )
+        probe = fuse_embeddings([g.embedding for g in got.good if g.embedding is not None])
+        liveness = _min_score([g.liveness_score for g in got.good])
+        evidence = _jpeg(got.best_image)
+        if resolved is not None:
+            decision = self._one_to_one(probe, resolved, gallery, device_config, today)
+        else:
+            decision = self._one_to_n(probe, gallery, device_config, today)
+        return Decision(
+            decision.reason,
+            decision.detail,
+            decision.operator_id,
+            decision.match,
+            claim,
+            len(got.good),
+            got.faces,
+            liveness,
+            evidence,
+        )
+
+    def _one_to_one(
+        self,
+        probe: np.ndarray,
+        claim: ResolvedClaim,
+        gallery: LocalGallery,
+        device_config: DeviceConfig,
+        today: date,
+    ) -> Decision:
+        operator = claim.operator
+        templates = gallery.operator_templates(operator.operator_id)
+        if len(templates) == 0:
+            return Decision(ReasonCode.CLAIM_MISMATCH, "claimed operator has no face template")
+        score = _clamp(float(np.max(templates @ probe)))
+        match = MatchInfo(
+            operator_id=operator.operator_id,
+            certificate_no=claim.certificate.certificate_no if claim.certificate else None,
+            score=score,
+            threshold=self.policy.threshold,
+            margin=2.0,
+        )
+        if score < self.policy.threshold:
+            return Decision(
+                ReasonCode.CLAIM_MISMATCH,
+                f"face scores {score:.3f} against the claimed operator, threshold "
+                f"{self.policy.threshold:.3f}",
+                match=match,
+            )
+        reason, cert = certificate_reason(
+            operator, device_config.accepted_categories, today, claim.certificate
+        )
+        match = match.model_copy(update={"certificate_no": cert.certificate_no if cert else None})
+        return Decision(reason, _cert_detail(reason, cert), operator.operator_id, match)
+
+    def _one_to_n(
+        self, probe: np.ndarray, gallery: LocalGallery, device_config: DeviceConfig, today: date
+    ) -> Decision:
+        result = gallery.index().search(probe, k=2)
+        best = result.best
+        if best is None:
+            return Decision(ReasonCode.NO_MATCH, "gallery holds no templates")
+        margin = min(2.0, max(0.0, result.margin))
+        match = MatchInfo(
+            operator_id=best.label,
+            score=_clamp(best.score),
+            threshold=self.policy.threshold,
+            margin=margin,
+        )
+        if best.score < self.policy.threshold:
+            return Decision(
+                ReasonCode.NO_MATCH,
+                f"best score {best.score:.3f} < threshold {self.policy.threshold:.3f}",
+                match=match,
+            )
+        if margin < self.gate.min_margin:
+            return Decision(
+                ReasonCode.AMBIGUOUS_MATCH,
+                f"margin {margin:.3f} over the second operator < {self.gate.min_margin}",
+                match=match,
+            )
+        operator = gallery.operators[best.label]
+        reason, cert = certificate_reason(operator, device_config.accepted_categories, today)
+        match = match.model_copy(update={"certificate_no": cert.certificate_no if cert else None})
+        return Decision(reason, _cert_detail(reason, cert), operator.operator_id, match)
+
+
+_SPECIFICITY = (ReasonCode.NO_FACE, ReasonCode.LOW_QUALITY, ReasonCode.LIVENESS_FAILED)
+
+
+def _more_informative(candidate: ReasonCode, current: ReasonCode) -> bool:
+    """A frame that got further down the pipeline explains a refusal better."""
+    return _SPECIFICITY.index(candidate) > _SPECIFICITY.index(current)
+
+
+def fuse_embeddings(embeddings: list[np.ndarray]) -> np.ndarray:
+    """Mean of L2-normalised embeddings, renormalised (multi-frame fusion)."""
+    mean = np.mean(np.stack(embeddings), axis=0)
+    return np.asarray(mean / max(float(np.linalg.norm(mean)), 1e-12), np.float32)
+
+
+def _min_score(scores: list[float | None]) -> float | None:
+    known = [s for s in scores if s is not None and not math.isnan(s)]
+    return min(known) if known else None
+
+
+def _jpeg(image: np.ndarray | None) -> bytes | None:
+    if image is None:
+        return None
+    ok, data = cv2.imencode(".jpg", image)
+    return data.tobytes() if ok else None
+
+
+def _cert_detail(reason: ReasonCode, cert: CertificateInfo | None) -> str:
+    if cert is None:
+        return "operator holds no certificate"
+    return (
+        f"certificate {cert.certificate_no} {cert.category}/{cert.code_system.value} "
+        f"{cert.status.value} until {cert.expiry_date}: {reason.value}"
+    )
+
+
+def _risk_detail(policy: MatchPolicy, size: int, claims: ClaimsSection) -> str:
+    if policy.fmr is None:
+        return "threshold overridden below calibration: FMR unknown, 1:N disabled; present a claim"
+    return (
+        f"calibrated FMR {policy.fmr:.2g} x {size} operators = {policy.fmr * size:.3g} > "
+        f"claims.max_1n_risk {claims.max_1n_risk:.3g}; present a claim"
+    )
