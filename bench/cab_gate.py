@@ -25,8 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from bench.common import RESULTS, default_pack
+from _common import RESULTS, default_pack
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
