@@ -22,7 +22,7 @@ import os
 import platform
 import sys
 
-from common import RESULTS, SHARED_FACES, default_pack
+from _common import RESULTS, SHARED_FACES, default_pack
 
 from calibration.quantize import QuantizeSettings, load_chip_sets, quantize_pack, result_json
 from models.engine import FaceEngine
