@@ -140,7 +140,7 @@ class StationRules:
         """Whether the agent holds the scale's fill-enable on."""
         return self._scales[scale_id].enabled
 
-    def _write_enable(self, scale_id: str, enabled: bool) -> None:
+    def _write_enable(self, scale_id: str, enabled: bool) -> bool:
         state = self._scales[scale_id]
         try:
             self._interlock.set_fill_enable(scale_id, enabled)
@@ -148,8 +148,9 @@ class StationRules:
             # Fail closed: if the write failed we cannot know the output is on.
             logger.exception("fill-enable write failed on scale %s", scale_id)
             state.enabled = False
-            return
+            return False
         state.enabled = enabled
+        return True
 
     def _violate(
         self,
@@ -221,12 +222,14 @@ class StationRules:
             self._write_enable(scan.scale_id, False)
             self._violate(scan.at, scan.scale_id, ReasonCode.UNREGISTERED_CYLINDER, code=scan.code, scanned=scan.code, detail="cylinder type not in the type table")
             return False
+        if not self._write_enable(scan.scale_id, True):
+            state.accepted = None
+            return False
         state.accepted = _Accepted(
             scan.code, scan.at, ctype.rated_fill_kg, state.filler.operator_id if state.filler else None
         )
         state.swap_fired = False
         self.counters.scans_accepted += 1
-        self._write_enable(scan.scale_id, True)
         logger.info("scale %s: %s accepted, fill enabled", scan.scale_id, scan.code)
         return True
 

@@ -12,7 +12,8 @@ from edge_agent.station.registry import CylinderRegistry
 from edge_agent.station.report import ShiftReport, build_report
 from edge_agent.station.rules import FillInterlock, StationRules
 from edge_agent.station.sim.scenario import Scenario, SimLayout
-from edge_agent.station.sim.station import SimStation
+from edge_agent.station.scale import ScaleSet
+from edge_agent.station.sim.station import SimScaleBank, SimStation
 from edge_agent.station.vision import ZoneAnalyzer
 
 logger = logging.getLogger(__name__)
@@ -38,14 +39,20 @@ def run_scenario(
     sink: EventSink,
     *,
     device_id: str = "STATION-SIM",
-    interlock: FillInterlock | None = None,
+    scales: ScaleSet | None = None,
+    bank: SimScaleBank | None = None,
     seed: int = 0,
     start: datetime = SHIFT_START,
 ) -> ScenarioResult:
-    """Play `scenario` tick by tick; `interlock` defaults to the simulated scales themselves."""
-    station = SimStation(layout, scenario, seed=seed)
+    """Play `scenario` tick by tick.
+
+    Without `scales` the rules talk to the simulated scales directly; with `scales` (e.g. Modbus
+    drivers in front of `bank`) readings and fill-enable writes go through those drivers.
+    """
+    station = SimStation(layout, scenario, seed=seed, bank=bank)
+    interlock: FillInterlock = scales if scales is not None else station.scales
     events = EventFactory(device_id, sink, wall_clock=lambda t: start + timedelta(seconds=t))
-    rules = StationRules(config, registry, events, interlock or station.scales)
+    rules = StationRules(config, registry, events, interlock)
     analyzers = [ZoneAnalyzer(cam.id, config.zones, config.vision, (cam.width, cam.height)) for cam in config.cameras]
     for analyzer in analyzers:
         analyzer.set_background(station.empty_frame(analyzer.camera_id))
@@ -58,7 +65,8 @@ def run_scenario(
         for scan in scans:
             rules.on_scan(scan)
         for scale in config.scales:
-            rules.on_reading(station.scales.read(scale.id, t))
+            reading = scales.read(scale.id, t) if scales is not None else station.scales.read(scale.id, t)
+            rules.on_reading(reading)
         for analyzer in analyzers:
             for obs in analyzer.process(station.render(analyzer.camera_id), t):
                 rules.on_observation(obs)

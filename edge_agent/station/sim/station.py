@@ -108,10 +108,19 @@ class SimScaleBank:
 class SimStation:
     """Plays a scenario: applies due actions, steps the scales, renders each camera."""
 
-    def __init__(self, layout: SimLayout, scenario: Scenario, *, seed: int = 0, module_px: int = 4, blur_sigma: float = 0.0) -> None:
+    def __init__(
+        self,
+        layout: SimLayout,
+        scenario: Scenario,
+        *,
+        seed: int = 0,
+        module_px: int = 4,
+        blur_sigma: float = 0.0,
+        bank: SimScaleBank | None = None,
+    ) -> None:
         self.layout = layout
         self.scenario = scenario
-        self.scales = SimScaleBank([c.scale_id for c in layout.cells])
+        self.scales = bank or SimScaleBank([c.scale_id for c in layout.cells])
         self.renderer = Renderer(layout, seed=seed, module_px=module_px)
         self._cells = {c.scale_id: CellState() for c in layout.cells}
         self._pending = sorted(scenario.actions, key=lambda a: a.at)
