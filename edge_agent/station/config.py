@@ -121,8 +121,17 @@ class VisionConfig(_Section):
     qr_every_n_frames: int = Field(
         default=3, ge=1, le=100, description="a present zone is searched for a QR code every n frames"
     )
-    qr_min_crop_px: int = Field(
-        default=240, ge=32, le=2048, description="crops smaller than this are upscaled before decoding"
+    qr_backend: Literal["auto", "zxing", "opencv"] = Field(
+        default="auto", description="QR decoder: zxing-cpp, OpenCV, or zxing-cpp when installed"
+    )
+    qr_upscale: float = Field(
+        default=2.0, ge=1.0, le=4.0, description="second try: upscale factor (1 = no second try)"
+    )
+    qr_sharpen_amount: float = Field(
+        default=1.0, ge=0.0, le=4.0, description="second try: unsharp-mask amount"
+    )
+    qr_sharpen_sigma: float = Field(
+        default=2.0, gt=0.0, le=10.0, description="second try: unsharp-mask blur sigma (upscaled px)"
     )
 
 
