@@ -11,10 +11,9 @@ import os
 import threading
 import time
 
-from _common import write_result
-
 import cv2
 import numpy as np
+from _common import write_result
 
 from edge_agent.station.config import VisionConfig
 from edge_agent.station.sim.render import CellState, Renderer, qr_modules
@@ -28,13 +27,17 @@ MODULE_PX = (2, 3, 4)
 BLUR_SIGMA = (0.0, 1.5)
 
 
-def _busy_frames(renderer: Renderer, layout, camera_id: str, count: int, seed: int) -> list[np.ndarray]:
+def _busy_frames(
+    renderer: Renderer, layout, camera_id: str, count: int, seed: int
+) -> list[np.ndarray]:
     """Frames with every zone occupied and people coming and going (the worst case: QR every n frames)."""
     rng = np.random.default_rng(seed)
     frames = []
     for i in range(count):
         cells = {
-            c.scale_id: CellState(label_code=f"SD-LPG-{rng.integers(0, 999999):06d}", person=bool((i + k) % 3))
+            c.scale_id: CellState(
+                label_code=f"SD-LPG-{rng.integers(0, 999999):06d}", person=bool((i + k) % 3)
+            )
             for k, c in enumerate(layout.cells)
             if c.camera_id == camera_id
         }
@@ -63,7 +66,11 @@ def bench_fps(seconds: float, frame_count: int) -> float:
     for index, camera_id in enumerate(layout.camera_ids):
         frames = _busy_frames(renderer, layout, camera_id, frame_count, seed=index)
         background = renderer.render(camera_id, {})
-        threads.append(threading.Thread(target=worker, args=(camera_id, frames, background), name=f"bench-{camera_id}"))
+        threads.append(
+            threading.Thread(
+                target=worker, args=(camera_id, frames, background), name=f"bench-{camera_id}"
+            )
+        )
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -92,7 +99,12 @@ def bench_qr(frames_per_condition: int) -> dict[str, float]:
             hits = total = 0
             side = 0
             for _ in range(frames_per_condition):
-                cells = {c.scale_id: CellState(label_code=f"SD-LPG-{rng.integers(0, 999999):06d}", person=True) for c in layout.cells}
+                cells = {
+                    c.scale_id: CellState(
+                        label_code=f"SD-LPG-{rng.integers(0, 999999):06d}", person=True
+                    )
+                    for c in layout.cells
+                }
                 side = qr_modules(next(iter(cells.values())).label_code or "").shape[0] * module_px
                 frame = renderer.render("cam1", cells, sigma)
                 for obs in analyzer.process(frame, 0.0):
@@ -109,7 +121,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the fps run")
     parser.add_argument("--frames", type=int, default=8, help="pre-rendered frames per camera")
-    parser.add_argument("--qr-frames", type=int, default=10, help="frames per QR condition (8 codes each)")
+    parser.add_argument(
+        "--qr-frames", type=int, default=10, help="frames per QR condition (8 codes each)"
+    )
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 2:
         # The target machine has 2 cores: measure on 2.
@@ -118,7 +132,15 @@ def main() -> None:
     print(f"cores: {len(os.sched_getaffinity(0))}, cv2 threads: {cv2.getNumThreads()}")
     fps = bench_fps(args.seconds, args.frames)
     rates = bench_qr(args.qr_frames)
-    write_result("station", {"fps_per_camera": round(fps, 2), "cameras": CAMERAS, "zones": ZONES, "qr_decode_rate": rates})
+    write_result(
+        "station",
+        {
+            "fps_per_camera": round(fps, 2),
+            "cameras": CAMERAS,
+            "zones": ZONES,
+            "qr_decode_rate": rates,
+        },
+    )
 
 
 if __name__ == "__main__":

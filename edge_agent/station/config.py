@@ -52,7 +52,10 @@ class ModbusScaleDriver(_Section):
     port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=247, description="Modbus device id")
     weight_register: int = Field(
-        default=0, ge=0, le=65534, description="first of two holding registers: gross mass in grams, unsigned 32-bit, high word first"
+        default=0,
+        ge=0,
+        le=65534,
+        description="first of two holding registers: gross mass in grams, unsigned 32-bit, high word first",
     )
     valve_register: int = Field(
         default=2, ge=0, le=65535, description="holding register: 1 while the filling valve is open"
@@ -104,22 +107,34 @@ class VisionConfig(_Section):
     """Zone analysis: background difference for presence, QR reading for codes."""
 
     process_scale: float = Field(
-        default=0.25, gt=0.05, le=1.0, description="downscale factor for presence and person analysis"
+        default=0.25,
+        gt=0.05,
+        le=1.0,
+        description="downscale factor for presence and person analysis",
     )
     diff_threshold: int = Field(
         default=30, ge=1, le=255, description="grey-level difference that marks a pixel as changed"
     )
     presence_min_fraction: float = Field(
-        default=0.2, gt=0.0, le=1.0, description="changed fraction of a zone that means a cylinder is there"
+        default=0.2,
+        gt=0.0,
+        le=1.0,
+        description="changed fraction of a zone that means a cylinder is there",
     )
     person_min_fraction: float = Field(
-        default=0.15, gt=0.0, le=1.0, description="changed fraction of an operator area that means a person is there"
+        default=0.15,
+        gt=0.0,
+        le=1.0,
+        description="changed fraction of an operator area that means a person is there",
     )
     background_alpha: float = Field(
         default=0.02, ge=0.0, le=1.0, description="learning rate of the background in empty areas"
     )
     qr_every_n_frames: int = Field(
-        default=3, ge=1, le=100, description="a present zone is searched for a QR code every n frames"
+        default=3,
+        ge=1,
+        le=100,
+        description="a present zone is searched for a QR code every n frames",
     )
     qr_backend: Literal["auto", "zxing", "opencv"] = Field(
         default="auto", description="QR decoder: zxing-cpp, OpenCV, or zxing-cpp when installed"
@@ -131,7 +146,10 @@ class VisionConfig(_Section):
         default=1.0, ge=0.0, le=4.0, description="second try: unsharp-mask amount"
     )
     qr_sharpen_sigma: float = Field(
-        default=2.0, gt=0.0, le=10.0, description="second try: unsharp-mask blur sigma (upscaled px)"
+        default=2.0,
+        gt=0.0,
+        le=10.0,
+        description="second try: unsharp-mask blur sigma (upscaled px)",
     )
 
 
@@ -139,22 +157,37 @@ class RuleConfig(_Section):
     """Windows, tolerances and which rules are on."""
 
     required_certificate: str = Field(
-        default="P", min_length=1, max_length=16, description="certificate category a filler must hold"
+        default="P",
+        min_length=1,
+        max_length=16,
+        description="certificate category a filler must hold",
     )
     scan_valid_s: float = Field(
-        default=120.0, ge=5.0, le=3600.0, description="an accepted scan enables a fill for this long"
+        default=120.0,
+        ge=5.0,
+        le=3600.0,
+        description="an accepted scan enables a fill for this long",
     )
     duplicate_window_s: float = Field(
-        default=3600.0, ge=60.0, le=7 * 86400.0, description="one code filled twice within this is a duplicate"
+        default=3600.0,
+        ge=60.0,
+        le=7 * 86400.0,
+        description="one code filled twice within this is a duplicate",
     )
     overfill_tolerance_kg: float = Field(
         default=0.2, ge=0.0, le=5.0, description="net mass allowed above the type's rated fill"
     )
     filler_absent_s: float = Field(
-        default=10.0, ge=1.0, le=600.0, description="a fill with no person at the zone this long is a violation"
+        default=10.0,
+        ge=1.0,
+        le=600.0,
+        description="a fill with no person at the zone this long is a violation",
     )
     cylinder_min_kg: float = Field(
-        default=3.0, ge=0.1, le=100.0, description="gross mass above this means a cylinder is on the scale"
+        default=3.0,
+        ge=0.1,
+        le=100.0,
+        description="gross mass above this means a cylinder is on the scale",
     )
     fill_start_delta_kg: float = Field(
         default=0.3, ge=0.05, le=10.0, description="rise over the tare that means a fill started"
@@ -166,7 +199,10 @@ class RuleConfig(_Section):
         default=0.05, ge=0.0, le=1.0, description="weight changes below this count as stable"
     )
     swap_min_reads: int = Field(
-        default=2, ge=1, le=100, description="camera reads of another code before SWAPPED_CODE fires"
+        default=2,
+        ge=1,
+        le=100,
+        description="camera reads of another code before SWAPPED_CODE fires",
     )
     cut_fill_on_violation: bool = Field(
         default=True, description="drop fill-enable when a rule fires during a fill"

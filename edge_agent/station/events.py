@@ -95,13 +95,17 @@ class EventFactory:
             seq=self._next(),
             occurred_at=self.to_datetime(at),
             reason=reason,
-            severity=Severity.INFO if reason == ReasonCode.FILL_OK else SEVERITY.get(reason, Severity.HIGH),
+            severity=Severity.INFO
+            if reason == ReasonCode.FILL_OK
+            else SEVERITY.get(reason, Severity.HIGH),
             payload=payload,
         )
         self._sink.put(event)
         return event
 
-    def violation(self, at: float, reason: ReasonCode, payload: StationViolationPayload) -> StationViolationEvent:
+    def violation(
+        self, at: float, reason: ReasonCode, payload: StationViolationPayload
+    ) -> StationViolationEvent:
         """Emit a violation event."""
         event = StationViolationEvent(
             event_id=uuid7(),

@@ -67,7 +67,9 @@ class LocalRegistry:
     def save(self, path: Path) -> None:
         """Write the cache atomically (a half-written cache would fail every scan)."""
         data = {
-            "types": [{"code": t.code, "rated_fill_kg": t.rated_fill_kg} for t in self._types.values()],
+            "types": [
+                {"code": t.code, "rated_fill_kg": t.rated_fill_kg} for t in self._types.values()
+            ],
             "fillers": [
                 {
                     "operator_id": f.operator_id,
@@ -145,5 +147,11 @@ class LocalRegistry:
                 )
             except (KeyError, TypeError, ValueError) as err:
                 raise RegistryError(f"{path}: cylinders.{index}: {err!r}") from err
-        logger.info("registry cache %s: %d cylinders, %d types, %d fillers", path, len(cylinders), len(types), len(fillers))
+        logger.info(
+            "registry cache %s: %d cylinders, %d types, %d fillers",
+            path,
+            len(cylinders),
+            len(types),
+            len(fillers),
+        )
         return cls(cylinders, types, fillers)

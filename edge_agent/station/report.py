@@ -51,7 +51,9 @@ class ShiftReport:
         }
 
 
-def build_report(station_id: str, counters: ShiftCounters, started_at: datetime, ended_at: datetime) -> ShiftReport:
+def build_report(
+    station_id: str, counters: ShiftCounters, started_at: datetime, ended_at: datetime
+) -> ShiftReport:
     """Freeze the counters of a shift into a report."""
     return ShiftReport(
         station_id=station_id,

@@ -212,7 +212,16 @@ class StationRules:
             self.counters.scans_rejected += 1
             state.accepted = None
             self._write_enable(scan.scale_id, False)
-            self._violate(scan.at, scan.scale_id, reason, code=scan.code, scanned=scan.code, observed=observed, limit=limit, detail=detail)
+            self._violate(
+                scan.at,
+                scan.scale_id,
+                reason,
+                code=scan.code,
+                scanned=scan.code,
+                observed=observed,
+                limit=limit,
+                detail=detail,
+            )
             return False
         record = self._registry.cylinder(scan.code)
         ctype = self._registry.cylinder_type(record.type_code) if record else None
@@ -220,13 +229,23 @@ class StationRules:
             # Registered cylinder of an unknown type: no rated fill, so no safe fill.
             self.counters.scans_rejected += 1
             self._write_enable(scan.scale_id, False)
-            self._violate(scan.at, scan.scale_id, ReasonCode.UNREGISTERED_CYLINDER, code=scan.code, scanned=scan.code, detail="cylinder type not in the type table")
+            self._violate(
+                scan.at,
+                scan.scale_id,
+                ReasonCode.UNREGISTERED_CYLINDER,
+                code=scan.code,
+                scanned=scan.code,
+                detail="cylinder type not in the type table",
+            )
             return False
         if not self._write_enable(scan.scale_id, True):
             state.accepted = None
             return False
         state.accepted = _Accepted(
-            scan.code, scan.at, ctype.rated_fill_kg, state.filler.operator_id if state.filler else None
+            scan.code,
+            scan.at,
+            ctype.rated_fill_kg,
+            state.filler.operator_id if state.filler else None,
         )
         state.swap_fired = False
         self.counters.scans_accepted += 1
@@ -245,10 +264,20 @@ class StationRules:
         end_of_life = _add_years(record.manufactured_on, record.design_life_years)
         if today >= end_of_life and self._on(ReasonCode.BEYOND_DESIGN_LIFE):
             age = (today - record.manufactured_on).days / 365.25
-            return (ReasonCode.BEYOND_DESIGN_LIFE, f"design life ended {end_of_life}", round(age, 2), float(record.design_life_years))
+            return (
+                ReasonCode.BEYOND_DESIGN_LIFE,
+                f"design life ended {end_of_life}",
+                round(age, 2),
+                float(record.design_life_years),
+            )
         if today > record.next_inspection_due and self._on(ReasonCode.INSPECTION_OVERDUE):
             overdue = (today - record.next_inspection_due).days
-            return (ReasonCode.INSPECTION_OVERDUE, f"inspection due {record.next_inspection_due}", float(overdue), 0.0)
+            return (
+                ReasonCode.INSPECTION_OVERDUE,
+                f"inspection due {record.next_inspection_due}",
+                float(overdue),
+                0.0,
+            )
         station = self._config.station_id
         if (
             record.owner_station_id != station
@@ -318,7 +347,17 @@ class StationRules:
         if reads < self._rules.swap_min_reads:
             return
         state.swap_fired = True
-        self._violate(at, scale_id, ReasonCode.SWAPPED_CODE, code=accepted.code, scanned=accepted.code, camera=code, observed=float(reads), limit=float(self._rules.swap_min_reads), detail=f"camera reads {code}, scanner read {accepted.code}")
+        self._violate(
+            at,
+            scale_id,
+            ReasonCode.SWAPPED_CODE,
+            code=accepted.code,
+            scanned=accepted.code,
+            camera=code,
+            observed=float(reads),
+            limit=float(self._rules.swap_min_reads),
+            detail=f"camera reads {code}, scanner read {accepted.code}",
+        )
         if self._rules.cut_fill_on_violation:
             state.accepted = None
             self._write_enable(scale_id, False)
@@ -330,9 +369,29 @@ class StationRules:
         since = max(state.person_last_seen or fill.started_at, fill.started_at)
         absent = at - since
         if absent > self._rules.filler_absent_s:
-            self._violate(at, scale_id, ReasonCode.FILLER_ABSENT, code=_code(fill), scanned=_code(fill), observed=round(absent, 2), limit=self._rules.filler_absent_s, detail="fill in progress with nobody at the scale")
+            self._violate(
+                at,
+                scale_id,
+                ReasonCode.FILLER_ABSENT,
+                code=_code(fill),
+                scanned=_code(fill),
+                observed=round(absent, 2),
+                limit=self._rules.filler_absent_s,
+                detail="fill in progress with nobody at the scale",
+            )
             if self._rules.cut_fill_on_violation:
                 self._write_enable(scale_id, False)
+
+    def on_scale_fault(self, scale_id: str, message: str) -> None:
+        """A scale could not be read: without telemetry no fill may be enabled (fail closed)."""
+        state = self._scales.get(scale_id)
+        if state is None:
+            return
+        logger.warning("scale %s unreadable, fill-enable dropped: %s", scale_id, message)
+        if state.phase != ScalePhase.FILLING:
+            state.accepted = None
+        if state.enabled:
+            self._write_enable(scale_id, False)
 
     def on_reading(self, reading: ScaleReading) -> None:
         """Scale telemetry: drives the fill cycle."""
@@ -342,7 +401,11 @@ class StationRules:
         r = self._rules
         gross = reading.gross_kg
         state.gross_kg = gross
-        if state.accepted is not None and state.phase != ScalePhase.FILLING and reading.at - state.accepted.at > r.scan_valid_s:
+        if (
+            state.accepted is not None
+            and state.phase != ScalePhase.FILLING
+            and reading.at - state.accepted.at > r.scan_valid_s
+        ):
             logger.info("scale %s: scan %s expired", reading.scale_id, state.accepted.code)
             state.accepted = None
             self._write_enable(reading.scale_id, False)
@@ -368,7 +431,11 @@ class StationRules:
                 fill.peak_kg = gross
                 fill.last_rise_at = reading.at
                 accepted = fill.accepted
-                if accepted is not None and state.enabled and gross - fill.tare_kg > accepted.rated_fill_kg + r.overfill_tolerance_kg:
+                if (
+                    accepted is not None
+                    and state.enabled
+                    and gross - fill.tare_kg > accepted.rated_fill_kg + r.overfill_tolerance_kg
+                ):
                     # Past the rated fill: close the valve now, report at the end of the fill.
                     self._write_enable(reading.scale_id, False)
             elif reading.at - fill.last_rise_at >= r.fill_end_stable_s:
@@ -378,10 +445,21 @@ class StationRules:
     def _start_fill(self, at: float, scale_id: str, state: _ScaleState) -> None:
         state.phase = ScalePhase.FILLING
         accepted = state.accepted
-        state.fill = _Fill(at, state.tare_kg, accepted, at, state.gross_kg, camera_seen=state.cylinder_in_view)
+        state.fill = _Fill(
+            at, state.tare_kg, accepted, at, state.gross_kg, camera_seen=state.cylinder_in_view
+        )
         if accepted is None:
             camera = state.camera_reads.most_common(1)[0][0] if state.camera_reads else None
-            self._violate(at, scale_id, ReasonCode.UNSCANNED_FILL, code=camera, camera=camera, observed=round(state.gross_kg - state.tare_kg, 3), limit=self._rules.fill_start_delta_kg, detail="weight rising with no accepted scan")
+            self._violate(
+                at,
+                scale_id,
+                ReasonCode.UNSCANNED_FILL,
+                code=camera,
+                camera=camera,
+                observed=round(state.gross_kg - state.tare_kg, 3),
+                limit=self._rules.fill_start_delta_kg,
+                detail="weight rising with no accepted scan",
+            )
         else:
             self._last_fill[accepted.code] = (at, scale_id)
             state.accepted = None
@@ -400,7 +478,16 @@ class StationRules:
         if rated is not None and net > rated + self._rules.overfill_tolerance_kg:
             fill.fired.append(ReasonCode.OVERFILL)
             state.fill = fill  # so _violate records against this fill
-            self._violate(at, scale_id, ReasonCode.OVERFILL, code=accepted.code if accepted else None, scanned=accepted.code if accepted else None, observed=round(net, 3), limit=round(rated + self._rules.overfill_tolerance_kg, 3), detail=f"net {net:.2f} kg, rated {rated:.2f} kg")
+            self._violate(
+                at,
+                scale_id,
+                ReasonCode.OVERFILL,
+                code=accepted.code if accepted else None,
+                scanned=accepted.code if accepted else None,
+                observed=round(net, 3),
+                limit=round(rated + self._rules.overfill_tolerance_kg, 3),
+                detail=f"net {net:.2f} kg, rated {rated:.2f} kg",
+            )
             state.fill = None
         c = self.counters
         c.fills_scale += 1

@@ -45,12 +45,16 @@ class ModbusScale:
     def __init__(self, scale_id: str, driver: ModbusScaleDriver) -> None:
         self.scale_id = scale_id
         self._d = driver
-        self._client = ModbusTcpClient(driver.host, port=driver.port, timeout=driver.timeout_s, retries=0)
+        self._client = ModbusTcpClient(
+            driver.host, port=driver.port, timeout=driver.timeout_s, retries=0
+        )
         self._lock = threading.Lock()
 
     def _ensure(self) -> None:
         if not self._client.connected and not self._client.connect():
-            raise ScaleError(f"scale {self.scale_id}: cannot connect to {self._d.host}:{self._d.port}")
+            raise ScaleError(
+                f"scale {self.scale_id}: cannot connect to {self._d.host}:{self._d.port}"
+            )
 
     def read(self, at: float) -> ScaleReading:
         """Read gross mass (grams, u32 high word first) and the valve register."""
@@ -58,12 +62,18 @@ class ModbusScale:
         with self._lock:
             try:
                 self._ensure()
-                weight = self._client.read_holding_registers(d.weight_register, count=2, device_id=d.unit_id)
-                valve = self._client.read_holding_registers(d.valve_register, count=1, device_id=d.unit_id)
+                weight = self._client.read_holding_registers(
+                    d.weight_register, count=2, device_id=d.unit_id
+                )
+                valve = self._client.read_holding_registers(
+                    d.valve_register, count=1, device_id=d.unit_id
+                )
             except ModbusException as err:
                 raise ScaleError(f"scale {self.scale_id}: read failed: {err}") from err
         if weight.isError() or valve.isError():
-            raise ScaleError(f"scale {self.scale_id}: device {d.unit_id} answered with an exception")
+            raise ScaleError(
+                f"scale {self.scale_id}: device {d.unit_id} answered with an exception"
+            )
         grams = (weight.registers[0] << 16) | weight.registers[1]
         return ScaleReading(at, self.scale_id, grams / 1000.0, bool(valve.registers[0]))
 
@@ -77,7 +87,9 @@ class ModbusScale:
             except ModbusException as err:
                 raise ScaleError(f"scale {self.scale_id}: fill-enable write failed: {err}") from err
         if response.isError():
-            raise ScaleError(f"scale {self.scale_id}: device {d.unit_id} refused the fill-enable write")
+            raise ScaleError(
+                f"scale {self.scale_id}: device {d.unit_id} refused the fill-enable write"
+            )
 
     def close(self) -> None:
         """Close the TCP connection."""
@@ -98,7 +110,9 @@ class LineScale:
         with self._lock:
             try:
                 if self._sock is None:
-                    self._sock = socket.create_connection((self._d.host, self._d.port), timeout=self._d.timeout_s)
+                    self._sock = socket.create_connection(
+                        (self._d.host, self._d.port), timeout=self._d.timeout_s
+                    )
                 self._sock.sendall(line.encode("ascii") + b"\n")
                 while b"\n" not in self._buffer:
                     chunk = self._sock.recv(256)
@@ -144,7 +158,9 @@ class ScaleSet:
         self._scales = scales
 
     @classmethod
-    def from_config(cls, configs: list[ScaleConfig], sim: dict[str, Scale] | None = None) -> ScaleSet:
+    def from_config(
+        cls, configs: list[ScaleConfig], sim: dict[str, Scale] | None = None
+    ) -> ScaleSet:
         """Build drivers from config; `sim` supplies the simulator's scales for kind `sim`."""
         scales: dict[str, Scale] = {}
         for c in configs:

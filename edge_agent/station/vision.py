@@ -81,7 +81,9 @@ class _ZoneGeometry:
     full_box: tuple[int, int, int, int]  # zone bounding box in the full frame
 
 
-def _geometry(polygon: list[tuple[int, int]], scale: float, shape: tuple[int, int]) -> tuple[tuple[int, int, int, int], np.ndarray, int]:
+def _geometry(
+    polygon: list[tuple[int, int]], scale: float, shape: tuple[int, int]
+) -> tuple[tuple[int, int, int, int], np.ndarray, int]:
     h, w = shape
     pts = np.array([[x * scale, y * scale] for x, y in polygon], dtype=np.float32)
     x0 = int(np.clip(np.floor(pts[:, 0].min()), 0, w - 1))
@@ -96,7 +98,13 @@ def _geometry(polygon: list[tuple[int, int]], scale: float, shape: tuple[int, in
 class ZoneAnalyzer:
     """Analyses one camera's frames for its zones."""
 
-    def __init__(self, camera_id: str, zones: list[ZoneConfig], vision: VisionConfig, frame_size: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        camera_id: str,
+        zones: list[ZoneConfig],
+        vision: VisionConfig,
+        frame_size: tuple[int, int],
+    ) -> None:
         self.camera_id = camera_id
         self._vision = vision
         self._zones = [z for z in zones if z.camera_id == camera_id]
@@ -127,7 +135,9 @@ class ZoneAnalyzer:
 
     def _prepare(self, frame: np.ndarray) -> np.ndarray:
         if (frame.shape[0], frame.shape[1]) != self._full:
-            raise ValueError(f"camera {self.camera_id}: frame {frame.shape[1]}x{frame.shape[0]}, calibrated for {self._full[1]}x{self._full[0]}")
+            raise ValueError(
+                f"camera {self.camera_id}: frame {frame.shape[1]}x{frame.shape[0]}, calibrated for {self._full[1]}x{self._full[0]}"
+            )
         small = cv2.resize(frame, self._small, interpolation=cv2.INTER_AREA)
         return small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
 
@@ -156,15 +166,28 @@ class ZoneAnalyzer:
             if not person:
                 _paint(learn, g.op_box, g.op_mask)
             observations.append(
-                ZoneObservation(at, g.zone.id, g.zone.scale_id, present, person, codes, round(frac, 4), round(op_frac, 4))
+                ZoneObservation(
+                    at,
+                    g.zone.id,
+                    g.zone.scale_id,
+                    present,
+                    person,
+                    codes,
+                    round(frac, 4),
+                    round(op_frac, 4),
+                )
             )
         if self._vision.background_alpha > 0:
             # Learn only where nothing is present, so a cylinder standing still never fades in.
-            cv2.accumulateWeighted(grey, self._background, self._vision.background_alpha, mask=learn)
+            cv2.accumulateWeighted(
+                grey, self._background, self._vision.background_alpha, mask=learn
+            )
         return observations
 
 
-def _fraction(changed: np.ndarray, box: tuple[int, int, int, int], mask: np.ndarray, area: int) -> float:
+def _fraction(
+    changed: np.ndarray, box: tuple[int, int, int, int], mask: np.ndarray, area: int
+) -> float:
     x0, y0, x1, y1 = box
     hits = cv2.countNonZero(cv2.bitwise_and(changed[y0:y1, x0:x1], mask))
     return hits / area

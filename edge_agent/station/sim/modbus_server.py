@@ -33,7 +33,9 @@ class CoilWrite:
 class SimModbusScaleServer:
     """Serves mass (u32 grams at 0-1), valve (2) and the fill-enable coil (0) per unit id."""
 
-    def __init__(self, bank: SimScaleBank, units: dict[int, str], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, bank: SimScaleBank, units: dict[int, str], host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self._bank = bank
         self._units = units
         self._host = host
@@ -60,7 +62,11 @@ class SimModbusScaleServer:
                 current_registers[0] = (grams >> 16) & 0xFFFF
                 current_registers[1] = grams & 0xFFFF
                 current_registers[2] = int(valve)
-            elif function_code in (WRITE_COIL, WRITE_COILS) and set_values is not None and address == 0:
+            elif (
+                function_code in (WRITE_COIL, WRITE_COILS)
+                and set_values is not None
+                and address == 0
+            ):
                 value = bool(set_values[0])
                 self.writes.append(CoilWrite(unit_id, scale_id, value))
                 self._bank.set_fill_enable(scale_id, value)
@@ -77,7 +83,9 @@ class SimModbusScaleServer:
         asyncio.set_event_loop(self._loop)
 
         async def serve() -> None:
-            self._server = ModbusTcpServer([self._device(u) for u in self._units], address=(self._host, self._port))
+            self._server = ModbusTcpServer(
+                [self._device(u) for u in self._units], address=(self._host, self._port)
+            )
             await self._server.serve_forever(background=True)
             self._ready.set()
             with contextlib.suppress(asyncio.CancelledError):

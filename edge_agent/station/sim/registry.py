@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import date
 
-from edge_agent.station.domain import CylinderRecord, CylinderStatus, CylinderType, FillerCertificate
+from edge_agent.station.domain import (
+    CylinderRecord,
+    CylinderStatus,
+    CylinderType,
+    FillerCertificate,
+)
 from edge_agent.station.registry import LocalRegistry
 
 STATION_ID = "ST-JN-001"
@@ -31,7 +36,9 @@ def _cylinder(code: str, owner: str = STATION_ID, **kw: object) -> CylinderRecor
         "status": CylinderStatus.IN_SERVICE,
         "manufactured_on": date(2022, 3, 1),
         "design_life_years": 8,
-        "next_inspection_due": date(2026, 3, 1 if code == OVERDUE else 1).replace(year=2026 if code == OVERDUE else 2027),
+        "next_inspection_due": date(2026, 3, 1 if code == OVERDUE else 1).replace(
+            year=2026 if code == OVERDUE else 2027
+        ),
     }
     fields.update(kw)
     return CylinderRecord(**fields)  # type: ignore[arg-type]

@@ -42,14 +42,23 @@ class CellState:
 class Renderer:
     """Draws frames of one layout; the background is fixed per seed, the noise varies per frame."""
 
-    def __init__(self, layout: SimLayout, seed: int = 0, module_px: int = 4, noise_sigma: float = 3.0) -> None:
+    def __init__(
+        self, layout: SimLayout, seed: int = 0, module_px: int = 4, noise_sigma: float = 3.0
+    ) -> None:
         self._layout = layout
         self._module_px = module_px
         rng = np.random.default_rng(seed)
         self._rng = rng
         self._background = self._draw_background(rng)
         # A few noise fields reused in turn: fresh noise per frame would cost more than the analysis.
-        self._noise = [np.repeat(rng.normal(0.0, noise_sigma, (layout.height, layout.width, 1)).astype(np.int16), 3, axis=2) for _ in range(4)]
+        self._noise = [
+            np.repeat(
+                rng.normal(0.0, noise_sigma, (layout.height, layout.width, 1)).astype(np.int16),
+                3,
+                axis=2,
+            )
+            for _ in range(4)
+        ]
         self._frame_no = 0
 
     @property
@@ -59,7 +68,10 @@ class Renderer:
 
     def _draw_background(self, rng: np.random.Generator) -> np.ndarray:
         h, w = self._layout.height, self._layout.width
-        ramp = np.linspace(85, 115, w, dtype=np.float32)[None, :] + np.linspace(-8, 8, h, dtype=np.float32)[:, None]
+        ramp = (
+            np.linspace(85, 115, w, dtype=np.float32)[None, :]
+            + np.linspace(-8, 8, h, dtype=np.float32)[:, None]
+        )
         img = np.repeat(ramp[:, :, None], 3, axis=2)
         img += rng.normal(0.0, 4.0, (h // 8 + 1, w // 8 + 1, 1)).repeat(8, 0).repeat(8, 1)[:h, :w]
         img = np.clip(img, 0, 255).astype(np.uint8)
@@ -74,7 +86,9 @@ class Renderer:
             cv2.rectangle(img, (x0 + 6, base_y), (x1 - 6, y1 - 2), (130, 130, 130), 2)
         return img
 
-    def render(self, camera_id: str, cells: dict[str, CellState], blur_sigma: float = 0.0) -> np.ndarray:
+    def render(
+        self, camera_id: str, cells: dict[str, CellState], blur_sigma: float = 0.0
+    ) -> np.ndarray:
         """One frame of `camera_id` with the given cell states."""
         frame = self._background.copy()
         for cell in self._layout.cells:
@@ -105,10 +119,20 @@ class Renderer:
         top = y0 + int(zh * 0.14)
         # Body with a horizontal shading profile so it reads as a round cylinder.
         profile = 0.72 + 0.28 * np.cos(np.linspace(-1.2, 1.2, bw))
-        body = (np.array(CYLINDER_BGR, np.float32)[None, None, :] * profile[None, :, None]).astype(np.uint8)
+        body = (np.array(CYLINDER_BGR, np.float32)[None, None, :] * profile[None, :, None]).astype(
+            np.uint8
+        )
         frame[top:base, bx0 : bx0 + bw] = np.repeat(body, base - top, axis=0)
-        cv2.ellipse(frame, (bx0 + bw // 2, top), (bw // 2, max(bw // 5, 6)), 0, 180, 360, CYLINDER_BGR, -1)
-        cv2.rectangle(frame, (bx0 + bw // 2 - 8, top - bw // 5 - 18), (bx0 + bw // 2 + 8, top - bw // 5 + 2), (40, 40, 40), -1)
+        cv2.ellipse(
+            frame, (bx0 + bw // 2, top), (bw // 2, max(bw // 5, 6)), 0, 180, 360, CYLINDER_BGR, -1
+        )
+        cv2.rectangle(
+            frame,
+            (bx0 + bw // 2 - 8, top - bw // 5 - 18),
+            (bx0 + bw // 2 + 8, top - bw // 5 + 2),
+            (40, 40, 40),
+            -1,
+        )
         lh = label.shape[0]
         ly = min(top + (base - top - lh) // 3, base - lh)
         lx = bx0 + (bw - lw) // 2
@@ -122,10 +146,20 @@ class Renderer:
         coverall = (215, 218, 222)
         head_r = max(int(min(w, h) * 0.12), 6)
         cv2.circle(frame, (cx, y0 + head_r + 4), head_r, (120, 160, 205), -1)
-        cv2.circle(frame, (cx, y0 + head_r + 2), head_r, (40, 110, 230), -1, lineType=cv2.LINE_8)  # safety helmet
+        cv2.circle(
+            frame, (cx, y0 + head_r + 2), head_r, (40, 110, 230), -1, lineType=cv2.LINE_8
+        )  # safety helmet
         torso_top = y0 + 2 * head_r + 8
         torso_bottom = y0 + int(h * 0.62)
-        cv2.rectangle(frame, (cx - int(w * 0.28), torso_top), (cx + int(w * 0.28), torso_bottom), coverall, -1)
-        cv2.line(frame, (cx + int(w * 0.25), torso_top + 10), (x1 + 4, torso_top + int(h * 0.2)), coverall, max(w // 10, 4))
+        cv2.rectangle(
+            frame, (cx - int(w * 0.28), torso_top), (cx + int(w * 0.28), torso_bottom), coverall, -1
+        )
+        cv2.line(
+            frame,
+            (cx + int(w * 0.25), torso_top + 10),
+            (x1 + 4, torso_top + int(h * 0.2)),
+            coverall,
+            max(w // 10, 4),
+        )
         cv2.rectangle(frame, (cx - int(w * 0.25), torso_bottom), (cx - 4, y1 - 4), coverall, -1)
         cv2.rectangle(frame, (cx + 4, torso_bottom), (cx + int(w * 0.25), y1 - 4), coverall, -1)

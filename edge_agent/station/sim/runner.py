@@ -11,8 +11,8 @@ from edge_agent.station.events import EventFactory, EventSink
 from edge_agent.station.registry import CylinderRegistry
 from edge_agent.station.report import ShiftReport, build_report
 from edge_agent.station.rules import FillInterlock, StationRules
-from edge_agent.station.sim.scenario import Scenario, SimLayout
 from edge_agent.station.scale import ScaleSet
+from edge_agent.station.sim.scenario import Scenario, SimLayout
 from edge_agent.station.sim.station import SimScaleBank, SimStation
 from edge_agent.station.vision import ZoneAnalyzer
 
@@ -53,7 +53,10 @@ def run_scenario(
     interlock: FillInterlock = scales if scales is not None else station.scales
     events = EventFactory(device_id, sink, wall_clock=lambda t: start + timedelta(seconds=t))
     rules = StationRules(config, registry, events, interlock)
-    analyzers = [ZoneAnalyzer(cam.id, config.zones, config.vision, (cam.width, cam.height)) for cam in config.cameras]
+    analyzers = [
+        ZoneAnalyzer(cam.id, config.zones, config.vision, (cam.width, cam.height))
+        for cam in config.cameras
+    ]
     for analyzer in analyzers:
         analyzer.set_background(station.empty_frame(analyzer.camera_id))
     steps = int(round(scenario.duration_s / scenario.tick_s))
@@ -65,10 +68,14 @@ def run_scenario(
         for scan in scans:
             rules.on_scan(scan)
         for scale in config.scales:
-            reading = scales.read(scale.id, t) if scales is not None else station.scales.read(scale.id, t)
+            reading = (
+                scales.read(scale.id, t) if scales is not None else station.scales.read(scale.id, t)
+            )
             rules.on_reading(reading)
         for analyzer in analyzers:
             for obs in analyzer.process(station.render(analyzer.camera_id), t):
                 rules.on_observation(obs)
-    report = build_report(config.station_id, rules.counters, start, start + timedelta(seconds=scenario.duration_s))
+    report = build_report(
+        config.station_id, rules.counters, start, start + timedelta(seconds=scenario.duration_s)
+    )
     return ScenarioResult(report, rules, station)

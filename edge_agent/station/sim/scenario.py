@@ -107,7 +107,9 @@ class SimLayout:
         return next(c for c in self.cells if c.scale_id == scale_id)
 
 
-def make_layout(cameras: int = 1, zones_per_camera: int = 4, width: int = 1280, height: int = 720) -> SimLayout:
+def make_layout(
+    cameras: int = 1, zones_per_camera: int = 4, width: int = 1280, height: int = 720
+) -> SimLayout:
     """A grid layout: up to 4 cells per row; each cell is an operator area left of a scale."""
     if not 1 <= zones_per_camera <= 16:
         raise ValueError(f"zones_per_camera must be 1..16, got {zones_per_camera}")
@@ -132,13 +134,24 @@ def _rect(box: tuple[int, int, int, int]) -> list[tuple[int, int]]:
     return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
 
 
-def station_config(layout: SimLayout, station_id: str = "ST-JN-001", **overrides: object) -> StationConfig:
+def station_config(
+    layout: SimLayout, station_id: str = "ST-JN-001", **overrides: object
+) -> StationConfig:
     """A StationConfig whose zones are the layout's cells, with sim scales and scanners."""
     data: dict[str, object] = {
         "station_id": station_id,
-        "cameras": [StationCameraConfig(id=c, source="sim", width=layout.width, height=layout.height) for c in layout.camera_ids],
+        "cameras": [
+            StationCameraConfig(id=c, source="sim", width=layout.width, height=layout.height)
+            for c in layout.camera_ids
+        ],
         "zones": [
-            ZoneConfig(id=f"Z-{cell.scale_id}", camera_id=cell.camera_id, scale_id=cell.scale_id, polygon=_rect(cell.zone), operator_polygon=_rect(cell.operator))
+            ZoneConfig(
+                id=f"Z-{cell.scale_id}",
+                camera_id=cell.camera_id,
+                scale_id=cell.scale_id,
+                polygon=_rect(cell.zone),
+                operator_polygon=_rect(cell.operator),
+            )
             for cell in layout.cells
         ],
         "scales": [ScaleConfig(id=cell.scale_id, driver=SimScaleDriver()) for cell in layout.cells],

@@ -105,6 +105,25 @@ class SimScaleBank:
             return int(round(s.gross_kg * 1000)), s.valve_requested and (s.fill_enable or s.bypass)
 
 
+class SimScale:
+    """One simulated scale behind the `Scale` boundary protocol."""
+
+    def __init__(self, bank: SimScaleBank, scale_id: str) -> None:
+        self.scale_id = scale_id
+        self._bank = bank
+
+    def read(self, at: float) -> ScaleReading:
+        """Current telemetry."""
+        return self._bank.read(self.scale_id, at)
+
+    def set_fill_enable(self, enabled: bool) -> None:
+        """Write the fill-enable."""
+        self._bank.set_fill_enable(self.scale_id, enabled)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 class SimStation:
     """Plays a scenario: applies due actions, steps the scales, renders each camera."""
 
@@ -126,9 +145,14 @@ class SimStation:
         self._pending = sorted(scenario.actions, key=lambda a: a.at)
         self._blur = blur_sigma
         self._t = 0.0
+        self._lock = threading.Lock()  # the driver advances while camera workers render
 
     def advance(self, t: float) -> tuple[list[CodeScan], list[FillerLogin]]:
         """Move to scenario time `t`; return the scans and logins that happened."""
+        with self._lock:
+            return self._advance(t)
+
+    def _advance(self, t: float) -> tuple[list[CodeScan], list[FillerLogin]]:
         scans: list[CodeScan] = []
         logins: list[FillerLogin] = []
         self.scales.step(max(t - self._t, 0.0))
@@ -144,16 +168,23 @@ class SimStation:
             elif isinstance(action, Scan):
                 scans.append(CodeScan(t, action.scale_id, action.code))
             elif isinstance(action, Login):
-                logins.append(FillerLogin(t, action.scale_id, action.operator_id, LoginMethod.LOGIN))
+                logins.append(
+                    FillerLogin(t, action.scale_id, action.operator_id, LoginMethod.LOGIN)
+                )
             elif isinstance(action, Person):
                 self._cells[action.scale_id].person = action.present
             elif isinstance(action, OpenValve):
                 self.scales.open_valve(action)
         return scans, logins
 
+    def sim_scales(self) -> dict[str, SimScale]:
+        """The scales as boundary objects (for ScaleSet.from_config)."""
+        return {c.scale_id: SimScale(self.scales, c.scale_id) for c in self.layout.cells}
+
     def render(self, camera_id: str) -> np.ndarray:
         """The camera's frame at the current time."""
-        return self.renderer.render(camera_id, self._cells, self._blur)
+        with self._lock:
+            return self.renderer.render(camera_id, self._cells, self._blur)
 
     def empty_frame(self, camera_id: str) -> np.ndarray:
         """The camera's frame of the empty station (calibration background)."""

@@ -15,7 +15,17 @@ from edge_agent.station.scale import ModbusScale, ScaleError, ScaleSet
 from edge_agent.station.sim import registry as reg
 from edge_agent.station.sim.modbus_server import SimModbusScaleServer
 from edge_agent.station.sim.runner import run_scenario
-from edge_agent.station.sim.scenario import Login, OpenValve, Person, Place, Remove, Scan, Scenario, make_layout, station_config
+from edge_agent.station.sim.scenario import (
+    Login,
+    OpenValve,
+    Person,
+    Place,
+    Remove,
+    Scan,
+    Scenario,
+    make_layout,
+    station_config,
+)
 from edge_agent.station.sim.station import SimScaleBank
 
 LAYOUT = make_layout(cameras=1, zones_per_camera=2)
@@ -36,11 +46,15 @@ def server(bank: SimScaleBank) -> Iterator[SimModbusScaleServer]:
 
 
 def modbus_config(port: int, **overrides):
-    scales = [ScaleConfig(id=s, driver=ModbusScaleDriver(port=port, unit_id=u)) for u, s in UNITS.items()]
+    scales = [
+        ScaleConfig(id=s, driver=ModbusScaleDriver(port=port, unit_id=u)) for u, s in UNITS.items()
+    ]
     return station_config(LAYOUT, reg.STATION_ID, scales=scales, scanners=[], **overrides)
 
 
-def test_fill_enable_written_only_for_accepted_cylinder(server: SimModbusScaleServer, bank: SimScaleBank) -> None:
+def test_fill_enable_written_only_for_accepted_cylinder(
+    server: SimModbusScaleServer, bank: SimScaleBank
+) -> None:
     config = modbus_config(server.port)
     scales = ScaleSet.from_config(config.scales)
     sink = MemorySink()
@@ -62,24 +76,47 @@ def test_fill_enable_written_only_for_accepted_cylinder(server: SimModbusScaleSe
         assert server.writes[-1].scale_id == S1 and server.writes[-1].unit_id == 1
         assert all(not w.value for w in server.writes if w.scale_id == S2)
         assert bank.fill_enable(S1) and not bank.fill_enable(S2)
-        assert [v.reason for v in sink.violations()] == [ReasonCode.FOREIGN_CYLINDER, ReasonCode.UNREGISTERED_CYLINDER]
+        assert [v.reason for v in sink.violations()] == [
+            ReasonCode.FOREIGN_CYLINDER,
+            ReasonCode.UNREGISTERED_CYLINDER,
+        ]
         # Mass over Modbus: 15 kg tare as 15000 g in two registers.
         assert scales.read(S1, 3.0).gross_kg == pytest.approx(15.0)
     finally:
         scales.close()
 
 
-def test_scenario_fills_only_through_modbus_enable(server: SimModbusScaleServer, bank: SimScaleBank) -> None:
+def test_scenario_fills_only_through_modbus_enable(
+    server: SimModbusScaleServer, bank: SimScaleBank
+) -> None:
     """The whole scenario with the interlock on Modbus: gas flows only after the agent's coil write."""
     config = modbus_config(server.port)
     scales = ScaleSet.from_config(config.scales)
     actions = (
-        Person(0, S1, True), Login(0, S1, reg.FILLER), Place(1, S1, reg.GOOD[0]), Scan(2, S1, reg.GOOD[0]), OpenValve(3, S1, 14.0), Remove(26, S1),
-        Person(0, S2, True), Login(0, S2, reg.FILLER), Place(1, S2, reg.FOREIGN), Scan(2, S2, reg.FOREIGN), OpenValve(3, S2, 14.0), Remove(26, S2),
+        Person(0, S1, True),
+        Login(0, S1, reg.FILLER),
+        Place(1, S1, reg.GOOD[0]),
+        Scan(2, S1, reg.GOOD[0]),
+        OpenValve(3, S1, 14.0),
+        Remove(26, S1),
+        Person(0, S2, True),
+        Login(0, S2, reg.FILLER),
+        Place(1, S2, reg.FOREIGN),
+        Scan(2, S2, reg.FOREIGN),
+        OpenValve(3, S2, 14.0),
+        Remove(26, S2),
     )
     sink = MemorySink()
     try:
-        result = run_scenario(config, LAYOUT, Scenario("modbus", 30, actions), reg.sim_registry(), sink, scales=scales, bank=bank)
+        result = run_scenario(
+            config,
+            LAYOUT,
+            Scenario("modbus", 30, actions),
+            reg.sim_registry(),
+            sink,
+            scales=scales,
+            bank=bank,
+        )
     finally:
         scales.close()
     assert [v.reason for v in sink.violations()] == [ReasonCode.FOREIGN_CYLINDER]

@@ -26,7 +26,15 @@ LAYOUT = make_layout(cameras=1, zones_per_camera=4)
 S1, S2, S3, S4 = (c.scale_id for c in LAYOUT.cells)
 
 
-def normal_fill(t: float, scale: str, code: str, *, label: str | None = None, filler: str = reg.FILLER, net: float = 14.0) -> list[Action]:
+def normal_fill(
+    t: float,
+    scale: str,
+    code: str,
+    *,
+    label: str | None = None,
+    filler: str = reg.FILLER,
+    net: float = 14.0,
+) -> list[Action]:
     """A filler steps up, logs in, places, scans, fills, waits and removes the cylinder."""
     return [
         Person(t, scale, True),
@@ -39,10 +47,14 @@ def normal_fill(t: float, scale: str, code: str, *, label: str | None = None, fi
     ]
 
 
-def run(actions: list[Action], duration: float = 40.0, **overrides: object) -> tuple[ScenarioResult, MemorySink]:
+def run(
+    actions: list[Action], duration: float = 40.0, **overrides: object
+) -> tuple[ScenarioResult, MemorySink]:
     sink = MemorySink()
     config = station_config(LAYOUT, reg.STATION_ID, **overrides)
-    result = run_scenario(config, LAYOUT, Scenario("t", duration, tuple(actions)), reg.sim_registry(), sink)
+    result = run_scenario(
+        config, LAYOUT, Scenario("t", duration, tuple(actions)), reg.sim_registry(), sink
+    )
     return result, sink
 
 
@@ -65,7 +77,9 @@ def test_clean_shift_produces_fills_and_no_violation() -> None:
     result, sink = run(actions, duration=65.0)
     assert reasons(sink) == []
     fills = sink.fills()
-    assert sorted(f.payload.cylinder_code for f in fills) == sorted([reg.GOOD[0], reg.GOOD[1], reg.ENTRUSTED, reg.GOOD[2], reg.GOOD[3]])
+    assert sorted(f.payload.cylinder_code for f in fills) == sorted(
+        [reg.GOOD[0], reg.GOOD[1], reg.ENTRUSTED, reg.GOOD[2], reg.GOOD[3]]
+    )
     assert all(f.reason == ReasonCode.FILL_OK for f in fills)
     for fill in fills:
         assert fill.payload.camera_code == fill.payload.scanned_code  # the camera read the label
@@ -120,7 +134,12 @@ def test_no_login_is_uncertified() -> None:
 
 
 def test_unscanned_fill_through_bypass() -> None:
-    actions = [Person(0, S1, True), Place(1, S1, reg.GOOD[0]), OpenValve(3, S1, 14.0, bypass=True), Remove(26, S1)]
+    actions = [
+        Person(0, S1, True),
+        Place(1, S1, reg.GOOD[0]),
+        OpenValve(3, S1, 14.0, bypass=True),
+        Remove(26, S1),
+    ]
     _, sink = run(actions)
     assert reasons(sink) == [ReasonCode.UNSCANNED_FILL]
     violation = sink.violations()[0]
@@ -167,7 +186,11 @@ def test_overfill() -> None:
 
 
 def test_filler_absent_during_fill() -> None:
-    actions = [a for a in normal_fill(0, S1, reg.GOOD[0], net=14.0) if not (isinstance(a, Person) and not a.present)]
+    actions = [
+        a
+        for a in normal_fill(0, S1, reg.GOOD[0], net=14.0)
+        if not (isinstance(a, Person) and not a.present)
+    ]
     actions.append(Person(4, S1, False))
     _, sink = run(actions, rules={"filler_absent_s": 5.0})
     assert reasons(sink) == [ReasonCode.FILLER_ABSENT]
