@@ -17,7 +17,7 @@ from _common import write_result
 
 from edge_agent.station.config import VisionConfig
 from edge_agent.station.sim.render import CellState, Renderer, qr_modules
-from edge_agent.station.sim.scenario import make_layout, station_config
+from edge_agent.station.sim.scenario import SimLayout, make_layout, station_config
 from edge_agent.station.vision import ZoneAnalyzer
 
 WIDTH, HEIGHT = 1280, 720
@@ -28,7 +28,7 @@ BLUR_SIGMA = (0.0, 1.5)
 
 
 def _busy_frames(
-    renderer: Renderer, layout, camera_id: str, count: int, seed: int
+    renderer: Renderer, layout: SimLayout, camera_id: str, count: int, seed: int
 ) -> list[np.ndarray]:
     """Frames with every zone occupied and people coming and going (the worst case: QR every n frames)."""
     rng = np.random.default_rng(seed)
