@@ -201,3 +201,21 @@ def test_filler_absent_during_fill() -> None:
 def test_disabled_rule_does_not_fire() -> None:
     _, sink = run(normal_fill(0, S1, reg.GOOD[0], net=16.0), rules={"disabled": ["OVERFILL"]})
     assert reasons(sink) == []
+
+
+def test_demo_shift_writes_events_and_report(tmp_path) -> None:
+    import json
+
+    from contract.messages import StationViolationEvent
+    from edge_agent.station.sim.demo import main
+
+    assert main(["--out", str(tmp_path)]) == 0
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    violations = sorted(e["reason"] for e in events if e["kind"] == "station.violation")
+    assert violations == ["FOREIGN_CYLINDER", "OVERFILL", "SWAPPED_CODE", "UNSCANNED_FILL"]
+    StationViolationEvent.model_validate_json(
+        next(line for line in lines if "station.violation" in line)
+    )
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["scans_rejected"] == 1 and report["violations"]["OVERFILL"] == 1
