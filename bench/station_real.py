@@ -116,6 +116,36 @@ def _rates(c: dict[str, int]) -> dict[str, float]:
     }
 
 
+def person_figures(thresholds: tuple[float, ...] = (0.5, 0.6, 0.7)) -> dict[str, object]:
+    """Pose detector: share of people photos with a detection, and plant frames with any detection.
+
+    The plant frames have no person labels: a detection there is counted, and was checked by eye
+    (see the report); the people photos are in-the-wild portraits (faces/deepface_celebs_dev).
+    """
+    from edge_agent.station.person import PoseDetector, build_pose_detection_onnx
+
+    model = build_pose_detection_onnx(REPO / ".cache" / "model_packs" / "station")
+    detector = PoseDetector(model, min(thresholds), 0.3)
+    people = sorted((REPO.parent / "shared" / "data" / "faces" / "deepface_celebs_dev").glob("*/*"))
+    plant = sorted(SCENES.glob("*/*.jpg"))
+
+    def best(path: Path) -> float:
+        image = cv2.imread(str(path))
+        if image is None:
+            raise SystemExit(f"{path}: unreadable image")
+        return max((p.score for p in detector.detect(image)), default=0.0)
+
+    people_scores = [best(p) for p in people]
+    plant_scores = [best(p) for p in plant]
+    return {
+        str(t): {
+            "people_photos_detected": f"{sum(s >= t for s in people_scores)}/{len(people_scores)}",
+            "plant_frames_with_detection": f"{sum(s >= t for s in plant_scores)}/{len(plant_scores)}",
+        }
+        for t in thresholds
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--zones", type=int, default=4, help="zone strips per view")
@@ -126,8 +156,16 @@ def main() -> None:
     results = evaluate(args.zones, VisionConfig(qr_every_n_frames=100))
     for view, r in results.items():
         print(view, r)
+    person = person_figures()
+    print("pose detector", person)
     write_result(
-        "station_real", {"zones_per_view": args.zones, "gt_cover": GT_COVER, "presence": results}
+        "station_real",
+        {
+            "zones_per_view": args.zones,
+            "gt_cover": GT_COVER,
+            "presence": results,
+            "person_pose_detector": person,
+        },
     )
 
 

@@ -136,6 +136,25 @@ class VisionConfig(_Section):
         le=100,
         description="a present zone is searched for a QR code every n frames",
     )
+    person_method: Literal["occupancy", "pose"] = Field(
+        default="occupancy",
+        description="occupancy: background change in the operator area; pose: mediapipe pose_detection on the operator area",
+    )
+    person_model: Path | None = Field(
+        default=None, description="pose_detection.onnx (needed when person_method is pose)"
+    )
+    person_score_threshold: float = Field(
+        default=0.5, ge=0.05, le=0.99, description="pose detector score (mediapipe's default 0.5)"
+    )
+    person_nms_iou: float = Field(
+        default=0.3, ge=0.05, le=0.95, description="pose detector NMS overlap (mediapipe's 0.3)"
+    )
+    person_every_n_frames: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="the pose detector runs on each operator area every n frames",
+    )
     qr_backend: Literal["auto", "zxing", "opencv"] = Field(
         default="auto", description="QR decoder: zxing-cpp, OpenCV, or zxing-cpp when installed"
     )
@@ -229,6 +248,8 @@ class StationConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> StationConfig:
+        if self.vision.person_method == "pose" and self.vision.person_model is None:
+            raise ValueError("vision.person_model is required when vision.person_method is pose")
         cameras = {c.id for c in self.cameras}
         scales = [s.id for s in self.scales]
         if len(set(scales)) != len(scales):

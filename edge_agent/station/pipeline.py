@@ -29,7 +29,7 @@ from edge_agent.station.report import ShiftReport, build_report
 from edge_agent.station.rules import StationRules
 from edge_agent.station.scale import ScaleError, ScaleSet
 from edge_agent.station.scanner import Scanner, ScannerError
-from edge_agent.station.vision import ZoneAnalyzer
+from edge_agent.station.vision import PersonDetector, ZoneAnalyzer
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class StationPipeline:
         device_id: str,
         clock: Clock = time.time,
         wall_clock: Callable[[float], datetime] | None = None,
+        person_detector: PersonDetector | None = None,
     ) -> None:
         self._config = config
         self._inputs = inputs
@@ -80,7 +81,9 @@ class StationPipeline:
         self._events = EventFactory(device_id, sink, wall_clock)
         self.rules = StationRules(config, registry, self._events, inputs.scales)
         self.analyzers = {
-            cam.id: ZoneAnalyzer(cam.id, config.zones, config.vision, (cam.width, cam.height))
+            cam.id: ZoneAnalyzer(
+                cam.id, config.zones, config.vision, (cam.width, cam.height), person_detector
+            )
             for cam in config.cameras
             if cam.id in inputs.cameras
         }

@@ -9,8 +9,9 @@ with 8 zones each inside a 2-core budget.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -19,6 +20,23 @@ from edge_agent.station.config import VisionConfig, ZoneConfig
 from edge_agent.station.domain import ZoneObservation
 
 logger = logging.getLogger(__name__)
+
+
+class PersonDetector(Protocol):
+    """Finds people in an image (edge_agent.station.person.PoseDetector)."""
+
+    def detect(self, image_bgr: np.ndarray) -> Sequence[PersonBox]:
+        """People in a BGR image."""
+        ...
+
+
+class PersonBox(Protocol):
+    """One detected person: box x0, y0, x1, y1 in the image's pixels."""
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """The box."""
+        ...
 
 
 class QrReader:
@@ -79,6 +97,8 @@ class _ZoneGeometry:
     op_mask: np.ndarray
     op_area: int
     full_box: tuple[int, int, int, int]  # zone bounding box in the full frame
+    op_full_box: tuple[int, int, int, int]
+    op_polygon: np.ndarray  # float32 (N, 2) in the full frame
 
 
 def _geometry(
@@ -104,7 +124,12 @@ class ZoneAnalyzer:
         zones: list[ZoneConfig],
         vision: VisionConfig,
         frame_size: tuple[int, int],
+        person_detector: PersonDetector | None = None,
     ) -> None:
+        if vision.person_method == "pose" and person_detector is None:
+            raise ValueError(f"camera {camera_id}: person_method pose needs a person detector")
+        self._person_detector = person_detector if vision.person_method == "pose" else None
+        self._people: dict[str, bool] = {}
         self.camera_id = camera_id
         self._vision = vision
         self._zones = [z for z in zones if z.camera_id == camera_id]
@@ -118,7 +143,22 @@ class ZoneAnalyzer:
             box, mask, area = _geometry(zone.polygon, s, shape)
             op_box, op_mask, op_area = _geometry(zone.operator_polygon, s, shape)
             full_box, _, _ = _geometry(zone.polygon, 1.0, self._full)
-            geoms.append(_ZoneGeometry(zone, box, mask, area, op_box, op_mask, op_area, full_box))
+            op_full_box, _, _ = _geometry(zone.operator_polygon, 1.0, self._full)
+            op_polygon = np.array(zone.operator_polygon, np.float32)
+            geoms.append(
+                _ZoneGeometry(
+                    zone,
+                    box,
+                    mask,
+                    area,
+                    op_box,
+                    op_mask,
+                    op_area,
+                    full_box,
+                    op_full_box,
+                    op_polygon,
+                )
+            )
         self._geoms = geoms
         self._background: np.ndarray | None = None
         self._frame_no = 0
@@ -155,7 +195,11 @@ class ZoneAnalyzer:
             frac = _fraction(changed, g.box, g.mask, g.area)
             op_frac = _fraction(changed, g.op_box, g.op_mask, g.op_area)
             present = frac >= self._vision.presence_min_fraction
-            person = op_frac >= self._vision.person_min_fraction
+            person = (
+                self._person_at(frame, g, index)
+                if self._person_detector
+                else op_frac >= self._vision.person_min_fraction
+            )
             codes: tuple[str, ...] = ()
             # Stagger the QR searches so the zones of one camera do not all decode in one frame.
             if present and (self._frame_no + index) % self._vision.qr_every_n_frames == 0:
@@ -183,6 +227,27 @@ class ZoneAnalyzer:
                 grey, self._background, self._vision.background_alpha, mask=learn
             )
         return observations
+
+    def _person_at(self, frame: np.ndarray, g: _ZoneGeometry, index: int) -> bool:
+        """Pose detector on the operator area, every n frames; the last answer is held between."""
+        detector = self._person_detector
+        zone_id = g.zone.id
+        if detector is not None and (
+            zone_id not in self._people
+            or (self._frame_no + index) % self._vision.person_every_n_frames == 0
+        ):
+            x0, y0, x1, y1 = g.op_full_box
+            people = detector.detect(frame[y0:y1, x0:x1])
+            self._people[zone_id] = any(
+                cv2.pointPolygonTest(
+                    g.op_polygon,
+                    ((p.box[0] + p.box[2]) / 2 + x0, (p.box[1] + p.box[3]) / 2 + y0),
+                    False,
+                )
+                >= 0
+                for p in people
+            )
+        return self._people.get(zone_id, False)
 
 
 def _fraction(
