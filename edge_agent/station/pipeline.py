@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from typing import IO
 
-from edge_agent.station.camera import CameraError, FrameSource
+from edge_agent.station.camera import CameraError, FrameSource, OpenCVCamera
 from edge_agent.station.config import StationConfig
 from edge_agent.station.domain import CodeScan, FillerLogin, ScaleReading, ZoneObservation
 from edge_agent.station.events import EventFactory, EventSink
@@ -28,7 +29,13 @@ from edge_agent.station.registry import CylinderRegistry
 from edge_agent.station.report import ShiftReport, build_report
 from edge_agent.station.rules import StationRules
 from edge_agent.station.scale import ScaleError, ScaleSet
-from edge_agent.station.scanner import Scanner, ScannerError
+from edge_agent.station.scanner import (
+    Scanner,
+    ScannerError,
+    SerialScanner,
+    TcpScanner,
+    WedgeScanner,
+)
 from edge_agent.station.vision import PersonDetector, ZoneAnalyzer
 
 logger = logging.getLogger(__name__)
@@ -237,3 +244,38 @@ class StationPipeline:
 def utc_wall_clock(at: float) -> datetime:
     """Agent time (Unix seconds) as an aware datetime."""
     return datetime.fromtimestamp(at, UTC)
+
+
+def build_inputs(config: StationConfig, wedge_stream: IO[str] | None = None) -> StationInputs:
+    """Open the real boundaries the config names (cameras, scales, scanners).
+
+    A wedge scanner reads `wedge_stream` (the agent's stdin or a tty); `sim` kinds are refused
+    here because the simulator builds its own twins.
+    """
+    scanners: dict[str, Scanner] = {}
+    cameras: dict[str, FrameSource] = {}
+    try:
+        for sc in config.scanners:
+            if sc.kind == "tcp":
+                scanners[sc.scale_id] = TcpScanner(sc)
+            elif sc.kind == "serial":
+                scanners[sc.scale_id] = SerialScanner(sc)
+            elif sc.kind == "wedge":
+                if wedge_stream is None:
+                    raise ScannerError(
+                        f"scanner of {sc.scale_id}: wedge scanner needs an input stream"
+                    )
+                scanners[sc.scale_id] = WedgeScanner(sc, wedge_stream)
+            else:
+                raise ScannerError(f"scanner of {sc.scale_id}: kind 'sim' needs the simulator")
+        for cam in config.cameras:
+            cameras[cam.id] = OpenCVCamera(cam)
+        scales = ScaleSet.from_config(config.scales)
+    except (ScannerError, CameraError, ScaleError):
+        # Nothing half-open: release what was opened before the failure.
+        for scanner in scanners.values():
+            scanner.close()
+        for camera in cameras.values():
+            camera.close()
+        raise
+    return StationInputs(cameras=cameras, scales=scales, scanners=scanners)

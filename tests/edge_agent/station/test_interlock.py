@@ -137,3 +137,55 @@ def test_unreachable_scale_fails_closed() -> None:
     assert not rules.fill_enabled(S1)
     with pytest.raises(ScaleError, match=S1):
         ModbusScale(S1, ModbusScaleDriver(port=1, unit_id=1)).read(0.0)
+
+
+def test_scale_fault_drops_fill_enable(bank: SimScaleBank) -> None:
+    from edge_agent.station.sim.station import SimScale
+
+    layout_config = station_config(LAYOUT, reg.STATION_ID)
+    scales = ScaleSet({s: SimScale(bank, s) for s in (S1, S2)})
+    rules = StationRules(
+        layout_config, reg.sim_registry(), EventFactory("ST", MemorySink()), scales
+    )
+    rules.on_login(FillerLogin(0.0, S1, reg.FILLER, LoginMethod.LOGIN))
+    bank.place(S1, 15.0)
+    rules.on_reading(scales.read(S1, 0.5))
+    assert rules.on_scan(CodeScan(1.0, S1, reg.GOOD[0]))
+    assert bank.fill_enable(S1)
+    rules.on_scale_fault(S1, "timeout")
+    assert not bank.fill_enable(S1) and not rules.fill_enabled(S1)
+    # The scan no longer counts: a fill after the fault is unscanned.
+    bank.open_valve(OpenValve(2.0, S1, 10.0, bypass=True))
+    bank.step(2.0)
+    rules.on_reading(scales.read(S1, 3.0))
+    assert rules.phase(S1).value == "filling"
+
+
+def test_build_inputs_opens_real_boundaries_and_closes_on_failure(
+    server: SimModbusScaleServer,
+) -> None:
+    import io
+
+    from edge_agent.station.config import ScannerConfig
+    from edge_agent.station.pipeline import build_inputs
+    from edge_agent.station.scanner import ScannerError, TcpScanner, WedgeScanner
+
+    base = modbus_config(server.port)
+    config = base.model_copy(
+        update={
+            "cameras": [],
+            "zones": [],
+            "scanners": [
+                ScannerConfig(scale_id=S1, kind="tcp", address="127.0.0.1:9"),
+                ScannerConfig(scale_id=S2, kind="wedge"),
+            ],
+        }
+    )
+    inputs = build_inputs(config, wedge_stream=io.StringIO(""))
+    assert isinstance(inputs.scanners[S1], TcpScanner) and isinstance(
+        inputs.scanners[S2], WedgeScanner
+    )
+    assert inputs.scales.read(S1, 0.0).gross_kg == 0.0
+    inputs.scales.close()
+    with pytest.raises(ScannerError, match="needs an input stream"):
+        build_inputs(config)
