@@ -164,7 +164,9 @@ class StationRules:
         observed: float | None = None,
         limit: float | None = None,
         detail: str = "",
+        fill: _Fill | None = None,
     ) -> None:
+        """Emit a violation and record it against `fill` (default: the scale's current fill)."""
         if not self._on(reason):
             return
         zone = next((z.id for z in self._config.zones if z.scale_id == scale_id), None)
@@ -183,9 +185,9 @@ class StationRules:
             ),
         )
         self.counters.violations[reason.value] += 1
-        state = self._scales[scale_id]
-        if state.fill is not None:
-            state.fill.fired.append(reason)
+        target = fill or self._scales[scale_id].fill
+        if target is not None:
+            target.fired.append(reason)
         logger.warning("scale %s: %s %s", scale_id, reason.value, detail)
 
     # --- inputs ----------------------------------------------------------------------------
@@ -476,8 +478,6 @@ class StationRules:
         accepted = fill.accepted
         rated = accepted.rated_fill_kg if accepted else None
         if rated is not None and net > rated + self._rules.overfill_tolerance_kg:
-            fill.fired.append(ReasonCode.OVERFILL)
-            state.fill = fill  # so _violate records against this fill
             self._violate(
                 at,
                 scale_id,
@@ -487,8 +487,8 @@ class StationRules:
                 observed=round(net, 3),
                 limit=round(rated + self._rules.overfill_tolerance_kg, 3),
                 detail=f"net {net:.2f} kg, rated {rated:.2f} kg",
+                fill=fill,
             )
-            state.fill = None
         c = self.counters
         c.fills_scale += 1
         c.fills_by_scale[scale_id] += 1

@@ -36,9 +36,7 @@ def _cylinder(code: str, owner: str = STATION_ID, **kw: object) -> CylinderRecor
         "status": CylinderStatus.IN_SERVICE,
         "manufactured_on": date(2022, 3, 1),
         "design_life_years": 8,
-        "next_inspection_due": date(2026, 3, 1 if code == OVERDUE else 1).replace(
-            year=2026 if code == OVERDUE else 2027
-        ),
+        "next_inspection_due": date(2027, 3, 1),
     }
     fields.update(kw)
     return CylinderRecord(**fields)  # type: ignore[arg-type]
@@ -51,7 +49,7 @@ def sim_registry(station_id: str = STATION_ID) -> LocalRegistry:
         _cylinder(FOREIGN, "ST-QD-007"),
         _cylinder(ENTRUSTED, "ST-QD-007", entrusted_station_ids=(station_id,)),
         _cylinder(SCRAPPED, station_id, status=CylinderStatus.SCRAPPED),
-        _cylinder(OVERDUE, station_id),
+        _cylinder(OVERDUE, station_id, next_inspection_due=date(2026, 3, 1)),
         _cylinder(TOO_OLD, station_id, manufactured_on=date(2016, 5, 1)),
     ]
     fillers = [

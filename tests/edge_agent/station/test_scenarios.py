@@ -201,6 +201,7 @@ def test_filler_absent_during_fill() -> None:
 def test_disabled_rule_does_not_fire() -> None:
     _, sink = run(normal_fill(0, S1, reg.GOOD[0], net=16.0), rules={"disabled": ["OVERFILL"]})
     assert reasons(sink) == []
+    assert [f.reason for f in sink.fills()] == [ReasonCode.FILL_OK]
 
 
 def test_demo_shift_writes_events_and_report(tmp_path) -> None:
