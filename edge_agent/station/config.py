@@ -181,6 +181,12 @@ class RuleConfig(_Section):
         max_length=16,
         description="certificate category a filler must hold",
     )
+    registry_max_age_h: float = Field(
+        default=72.0,
+        ge=1.0,
+        le=24 * 30.0,
+        description="older registry data refuses every scan (fail closed)",
+    )
     scan_valid_s: float = Field(
         default=120.0,
         ge=5.0,

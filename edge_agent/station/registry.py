@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,6 +38,10 @@ class CylinderRegistry(Protocol):
         """The filler's certificate, or None."""
         ...
 
+    def synced_at(self) -> datetime | None:
+        """When the data was last taken from the server; None if never."""
+        ...
+
 
 class LocalRegistry:
     """In-memory registry, loadable from and savable to a JSON cache file."""
@@ -47,7 +51,9 @@ class LocalRegistry:
         cylinders: Iterable[CylinderRecord] = (),
         types: Iterable[CylinderType] = (),
         fillers: Iterable[FillerCertificate] = (),
+        synced_at: datetime | None = None,
     ) -> None:
+        self._synced_at = synced_at
         self._cylinders = {c.code: c for c in cylinders}
         self._types = {t.code: t for t in types}
         self._fillers = {f.operator_id: f for f in fillers}
@@ -64,9 +70,14 @@ class LocalRegistry:
         """The filler's certificate, or None."""
         return self._fillers.get(operator_id)
 
+    def synced_at(self) -> datetime | None:
+        """When the data was last taken from the server; None if never."""
+        return self._synced_at
+
     def save(self, path: Path) -> None:
         """Write the cache atomically (a half-written cache would fail every scan)."""
         data = {
+            "synced_at": self._synced_at.isoformat() if self._synced_at else None,
             "types": [
                 {"code": t.code, "rated_fill_kg": t.rated_fill_kg} for t in self._types.values()
             ],
@@ -147,6 +158,13 @@ class LocalRegistry:
                 )
             except (KeyError, TypeError, ValueError) as err:
                 raise RegistryError(f"{path}: cylinders.{index}: {err!r}") from err
+        try:
+            raw = data.get("synced_at")
+            synced_at = datetime.fromisoformat(raw) if raw else None
+        except (TypeError, ValueError) as err:
+            raise RegistryError(f"{path}: synced_at: {err}") from err
+        if synced_at is not None and synced_at.tzinfo is None:
+            raise RegistryError(f"{path}: synced_at must carry a timezone")
         logger.info(
             "registry cache %s: %d cylinders, %d types, %d fillers",
             path,
@@ -154,4 +172,4 @@ class LocalRegistry:
             len(types),
             len(fillers),
         )
-        return cls(cylinders, types, fillers)
+        return cls(cylinders, types, fillers, synced_at)

@@ -21,6 +21,7 @@ class ShiftReport:
     fills_ok: int
     scans_accepted: int
     scans_rejected: int
+    scans_refused_stale_registry: int
     fills_by_scale: dict[str, int]
     violations: dict[str, int]
 
@@ -46,6 +47,7 @@ class ShiftReport:
             "fills_ok": self.fills_ok,
             "scans_accepted": self.scans_accepted,
             "scans_rejected": self.scans_rejected,
+            "scans_refused_stale_registry": self.scans_refused_stale_registry,
             "fills_by_scale": dict(sorted(self.fills_by_scale.items())),
             "violations": dict(sorted(self.violations.items())),
         }
@@ -64,6 +66,7 @@ def build_report(
         fills_ok=counters.fills_ok,
         scans_accepted=counters.scans_accepted,
         scans_rejected=counters.scans_rejected,
+        scans_refused_stale_registry=counters.scans_refused_stale_registry,
         fills_by_scale=dict(counters.fills_by_scale),
         violations=dict(counters.violations),
     )

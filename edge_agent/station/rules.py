@@ -94,6 +94,7 @@ class ShiftCounters:
 
     scans_accepted: int = 0
     scans_rejected: int = 0
+    scans_refused_stale_registry: int = 0
     fills_scale: int = 0
     fills_camera: int = 0
     fills_ok: int = 0
@@ -208,6 +209,18 @@ class StationRules:
         if state.phase == ScalePhase.FILLING:
             logger.warning("scan %s on scale %s during a fill ignored", scan.code, scan.scale_id)
             return False
+        if self._registry_stale(scan.at):
+            # Fail closed: certificates or cylinder status may have changed since the last sync.
+            # No station reason code fits, so this is counted and logged, not sent as a violation.
+            self.counters.scans_refused_stale_registry += 1
+            state.accepted = None
+            self._write_enable(scan.scale_id, False)
+            logger.error(
+                "scan %s on scale %s refused: registry data stale or never synced",
+                scan.code,
+                scan.scale_id,
+            )
+            return False
         refusal = self._check(scan, state)
         if refusal is not None:
             reason, detail, observed, limit = refusal
@@ -253,6 +266,13 @@ class StationRules:
         self.counters.scans_accepted += 1
         logger.info("scale %s: %s accepted, fill enabled", scan.scale_id, scan.code)
         return True
+
+    def _registry_stale(self, at: float) -> bool:
+        synced = self._registry.synced_at()
+        if synced is None:
+            return True
+        age = self._events.to_datetime(at) - synced
+        return age > timedelta(hours=self._rules.registry_max_age_h)
 
     def _check(
         self, scan: CodeScan, state: _ScaleState

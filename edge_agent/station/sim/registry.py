@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 from edge_agent.station.domain import (
     CylinderRecord,
@@ -42,7 +42,13 @@ def _cylinder(code: str, owner: str = STATION_ID, **kw: object) -> CylinderRecor
     return CylinderRecord(**fields)  # type: ignore[arg-type]
 
 
-def sim_registry(station_id: str = STATION_ID) -> LocalRegistry:
+SYNCED_AT = datetime(2026, 5, 31, 22, 0, tzinfo=UTC)
+"""Two hours before the scenarios' shift start (runner.SHIFT_START)."""
+
+
+def sim_registry(
+    station_id: str = STATION_ID, synced_at: datetime | None = SYNCED_AT
+) -> LocalRegistry:
     """Cylinders and fillers for the scenarios (dates relative to a shift in June 2026)."""
     cylinders = [_cylinder(c, station_id) for c in GOOD]
     cylinders += [
@@ -57,4 +63,4 @@ def sim_registry(station_id: str = STATION_ID) -> LocalRegistry:
         FillerCertificate(FILLER_EXPIRED, "P", date(2025, 12, 31)),
         FillerCertificate(FILLER_WRONG_CATEGORY, "R1", date(2028, 12, 31)),
     ]
-    return LocalRegistry(cylinders, [LPG_15KG], fillers)
+    return LocalRegistry(cylinders, [LPG_15KG], fillers, synced_at)

@@ -59,6 +59,7 @@ def test_registry_cache_round_trip(tmp_path: Path) -> None:
     assert loaded.cylinder(reg.ENTRUSTED) == reg.sim_registry().cylinder(reg.ENTRUSTED)
     assert loaded.cylinder_type(reg.LPG_15KG.code) == reg.LPG_15KG
     assert loaded.filler(reg.FILLER_EXPIRED) == reg.sim_registry().filler(reg.FILLER_EXPIRED)
+    assert loaded.synced_at() == reg.SYNCED_AT
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -69,6 +70,11 @@ def test_registry_cache_bad_row_names_it(tmp_path: Path) -> None:
     data["cylinders"][3]["next_inspection_due"] = "someday"
     path.write_text(json.dumps(data))
     with pytest.raises(RegistryError, match=r"registry.json: cylinders.3"):
+        LocalRegistry.load(path)
+    data["cylinders"][3]["next_inspection_due"] = "2027-01-01"
+    data["synced_at"] = "2026-05-31T22:00:00"
+    path.write_text(json.dumps(data))
+    with pytest.raises(RegistryError, match="synced_at must carry a timezone"):
         LocalRegistry.load(path)
     path.write_text("{not json")
     with pytest.raises(RegistryError, match="cannot read"):

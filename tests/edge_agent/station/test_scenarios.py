@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from contract.codes import ReasonCode
@@ -220,3 +222,15 @@ def test_demo_shift_writes_events_and_report(tmp_path) -> None:
     )
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["scans_rejected"] == 1 and report["violations"]["OVERFILL"] == 1
+
+
+@pytest.mark.parametrize("synced_at", [None, reg.SYNCED_AT - timedelta(days=4)])
+def test_stale_registry_refuses_every_scan(synced_at) -> None:
+    sink = MemorySink()
+    config = station_config(LAYOUT, reg.STATION_ID)
+    scenario = Scenario("stale", 40.0, tuple(normal_fill(0, S1, reg.GOOD[0])))
+    result = run_scenario(config, LAYOUT, scenario, reg.sim_registry(synced_at=synced_at), sink)
+    assert not enabled_ever(result, S1)
+    assert sink.fills() == []
+    assert result.report.scans_refused_stale_registry == 1
+    assert result.report.scans_accepted == 0
