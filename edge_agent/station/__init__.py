@@ -1,0 +1,1 @@
+"""The filling-station agent: scan-to-fill interlock and camera-monitored filling."""

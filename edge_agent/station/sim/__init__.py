@@ -1,0 +1,1 @@
+"""The station simulator: scripted scenarios rendered as frames, scale and scan streams."""

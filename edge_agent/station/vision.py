@@ -1,0 +1,264 @@
+"""Per-zone state from camera frames: cylinder present, person at the zone, codes visible.
+
+Presence and person use a background difference inside the calibrated polygons (computed on
+a downscaled grey frame); codes are read with OpenCV's QR detector on the full-resolution
+zone crop, only where a cylinder is present and only every n-th frame, to keep two cameras
+with 8 zones each inside a 2-core budget.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from edge_agent.station.config import VisionConfig, ZoneConfig
+from edge_agent.station.domain import ZoneObservation
+
+logger = logging.getLogger(__name__)
+
+
+class PersonDetector(Protocol):
+    """Finds people in an image (edge_agent.station.person.PoseDetector)."""
+
+    def detect(self, image_bgr: np.ndarray) -> Sequence[PersonBox]:
+        """People in a BGR image."""
+        ...
+
+
+class PersonBox(Protocol):
+    """One detected person: box x0, y0, x1, y1 in the image's pixels."""
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """The box."""
+        ...
+
+
+class QrReader:
+    """Reads QR codes: zxing-cpp when installed (faster, reads 2 px modules), else OpenCV.
+
+    Each backend first tries the crop as it is, then a 2x upscale with an unsharp mask,
+    which recovers slightly blurred labels (see bench/station.py for the rates).
+    """
+
+    def __init__(self, vision: VisionConfig) -> None:
+        self._vision = vision
+        backend = vision.qr_backend
+        self._zxing: Any = None
+        if backend in ("auto", "zxing"):
+            try:
+                import zxingcpp
+            except ImportError:
+                if backend == "zxing":
+                    raise
+                logger.info("zxing-cpp not installed; QR codes read with OpenCV")
+            else:
+                self._zxing = zxingcpp
+        self._cv = cv2.QRCodeDetectorAruco() if self._zxing is None else None
+
+    def _decode(self, grey: np.ndarray) -> tuple[str, ...]:
+        if self._zxing is not None:
+            found = self._zxing.read_barcodes(grey, formats=self._zxing.BarcodeFormat.QRCode)
+            return tuple(dict.fromkeys(b.text for b in found if b.valid and b.text))
+        if self._cv is None:
+            return ()
+        try:
+            ok, texts, _, _ = self._cv.detectAndDecodeMulti(grey)
+        except cv2.error as err:
+            logger.debug("QR detector error: %s", err)
+            return ()
+        return tuple(dict.fromkeys(t for t in texts if t)) if ok else ()
+
+    def read(self, image: np.ndarray) -> tuple[str, ...]:
+        """Return the decoded texts found in `image` (BGR or grey); empty if none."""
+        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        codes = self._decode(grey)
+        if codes or self._vision.qr_upscale <= 1.0:
+            return codes
+        f = self._vision.qr_upscale
+        big = cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
+        amount = self._vision.qr_sharpen_amount
+        soft = cv2.GaussianBlur(big, (0, 0), self._vision.qr_sharpen_sigma)
+        return self._decode(cv2.addWeighted(big, 1.0 + amount, soft, -amount, 0))
+
+
+@dataclass(frozen=True)
+class _ZoneGeometry:
+    zone: ZoneConfig
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the small frame
+    mask: np.ndarray  # uint8 0/255 over box
+    area: int
+    op_box: tuple[int, int, int, int]
+    op_mask: np.ndarray
+    op_area: int
+    full_box: tuple[int, int, int, int]  # zone bounding box in the full frame
+    op_full_box: tuple[int, int, int, int]
+    op_polygon: np.ndarray  # float32 (N, 2) in the full frame
+
+
+def _geometry(
+    polygon: list[tuple[int, int]], scale: float, shape: tuple[int, int]
+) -> tuple[tuple[int, int, int, int], np.ndarray, int]:
+    h, w = shape
+    pts = np.array([[x * scale, y * scale] for x, y in polygon], dtype=np.float32)
+    x0 = int(np.clip(np.floor(pts[:, 0].min()), 0, w - 1))
+    y0 = int(np.clip(np.floor(pts[:, 1].min()), 0, h - 1))
+    x1 = int(np.clip(np.ceil(pts[:, 0].max()) + 1, x0 + 1, w))
+    y1 = int(np.clip(np.ceil(pts[:, 1].max()) + 1, y0 + 1, h))
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(mask, [np.round(pts - [x0, y0]).astype(np.int32)], 255)
+    return (x0, y0, x1, y1), mask, max(int(cv2.countNonZero(mask)), 1)
+
+
+class ZoneAnalyzer:
+    """Analyses one camera's frames for its zones."""
+
+    def __init__(
+        self,
+        camera_id: str,
+        zones: list[ZoneConfig],
+        vision: VisionConfig,
+        frame_size: tuple[int, int],
+        person_detector: PersonDetector | None = None,
+    ) -> None:
+        if vision.person_method == "pose" and person_detector is None:
+            raise ValueError(f"camera {camera_id}: person_method pose needs a person detector")
+        self._person_detector = person_detector if vision.person_method == "pose" else None
+        self._people: dict[str, bool] = {}
+        self.camera_id = camera_id
+        self._vision = vision
+        self._zones = [z for z in zones if z.camera_id == camera_id]
+        width, height = frame_size
+        self._full = (height, width)
+        s = vision.process_scale
+        self._small = (max(int(round(width * s)), 1), max(int(round(height * s)), 1))
+        shape = (self._small[1], self._small[0])
+        geoms = []
+        for zone in self._zones:
+            box, mask, area = _geometry(zone.polygon, s, shape)
+            op_box, op_mask, op_area = _geometry(zone.operator_polygon, s, shape)
+            full_box, _, _ = _geometry(zone.polygon, 1.0, self._full)
+            op_full_box, _, _ = _geometry(zone.operator_polygon, 1.0, self._full)
+            op_polygon = np.array(zone.operator_polygon, np.float32)
+            geoms.append(
+                _ZoneGeometry(
+                    zone,
+                    box,
+                    mask,
+                    area,
+                    op_box,
+                    op_mask,
+                    op_area,
+                    full_box,
+                    op_full_box,
+                    op_polygon,
+                )
+            )
+        self._geoms = geoms
+        self._background: np.ndarray | None = None
+        self._frame_no = 0
+        self._qr = QrReader(vision)
+
+    @property
+    def zone_ids(self) -> list[str]:
+        """The zones this analyser watches."""
+        return [z.id for z in self._zones]
+
+    def set_background(self, frame: np.ndarray) -> None:
+        """Take `frame` (an empty station) as the reference background."""
+        self._background = self._prepare(frame).astype(np.float32)
+
+    def _prepare(self, frame: np.ndarray) -> np.ndarray:
+        if (frame.shape[0], frame.shape[1]) != self._full:
+            raise ValueError(
+                f"camera {self.camera_id}: frame {frame.shape[1]}x{frame.shape[0]}, calibrated for {self._full[1]}x{self._full[0]}"
+            )
+        small = cv2.resize(frame, self._small, interpolation=cv2.INTER_AREA)
+        return small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+
+    def process(self, frame: np.ndarray, at: float) -> list[ZoneObservation]:
+        """Analyse one frame; the first frame ever seen becomes the background."""
+        grey = self._prepare(frame)
+        if self._background is None:
+            self._background = grey.astype(np.float32)
+        diff = cv2.absdiff(grey, cv2.convertScaleAbs(self._background))
+        _, changed = cv2.threshold(diff, self._vision.diff_threshold, 255, cv2.THRESH_BINARY)
+        learn = np.zeros_like(grey)
+        observations = []
+        self._frame_no += 1
+        for index, g in enumerate(self._geoms):
+            frac = _fraction(changed, g.box, g.mask, g.area)
+            op_frac = _fraction(changed, g.op_box, g.op_mask, g.op_area)
+            present = frac >= self._vision.presence_min_fraction
+            person = (
+                self._person_at(frame, g, index)
+                if self._person_detector
+                else op_frac >= self._vision.person_min_fraction
+            )
+            codes: tuple[str, ...] = ()
+            # Stagger the QR searches so the zones of one camera do not all decode in one frame.
+            if present and (self._frame_no + index) % self._vision.qr_every_n_frames == 0:
+                x0, y0, x1, y1 = g.full_box
+                codes = self._qr.read(frame[y0:y1, x0:x1])
+            if not present:
+                _paint(learn, g.box, g.mask)
+            if not person:
+                _paint(learn, g.op_box, g.op_mask)
+            observations.append(
+                ZoneObservation(
+                    at,
+                    g.zone.id,
+                    g.zone.scale_id,
+                    present,
+                    person,
+                    codes,
+                    round(frac, 4),
+                    round(op_frac, 4),
+                )
+            )
+        if self._vision.background_alpha > 0:
+            # Learn only where nothing is present, so a cylinder standing still never fades in.
+            cv2.accumulateWeighted(
+                grey, self._background, self._vision.background_alpha, mask=learn
+            )
+        return observations
+
+    def _person_at(self, frame: np.ndarray, g: _ZoneGeometry, index: int) -> bool:
+        """Pose detector on the operator area, every n frames; the last answer is held between."""
+        detector = self._person_detector
+        zone_id = g.zone.id
+        if detector is not None and (
+            zone_id not in self._people
+            or (self._frame_no + index) % self._vision.person_every_n_frames == 0
+        ):
+            x0, y0, x1, y1 = g.op_full_box
+            people = detector.detect(frame[y0:y1, x0:x1])
+            self._people[zone_id] = any(
+                cv2.pointPolygonTest(
+                    g.op_polygon,
+                    ((p.box[0] + p.box[2]) / 2 + x0, (p.box[1] + p.box[3]) / 2 + y0),
+                    False,
+                )
+                >= 0
+                for p in people
+            )
+        return self._people.get(zone_id, False)
+
+
+def _fraction(
+    changed: np.ndarray, box: tuple[int, int, int, int], mask: np.ndarray, area: int
+) -> float:
+    x0, y0, x1, y1 = box
+    hits = cv2.countNonZero(cv2.bitwise_and(changed[y0:y1, x0:x1], mask))
+    return hits / area
+
+
+def _paint(target: np.ndarray, box: tuple[int, int, int, int], mask: np.ndarray) -> None:
+    x0, y0, x1, y1 = box
+    region = target[y0:y1, x0:x1]
+    cv2.bitwise_or(region, mask, dst=region)
