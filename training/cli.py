@@ -20,10 +20,13 @@ def adapter(
     model_dir: Annotated[
         Path | None, typer.Option(help="model directory (default $JIFANG_MODEL_DIR)")
     ] = None,
-    method: Annotated[str, typer.Option(help="center, wccn or lda")] = "wccn",
+    method: Annotated[str, typer.Option(help="center, whiten, wccn or lda")] = "wccn",
+    whiten_shrinkage: Annotated[
+        float, typer.Option(help="0..1, weight of the isotropic prior on total variation")
+    ] = 0.8,
     shrinkage: Annotated[
         float, typer.Option(help="0..1, weight of the isotropic prior on within-class variation")
-    ] = 0.5,
+    ] = 0.7,
     output_dim: Annotated[int | None, typer.Option(help="lda: directions kept")] = None,
     min_identities: Annotated[
         int, typer.Option(help="identities with 2+ images needed (wccn, lda)")
@@ -54,6 +57,7 @@ def adapter(
     try:
         config = AdapterConfig(
             method=method,  # type: ignore[arg-type]  # pydantic validates the string
+            whiten_shrinkage=whiten_shrinkage,
             shrinkage=shrinkage,
             output_dim=output_dim,
             min_identities=min_identities,
@@ -67,7 +71,8 @@ def adapter(
         fit_set = embed_raw(base, data, threads=threads)
         linear = fit_adapter(fit_set.raw, fit_set.labels, config)
         source = (
-            f"{config.method.value} adapter (shrinkage {config.shrinkage}) fitted on {data.name}: "
+            f"{config.method.value} adapter (whiten shrinkage {config.whiten_shrinkage}, "
+            f"within shrinkage {config.shrinkage}) fitted on {data.name}: "
             f"{linear.fit.images} images of {linear.fit.identities} identities "
             f"({linear.fit.within_identities} with several images)"
         )
