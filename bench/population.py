@@ -59,6 +59,7 @@ from models.runtime.registry import build_component
 from models.types import Task
 from training.adapt import (
     AdapterConfig,
+    AdapterMethod,
     AdapterProvenance,
     LinearMap,
     build_adapted_pack,
@@ -75,6 +76,24 @@ SINGLETONS = "cjk_singletons"
 FIT_FRACTION = 0.5
 ENROLL_POOL = 3
 """Images per test identity kept for enrollment; the rest are probes."""
+MAX_FRAMES = 3
+"""Most probe images fused into one attempt (a cab verification takes a few frames)."""
+VARIANTS: dict[str, tuple[AdapterConfig, tuple[str, ...]]] = {
+    "wccn_ea_sets_only": (AdapterConfig(), EAST_ASIAN),
+    "whiten_singletons_only": (AdapterConfig(method=AdapterMethod.WHITEN), (SINGLETONS,)),
+    "center_only": (AdapterConfig(method=AdapterMethod.CENTER), (*EAST_ASIAN, SINGLETONS)),
+    "whiten_only": (AdapterConfig(method=AdapterMethod.WHITEN), (*EAST_ASIAN, SINGLETONS)),
+    "wccn_without_whitening": (
+        AdapterConfig(whiten_shrinkage=1.0, shrinkage=0.5),
+        (*EAST_ASIAN, SINGLETONS),
+    ),
+    "lda_64": (
+        AdapterConfig(method=AdapterMethod.LDA, output_dim=64, shrinkage=0.5),
+        (*EAST_ASIAN, SINGLETONS),
+    ),
+}
+"""Alternatives to the shipped recipe, fitted on the same split (numpy reference of the
+graph): which fitting data and which transform. Reported so that what did not help shows."""
 
 Matrix = npt.NDArray[np.float64]
 Embed = Callable[[npt.NDArray[np.float32]], Matrix]
@@ -152,6 +171,11 @@ def make_split(sets: dict[str, SetEmbeddings], rng: np.random.Generator) -> Spli
     return Split(test_rows, fit_ids, test_ids, np.concatenate(fit_raw), fit_labels)
 
 
+def _fit_rows(split: Split, sources: tuple[str, ...]) -> tuple[npt.NDArray[np.float32], list[str]]:
+    keep = [i for i, label in enumerate(split.fit_labels) if label.split("/")[0] in sources]
+    return split.fit_raw[keep], [split.fit_labels[i] for i in keep]
+
+
 def adapter_through_pack(linear: LinearMap, base: Path, work: Path, repeat: int) -> Embed:
     """Build the adapted pack and return the engine's adapter path (ONNX) as a function."""
     pack = build_adapted_pack(
@@ -203,7 +227,7 @@ def enrollment_figures(
     out: dict[str, Any] = {}
     if len(enroll) < 2:
         return out
-    max_frames = min(len(p) for p in probes.values())
+    max_frames = min(MAX_FRAMES, *(len(p) for p in probes.values()))
     for k in range(1, ENROLL_POOL + 1):
         for n in range(1, max_frames + 1):
             for rule in ("max", "mean_template") if k > 1 else ("single",):
@@ -255,8 +279,12 @@ def run(sets: dict[str, SetEmbeddings], repeats: int, work: Path) -> dict[str, A
         split = make_split(sets, rng)
         linear = fit_adapter(split.fit_raw, split.fit_labels, config)
         ea_adapter = adapter_through_pack(linear, base, work, repeat)
+        variant_maps = {
+            key: fit_adapter(*_fit_rows(split, sources), cfg)
+            for key, (cfg, sources) in VARIANTS.items()
+        }
         figures: dict[str, Any] = {}
-        pooled_genuine: dict[str, list[Matrix]] = {"baseline": [], "jifang": []}
+        pooled_genuine: dict[str, list[Matrix]] = {"baseline": [], "raw": [], "ea_adapter": []}
         for name, data in sets.items():
             test = split.test_rows[name]
             ok = test & ~np.isnan(data.raw[:, 0])
@@ -266,6 +294,7 @@ def run(sets: dict[str, SetEmbeddings], repeats: int, work: Path) -> dict[str, A
                 "raw": _l2(raw),
                 "ea_adapter": ea_adapter(raw),
             }
+            variants = {key: variant_maps[key].apply(raw) for key in variant_maps}
             population = "ea_adapter" if name in EAST_ASIAN or name == SINGLETONS else "raw"
             base_g, base_i = euclidean_pairs(data.dlib[test], data.labels[test])
             record: dict[str, Any] = {
@@ -280,6 +309,11 @@ def run(sets: dict[str, SetEmbeddings], repeats: int, work: Path) -> dict[str, A
                 g, i = cosine_pairs(vectors, labels)
                 if g.size:
                     record[config_name] = rates(g, i)
+            record["variants"] = {}
+            for variant, vectors in variants.items():
+                g, i = cosine_pairs(vectors, labels)
+                if g.size:
+                    record["variants"][variant] = rates(g, i)
             if base_g.size:
                 record["jifang"] = record[population]
                 record["enrollment"] = enrollment_figures(
@@ -287,11 +321,13 @@ def run(sets: dict[str, SetEmbeddings], repeats: int, work: Path) -> dict[str, A
                 )
             if name in EAST_ASIAN:
                 pooled_genuine["baseline"].append(base_g)
-                pooled_genuine["jifang"].append(cosine_pairs(configs[population], labels)[0])
+                for key, vectors in configs.items():
+                    pooled_genuine[key].append(cosine_pairs(vectors, labels)[0])
             figures[name] = record
         if SINGLETONS in sets:
-            figures[SINGLETONS] |= _singleton_row(sets[SINGLETONS], split, ea_adapter,
-                                                  pooled_genuine)
+            figures[SINGLETONS] |= _singleton_row(
+                sets[SINGLETONS], split, ea_adapter, pooled_genuine
+            )
         per_repeat.append(figures)
         logger.info("repeat %d done", repeat)
     return {"repeats": per_repeat}
@@ -304,10 +340,14 @@ def _singleton_row(
     test = split.test_rows[SINGLETONS]
     _, base_i = euclidean_pairs(data.dlib[test], data.labels[test])
     ok = test & ~np.isnan(data.raw[:, 0])
+    _, raw_i = cosine_pairs(_l2(data.raw[ok]), data.labels[ok])
     _, ours_i = cosine_pairs(adapter(data.raw[ok]), data.labels[ok])
+    ours = rates(np.concatenate(pooled["ea_adapter"]), ours_i)
     return {
         "baseline": rates(np.concatenate(pooled["baseline"]), base_i),
-        "jifang": rates(np.concatenate(pooled["jifang"]), ours_i),
+        "raw": rates(np.concatenate(pooled["raw"]), raw_i),
+        "ea_adapter": ours,
+        "jifang": ours,
     }
 
 

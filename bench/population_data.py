@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -98,7 +97,9 @@ def _compute(face_set: FaceSet, engine: FaceEngine, reference: DlibReference) ->
     )
 
 
-def load_or_compute(face_set: FaceSet, engine: FaceEngine, reference: DlibReference) -> SetEmbeddings:
+def load_or_compute(
+    face_set: FaceSet, engine: FaceEngine, reference: DlibReference
+) -> SetEmbeddings:
     """The cached embeddings of a set (keyed by the pack's contract id), computed when absent."""
     path = CACHE / f"{face_set.name}-{engine.contract_id}.npz"
     if path.is_file():
@@ -136,8 +137,12 @@ def main() -> None:
     reference = DlibReference()
     for face_set in find_sets(SHARED_FACES):
         got = load_or_compute(face_set, engine, reference)
-        logger.info("%s: %d images, %d without a jifang face", got.name, len(got.labels),
-                    int(np.sum(np.isnan(got.raw[:, 0]))))
+        logger.info(
+            "%s: %d images, %d without a jifang face",
+            got.name,
+            len(got.labels),
+            int(np.sum(np.isnan(got.raw[:, 0]))),
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from calibration.cli import eval_app
 from edge_agent.cli import app as edge_app
 from models.cli import app as models_app
 from models.face_cli import app as face_app
+from training.cli import app as train_app
 
 app = typer.Typer(
     name="jifang",
@@ -45,7 +46,7 @@ app.add_typer(
     pending_group("calibrate", "Calibrate thresholds, INT8 models and camera zones.", 9),
     name="calibrate",
 )
-app.add_typer(pending_group("train", "Train recognizer and liveness models.", 10), name="train")
+app.add_typer(train_app, name="train")
 app.add_typer(pending_group("demo", "Run the end-to-end demo.", 5), name="demo")
 
 

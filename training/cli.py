@@ -56,7 +56,7 @@ def adapter(
     directory = model_dir or default_model_dir()
     try:
         config = AdapterConfig(
-            method=method,  # type: ignore[arg-type]  # pydantic validates the string
+            method=method,
             whiten_shrinkage=whiten_shrinkage,
             shrinkage=shrinkage,
             output_dim=output_dim,

@@ -19,7 +19,7 @@ def test_help_lists_every_group() -> None:
 
 def test_pending_group_says_so_and_fails() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "jifang", "train"], capture_output=True, text=True
+        [sys.executable, "-m", "jifang", "demo"], capture_output=True, text=True
     )
     assert result.returncode != 0
     assert "not implemented yet" in result.stderr
