@@ -8,14 +8,17 @@ bench/results/population_detail.json.
 - East Asian sets with several images per person (casia_ea_dev, lfw_east_asian28_gray):
   half of the identities (floor) are fit identities, the rest test identities.
 - cjk_singletons (one photo per person): half of the people are fit material, half test.
+- jifang's configuration embeds each chip and its mirror image and averages the two unit
+  descriptors (the pack's recognizer graph is wrapped to do so, training.adapt's
+  `mirror_recognizer`); nothing is learned for that.
 - The population adapter for Chinese operators is fitted, per repeat, on the fit identities
   of both East Asian sets plus the fit half of cjk_singletons (extra between-person
-  material), with training.adapt's defaults, exported to ONNX inside a real pack, and
-  applied through the same wrapper the edge engine loads.
-- Western sets: jifang's configuration for a Western population is the base pack (the
-  adapter is per population, like the calibration); nothing is fitted on them, so every
-  identity is a test identity. What the East Asian adapter would do to them is reported
-  in the detail file and the closing note.
+  material), with training.adapt's defaults, exported to ONNX inside a real pack (mirrored
+  recognizer + adapter), and applied through the same wrapper the edge engine loads.
+- Western sets: jifang's configuration for a Western population is the mirrored pack
+  without adapter (the adapter is per population, like the calibration); nothing is fitted
+  on them, so every identity is a test identity. What the East Asian adapter would do to
+  them is reported in the detail file (`ea_adapter`).
 
 Scores: the dlib reference uses Euclidean distance of its descriptors (negated so higher
 means more alike); jifang uses cosine of L2-normalised embeddings. FNMR@1e-3 is measured
@@ -64,6 +67,7 @@ from training.adapt import (
     LinearMap,
     build_adapted_pack,
     fit_adapter,
+    mirror_mean,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,7 +82,9 @@ ENROLL_POOL = 3
 """Images per test identity kept for enrollment; the rest are probes."""
 MAX_FRAMES = 3
 """Most probe images fused into one attempt (a cab verification takes a few frames)."""
+NO_MIRROR = "adapter_without_mirror"
 VARIANTS: dict[str, tuple[AdapterConfig, tuple[str, ...]]] = {
+    NO_MIRROR: (AdapterConfig(), (*EAST_ASIAN, SINGLETONS)),
     "wccn_ea_sets_only": (AdapterConfig(), EAST_ASIAN),
     "whiten_singletons_only": (AdapterConfig(method=AdapterMethod.WHITEN), (SINGLETONS,)),
     "center_only": (AdapterConfig(method=AdapterMethod.CENTER), (*EAST_ASIAN, SINGLETONS)),
@@ -144,7 +150,10 @@ class Split:
     test_rows: dict[str, npt.NDArray[np.bool_]]
     fit_ids: dict[str, int]
     test_ids: dict[str, int]
-    fit_raw: npt.NDArray[np.float32]
+    fit_raw: npt.NDArray[np.float64]
+    """Fit rows as the mirrored recognizer outputs them (what the shipped adapter sees)."""
+    fit_plain: npt.NDArray[np.float32]
+    """Fit rows of the plain recognizer (for the no-mirror variant)."""
     fit_labels: list[str]
 
 
@@ -153,7 +162,8 @@ def make_split(sets: dict[str, SetEmbeddings], rng: np.random.Generator) -> Spli
     test_rows: dict[str, npt.NDArray[np.bool_]] = {}
     fit_ids: dict[str, int] = {}
     test_ids: dict[str, int] = {}
-    fit_raw: list[npt.NDArray[np.float32]] = []
+    fit_raw: list[npt.NDArray[np.float64]] = []
+    fit_plain: list[npt.NDArray[np.float32]] = []
     fit_labels: list[str] = []
     for name, data in sets.items():
         identities = np.unique(data.labels)
@@ -163,27 +173,44 @@ def make_split(sets: dict[str, SetEmbeddings], rng: np.random.Generator) -> Spli
         else:
             fit = np.zeros(len(data.labels), bool)
         acquired = ~np.isnan(data.raw[:, 0])
-        fit_raw.append(data.raw[fit & acquired])
+        rows = fit & acquired
+        fit_raw.append(mirror_mean(data.raw[rows], data.raw_mirror[rows]))
+        fit_plain.append(data.raw[rows])
         fit_labels += [f"{name}/{label}" for label in data.labels[fit & acquired]]
         test_rows[name] = ~fit
         fit_ids[name] = len(np.unique(data.labels[fit]))
         test_ids[name] = len(identities) - fit_ids[name]
-    return Split(test_rows, fit_ids, test_ids, np.concatenate(fit_raw), fit_labels)
+    return Split(
+        test_rows,
+        fit_ids,
+        test_ids,
+        np.concatenate(fit_raw),
+        np.concatenate(fit_plain),
+        fit_labels,
+    )
 
 
-def _fit_rows(split: Split, sources: tuple[str, ...]) -> tuple[npt.NDArray[np.float32], list[str]]:
+def _fit_rows(
+    split: Split, sources: tuple[str, ...], mirror: bool = True
+) -> tuple[npt.NDArray[np.float64], list[str]]:
     keep = [i for i, label in enumerate(split.fit_labels) if label.split("/")[0] in sources]
-    return split.fit_raw[keep], [split.fit_labels[i] for i in keep]
+    rows = split.fit_raw if mirror else split.fit_plain.astype(np.float64)
+    return rows[keep], [split.fit_labels[i] for i in keep]
 
 
 def adapter_through_pack(linear: LinearMap, base: Path, work: Path, repeat: int) -> Embed:
-    """Build the adapted pack and return the engine's adapter path (ONNX) as a function."""
+    """Build the adapted pack (mirrored recognizer + adapter) and return its adapter (ONNX).
+
+    The function takes what the pack's mirrored recognizer outputs (`mirror_mean` of the
+    cached plain and mirror descriptors; tests/training check the graph matches it).
+    """
     pack = build_adapted_pack(
         base,
         linear,
         work,
         f"jifang-open-ea-r{repeat}",
         AdapterProvenance(source=f"bench/population.py repeat {repeat}"),
+        mirror=True,
     )
     entry = load_manifest(pack).file(Task.ADAPTER)
     assert entry is not None  # build_adapted_pack always adds it
@@ -192,8 +219,8 @@ def adapter_through_pack(linear: LinearMap, base: Path, work: Path, repeat: int)
         FaceEngine(pack, threads=1)
     adapter = build_component(pack, entry, 1)
 
-    def embed(raw: npt.NDArray[np.float32]) -> Matrix:
-        return _l2(adapter.transform(raw))
+    def embed(mirrored: npt.NDArray[np.float32]) -> Matrix:
+        return _l2(adapter.transform(mirrored))
 
     return embed
 
@@ -272,6 +299,13 @@ def _average(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def run(sets: dict[str, SetEmbeddings], repeats: int, work: Path) -> dict[str, Any]:
     """Every repeat: split, fit, evaluate; returns per-repeat figures by set and config."""
     base = default_pack()
+    # The Western configuration is a real pack too: it loads in the edge engine unchanged.
+    FaceEngine(
+        build_adapted_pack(
+            base, None, work, "jifang-open-mirror", AdapterProvenance(source="none"), mirror=True
+        ),
+        threads=1,
+    )
     rng = np.random.default_rng(SEED)
     per_repeat: list[dict[str, Any]] = []
     config = AdapterConfig()
@@ -280,22 +314,32 @@ def run(sets: dict[str, SetEmbeddings], repeats: int, work: Path) -> dict[str, A
         linear = fit_adapter(split.fit_raw, split.fit_labels, config)
         ea_adapter = adapter_through_pack(linear, base, work, repeat)
         variant_maps = {
-            key: fit_adapter(*_fit_rows(split, sources), cfg)
+            key: fit_adapter(*_fit_rows(split, sources, key != NO_MIRROR), cfg)
             for key, (cfg, sources) in VARIANTS.items()
         }
         figures: dict[str, Any] = {}
-        pooled_genuine: dict[str, list[Matrix]] = {"baseline": [], "raw": [], "ea_adapter": []}
+        pooled_genuine: dict[str, list[Matrix]] = {
+            "baseline": [],
+            "raw": [],
+            "mirror": [],
+            "ea_adapter": [],
+        }
         for name, data in sets.items():
             test = split.test_rows[name]
             ok = test & ~np.isnan(data.raw[:, 0])
             labels = data.labels[ok]
             raw = data.raw[ok]
+            mirrored = mirror_mean(raw, data.raw_mirror[ok])
             configs = {
                 "raw": _l2(raw),
-                "ea_adapter": ea_adapter(raw),
+                "mirror": _l2(mirrored),
+                "ea_adapter": ea_adapter(mirrored.astype(np.float32)),
             }
-            variants = {key: variant_maps[key].apply(raw) for key in variant_maps}
-            population = "ea_adapter" if name in EAST_ASIAN or name == SINGLETONS else "raw"
+            variants = {
+                key: variant_maps[key].apply(raw if key == NO_MIRROR else mirrored)
+                for key in variant_maps
+            }
+            population = "ea_adapter" if name in EAST_ASIAN or name == SINGLETONS else "mirror"
             base_g, base_i = euclidean_pairs(data.dlib[test], data.labels[test])
             record: dict[str, Any] = {
                 "fit_identities": split.fit_ids[name],
@@ -328,6 +372,17 @@ def run(sets: dict[str, SetEmbeddings], repeats: int, work: Path) -> dict[str, A
             figures[SINGLETONS] |= _singleton_row(
                 sets[SINGLETONS], split, ea_adapter, pooled_genuine
             )
+        for record in figures.values():
+            if "jifang" in record and "baseline" in record:
+                # Paired per split: the same test identities for both pipelines.
+                record["jifang_minus_baseline"] = {
+                    key: record["jifang"][key] - record["baseline"][key]
+                    for key in ("fnmr@1e-3", "eer")
+                }
+                record["jifang_better"] = {
+                    key: float(record["jifang"][key] < record["baseline"][key])
+                    for key in ("fnmr@1e-3", "eer")
+                }
         per_repeat.append(figures)
         logger.info("repeat %d done", repeat)
     return {"repeats": per_repeat}
@@ -340,12 +395,16 @@ def _singleton_row(
     test = split.test_rows[SINGLETONS]
     _, base_i = euclidean_pairs(data.dlib[test], data.labels[test])
     ok = test & ~np.isnan(data.raw[:, 0])
-    _, raw_i = cosine_pairs(_l2(data.raw[ok]), data.labels[ok])
-    _, ours_i = cosine_pairs(adapter(data.raw[ok]), data.labels[ok])
+    labels = data.labels[ok]
+    mirrored = mirror_mean(data.raw[ok], data.raw_mirror[ok])
+    _, raw_i = cosine_pairs(_l2(data.raw[ok]), labels)
+    _, mirror_i = cosine_pairs(_l2(mirrored), labels)
+    _, ours_i = cosine_pairs(adapter(mirrored.astype(np.float32)), labels)
     ours = rates(np.concatenate(pooled["ea_adapter"]), ours_i)
     return {
         "baseline": rates(np.concatenate(pooled["baseline"]), base_i),
         "raw": rates(np.concatenate(pooled["raw"]), raw_i),
+        "mirror": rates(np.concatenate(pooled["mirror"]), mirror_i),
         "ea_adapter": ours,
         "jifang": ours,
     }
@@ -370,7 +429,10 @@ def summarise(result: dict[str, Any], repeats: int) -> tuple[dict[str, Any], dic
         "adapter": AdapterConfig().model_dump(mode="json"),
         "adapter_fit_data": "fit identities of " + " + ".join(EAST_ASIAN) + f" + fit half of "
         f"{SINGLETONS}",
-        "western_sets": "jifang = base pack (no adapter, nothing fitted: all identities test); "
+        "configs": "raw: base pack; mirror: base pack with the mirrored recognizer (chip and "
+        "its mirror image, mean of unit descriptors); ea_adapter: mirror + East Asian adapter",
+        "east_asian_sets": "jifang = ea_adapter",
+        "western_sets": "jifang = mirror (no adapter, nothing fitted: all identities test); "
         "ea_adapter shows what the East Asian adapter does to them",
         SINGLETONS: "threshold at FMR 1e-3 on impostor pairs among the test singletons; FNMR "
         "on the pooled genuine pairs of the East Asian sets' test identities",

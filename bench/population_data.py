@@ -46,6 +46,8 @@ class SetEmbeddings:
     """Nx128 dlib reference descriptors."""
     raw: npt.NDArray[np.float32]
     """Nx128 jifang recognizer outputs before adapter and normalisation."""
+    raw_mirror: npt.NDArray[np.float32]
+    """The same for the mirror image of each chip."""
     method: npt.NDArray[np.str_]
     """How jifang acquired the face: detected, padded, whole_crop, none."""
     sharpness: npt.NDArray[np.float32]
@@ -62,10 +64,17 @@ def _shrink(image: np.ndarray) -> np.ndarray:
     )
 
 
-def _compute(face_set: FaceSet, engine: FaceEngine, reference: DlibReference) -> SetEmbeddings:
+def _compute(
+    face_set: FaceSet,
+    engine: FaceEngine,
+    reference: DlibReference,
+    known_dlib: npt.NDArray[np.float64] | None = None,
+) -> SetEmbeddings:
     n = len(face_set.images)
-    dlib_vecs = np.full((n, 128), np.nan)
+    # The reference descriptors do not depend on jifang's pack: reuse them when cached.
+    dlib_vecs = np.full((n, 128), np.nan) if known_dlib is None else known_dlib
     raw = np.full((n, engine.recognizer.dim), np.nan, np.float32)
+    raw_mirror = raw.copy()
     method = np.full(n, "none", dtype=object)
     quality = np.full((n, 3), np.nan, np.float32)
     for i, path in enumerate(tqdm(face_set.images, desc=face_set.name, leave=False)):
@@ -75,13 +84,14 @@ def _compute(face_set: FaceSet, engine: FaceEngine, reference: DlibReference) ->
             logger.warning("%s", err)
             method[i] = "unreadable"
             continue
-        dlib_vecs[i] = reference.descriptor(image, REFERENCE_UPSAMPLE)
+        if known_dlib is None:
+            dlib_vecs[i] = reference.descriptor(image, REFERENCE_UPSAMPLE)
         acquired = engine.acquire(image)
         if acquired is None:
             continue
         method[i] = acquired.method
         chip = engine.align(acquired.image, acquired.face)
-        raw[i] = engine.recognizer.embed_chips(chip[None])[0]
+        raw[i], raw_mirror[i] = engine.recognizer.embed_chips(np.stack([chip, chip[:, ::-1]]))
         q = engine.quality(acquired.image, acquired.face)
         quality[i] = (q.sharpness, q.face_px, q.yaw_deg)
     return SetEmbeddings(
@@ -90,6 +100,7 @@ def _compute(face_set: FaceSet, engine: FaceEngine, reference: DlibReference) ->
         np.asarray([str(p) for p in face_set.images], dtype=str),
         dlib_vecs,
         raw,
+        raw_mirror,
         np.asarray(method, dtype=str),
         quality[:, 0],
         quality[:, 1],
@@ -102,13 +113,16 @@ def load_or_compute(
 ) -> SetEmbeddings:
     """The cached embeddings of a set (keyed by the pack's contract id), computed when absent."""
     path = CACHE / f"{face_set.name}-{engine.contract_id}.npz"
+    known_dlib = None
     if path.is_file():
         data = np.load(path)
-        cached = SetEmbeddings(face_set.name, **{k: data[k] for k in data.files})
-        if list(cached.paths) == [str(p) for p in face_set.images]:
-            return cached
-        logger.info("%s: cache is stale (images changed), recomputing", face_set.name)
-    result = _compute(face_set, engine, reference)
+        fields = {k: data[k] for k in data.files}
+        if list(fields["paths"]) == [str(p) for p in face_set.images]:
+            if "raw_mirror" in fields:
+                return SetEmbeddings(face_set.name, **fields)
+            known_dlib = fields["dlib"]
+        logger.info("%s: cache is stale, recomputing", face_set.name)
+    result = _compute(face_set, engine, reference, known_dlib)
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(
@@ -117,6 +131,7 @@ def load_or_compute(
         paths=result.paths,
         dlib=result.dlib,
         raw=result.raw,
+        raw_mirror=result.raw_mirror,
         method=result.method,
         sharpness=result.sharpness,
         face_px=result.face_px,

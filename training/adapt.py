@@ -273,6 +273,68 @@ def export_onnx(linear: LinearMap, path: Path) -> Path:
     return path
 
 
+MIRROR_FILE = "recognizer_mirror.onnx"
+
+
+def mirror_mean(raw: npt.ArrayLike, raw_mirror: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The numpy reference of the mirrored recognizer: mean of the two unit descriptors."""
+    return (_l2(np.asarray(raw, np.float64)) + _l2(np.asarray(raw_mirror, np.float64))) / 2.0
+
+
+def mirror_recognizer(src: Path, dst: Path) -> Path:
+    """Wrap a recognizer graph so that it embeds each chip and its mirror image and returns
+    the mean of the two L2-normalised descriptors (same input and output names and shapes).
+
+    A face and its mirror image are the same person; averaging the two views cancels part of
+    the recognizer's left/right asymmetry (pose, side lighting) at twice the embedding cost.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    (chip,) = [i.name for i in graph.input]
+    outputs = [o.name for o in graph.output]
+    if outputs != ["descriptor"]:
+        raise ModelError(f"{src.name}: expected one output 'descriptor', got {outputs}")
+    dim = graph.output[0].type.tensor_type.shape.dim[1].dim_value
+    if dim < 1:
+        raise ModelError(f"{src.name}: descriptor dimension is not fixed in the graph")
+    pair, pair_out = "mirror_pair_chip", "mirror_pair_descriptor"
+    for node in graph.node:
+        node.input[:] = [pair if name == chip else name for name in node.input]
+        node.output[:] = [pair_out if name == "descriptor" else name for name in node.output]
+    int64_min = np.iinfo(np.int64).min
+    constants = {
+        "mirror_starts": [-1],
+        "mirror_ends": [int64_min],
+        "mirror_axes": [3],  # NCHW: flip the width axis
+        "mirror_steps": [-1],
+        "mirror_pair_shape": [2, -1, dim],
+    }
+    for name, values in constants.items():
+        graph.initializer.append(helper.make_tensor(name, TensorProto.INT64, [len(values)], values))
+    before = [
+        helper.make_node(
+            "Slice",
+            [chip, "mirror_starts", "mirror_ends", "mirror_axes", "mirror_steps"],
+            ["mirror_chip"],
+        ),
+        helper.make_node("Concat", [chip, "mirror_chip"], [pair], axis=0),
+    ]
+    after = [
+        helper.make_node("LpNormalization", [pair_out], ["mirror_unit"], axis=1, p=2),
+        helper.make_node("Reshape", ["mirror_unit", "mirror_pair_shape"], ["mirror_views"]),
+        helper.make_node("ReduceMean", ["mirror_views"], ["descriptor"], axes=[0], keepdims=0),
+    ]
+    nodes = [*before, *graph.node, *after]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    dst.write_bytes(model.SerializeToString())
+    return dst
+
+
 @dataclass(frozen=True)
 class AdapterProvenance:
     """What the new pack's manifest says about the adapter."""
@@ -286,18 +348,28 @@ class AdapterProvenance:
 
 def build_adapted_pack(
     base_pack: Path,
-    linear: LinearMap,
+    linear: LinearMap | None,
     model_dir: Path,
     name: str,
     provenance: AdapterProvenance,
     force: bool = False,
+    mirror: bool = False,
 ) -> Path:
-    """Copy the base pack's files plus the adapter into a new pack (atomically)."""
+    """Copy the base pack's files plus the adapter into a new pack (atomically).
+
+    With `mirror`, the recognizer is replaced by its mirrored wrapper (see
+    `mirror_recognizer`); the adapter must then have been fitted on mirrored embeddings.
+    `linear` may be None for a mirror-only pack.
+    """
+    if linear is None and not mirror:
+        raise ModelError("nothing to add: give an adapter, the mirror option, or both")
     base = verify_pack(base_pack)
     if base.file(Task.ADAPTER) is not None:
         raise ModelError(f"{base.name}: already has an adapter; fit on a pack without one")
     recognizer = base.file(Task.RECOGNIZER)
-    if recognizer is None or linear.input_dim != base.embedding.dim:
+    if recognizer is None:
+        raise ModelError(f"{base.name}: has no recognizer")
+    if linear is not None and linear.input_dim != base.embedding.dim:
         raise ModelError(
             f"{base.name}: adapter takes {linear.input_dim}-d embeddings, "
             f"the pack makes {base.embedding.dim}-d"
@@ -314,32 +386,45 @@ def build_adapted_pack(
             if src.is_file():
                 (work / entry.path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, work / entry.path)
-        export_onnx(linear, work / ADAPTER_FILE)
-        entry = FileEntry(
-            path=ADAPTER_FILE,
-            task=Task.ADAPTER,
-            wrapper=ADAPTER_WRAPPER,
-            sha256=sha256_file(work / ADAPTER_FILE),
-            license=provenance.license,
-            commercial_use=provenance.commercial_use,
-            source=provenance.source,
-            params={
-                "input_dim": linear.input_dim,
-                "output_dim": linear.output_dim,
-                "method": linear.method.value,
-            },
+        files = list(base.files)
+        if mirror:
+            recognizer_path = work / MIRROR_FILE
+            mirror_recognizer(base_pack / recognizer.path, recognizer_path)
+            (work / recognizer.path).unlink()
+            files = [
+                FileEntry(
+                    **{
+                        **recognizer.model_dump(),
+                        "path": MIRROR_FILE,
+                        "sha256": sha256_file(recognizer_path),
+                        "source": recognizer.source + "; wrapped by jifang: mean of the unit "
+                        "descriptors of the chip and its mirror image",
+                    }
+                )
+                if f.task == Task.RECOGNIZER
+                else f
+                for f in files
+            ]
+        if linear is not None:
+            files.append(_adapter_entry(linear, work, provenance))
+        all_files = tuple(files)
+        spec = EmbeddingSpec(
+            **{
+                **base.embedding.model_dump(),
+                "dim": linear.output_dim if linear else base.embedding.dim,
+            }
         )
-        files = (*base.files, entry)
-        spec = EmbeddingSpec(**{**base.embedding.model_dump(), "dim": linear.output_dim})
+        what = f"a {linear.method.value} adapter" if linear else "no adapter"
         manifest = PackManifest(
             name=name,
             version=base.version,
-            description=f"{base.name} {base.version} with a {linear.method.value} adapter "
-            f"({provenance.source})",
+            description=f"{base.name} {base.version} with {what}"
+            + (", mirrored recognizer" if mirror else "")
+            + f" ({provenance.source})",
             built=date.today(),
-            files=files,
+            files=all_files,
             embedding=spec,
-            contract_id=compute_contract_id(files, spec),
+            contract_id=compute_contract_id(all_files, spec),
         )
         # The base pack's calibration is not copied: its thresholds were measured for the
         # base contract and mean nothing for adapted embeddings.
@@ -352,6 +437,24 @@ def build_adapted_pack(
     return target
 
 
+def _adapter_entry(linear: LinearMap, work: Path, provenance: AdapterProvenance) -> FileEntry:
+    export_onnx(linear, work / ADAPTER_FILE)
+    return FileEntry(
+        path=ADAPTER_FILE,
+        task=Task.ADAPTER,
+        wrapper=ADAPTER_WRAPPER,
+        sha256=sha256_file(work / ADAPTER_FILE),
+        license=provenance.license,
+        commercial_use=provenance.commercial_use,
+        source=provenance.source,
+        params={
+            "input_dim": linear.input_dim,
+            "output_dim": linear.output_dim,
+            "method": linear.method.value,
+        },
+    )
+
+
 @dataclass(frozen=True)
 class FitSet:
     """Raw recognizer embeddings of labelled images, ready to fit on."""
@@ -362,11 +465,11 @@ class FitSet:
     """Images where no face was acquired or that could not be read."""
 
 
-def embed_raw(pack_dir: Path, data: Path, threads: int = 2) -> FitSet:
+def embed_raw(pack_dir: Path, data: Path, threads: int = 2, mirror: bool = False) -> FitSet:
     """Raw (pre-adapter) embeddings of every image under `data`, labelled `<set>/<identity>`.
 
     Labels carry the set name so that identity folders with the same name in two sets are
-    kept apart.
+    kept apart. With `mirror`, each row is what the mirrored recognizer would output.
     """
     from calibration.datasets import find_sets
     from models.engine import FaceEngine
@@ -392,7 +495,11 @@ def embed_raw(pack_dir: Path, data: Path, threads: int = 2) -> FitSet:
                 skipped += 1
                 continue
             chip = engine.align(acquired.image, acquired.face)
-            rows.append(engine.recognizer.embed_chips(chip[None])[0])
+            if mirror:
+                both = engine.recognizer.embed_chips(np.stack([chip, chip[:, ::-1]]))
+                rows.append(mirror_mean(both[:1], both[1:])[0].astype(np.float32))
+            else:
+                rows.append(engine.recognizer.embed_chips(chip[None])[0])
             labels.append(f"{face_set.name}/{identity}")
     if not rows:
         raise ValueError(f"{data}: no face found in any image")

@@ -37,6 +37,10 @@ def adapter(
     commercial_use: Annotated[
         bool, typer.Option(help="the fitting data's terms allow commercial deployment")
     ] = False,
+    mirror: Annotated[
+        bool,
+        typer.Option(help="also embed each chip's mirror image and average (2x embed cost)"),
+    ] = False,
     force: Annotated[bool, typer.Option(help="replace an existing pack of that name")] = False,
     threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
 ) -> None:
@@ -68,7 +72,7 @@ def adapter(
         raise typer.Exit(code=2) from err
     try:
         base = resolve_pack(pack, directory)
-        fit_set = embed_raw(base, data, threads=threads)
+        fit_set = embed_raw(base, data, threads=threads, mirror=mirror)
         linear = fit_adapter(fit_set.raw, fit_set.labels, config)
         source = (
             f"{config.method.value} adapter (whiten shrinkage {config.whiten_shrinkage}, "
@@ -83,6 +87,7 @@ def adapter(
             out,
             AdapterProvenance(source=source, license=license_id, commercial_use=commercial_use),
             force=force,
+            mirror=mirror,
         )
     except (ModelError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)

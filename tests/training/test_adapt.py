@@ -16,6 +16,7 @@ from jifang.cli import app
 from models.engine import FaceEngine
 from models.errors import ModelError
 from models.manifest import load_manifest, verify_pack
+from models.runtime.image import read_image
 from models.types import Task
 from tests.cli.test_cli import BLOCK_TORCH
 from tests.models.faces import write_set
@@ -170,10 +171,7 @@ def test_train_adapter_command_builds_a_pack_the_engine_runs(
     for person in ("astronaut", "cameraman"):
         vectors = []
         for image_path in sorted((data / person).iterdir()):
-            import cv2
-
-            image = cv2.imread(str(image_path))
-            acquired = engine.acquire(image)
+            acquired = engine.acquire(read_image(str(image_path)))
             assert acquired is not None
             vectors.append(engine.embed(acquired.image, acquired.face))
         embedded[person] = np.stack(vectors)
@@ -231,3 +229,73 @@ def test_adapter_fits_and_exports_without_torch(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_mirrored_recognizer_matches_reference_and_is_mirror_symmetric(
+    default_pack: Path, engine: FaceEngine, tmp_path: Path
+) -> None:
+    from models.runtime.dlib_recognizer import DlibResNetRecognizer
+    from tests.models.faces import astronaut
+    from training.adapt import mirror_mean, mirror_recognizer
+
+    recognizer = load_manifest(default_pack).file(Task.RECOGNIZER)
+    assert recognizer is not None
+    mirrored = DlibResNetRecognizer(
+        mirror_recognizer(default_pack / recognizer.path, tmp_path / "m.onnx"), threads=1
+    )
+    acquired = engine.acquire(astronaut())
+    assert acquired is not None
+    chip = engine.align(acquired.image, acquired.face)
+    noise = np.random.default_rng(0).integers(0, 256, (2, 150, 150, 3), dtype=np.uint8)
+    chips = np.concatenate([chip[None], noise])
+    flipped = np.ascontiguousarray(chips[:, :, ::-1])
+    plain = engine.recognizer
+    expected = mirror_mean(plain.embed_chips(chips), plain.embed_chips(flipped))
+    np.testing.assert_allclose(mirrored.embed_chips(chips), expected, atol=1e-5)
+    # A face and its mirror image now get the same descriptor; the plain recognizer differs.
+    np.testing.assert_allclose(
+        mirrored.embed_chips(flipped), mirrored.embed_chips(chips), atol=1e-5
+    )
+    assert np.abs(plain.embed_chips(flipped) - plain.embed_chips(chips)).max() > 1e-3
+
+
+def test_mirror_only_pack_loads_in_the_engine(default_pack: Path, tmp_path: Path) -> None:
+    provenance = AdapterProvenance(source="none")
+    pack = build_adapted_pack(default_pack, None, tmp_path, "mirror", provenance, mirror=True)
+    manifest = verify_pack(pack)
+    recognizer = manifest.file(Task.RECOGNIZER)
+    assert recognizer is not None and recognizer.path == "recognizer_mirror.onnx"
+    assert recognizer.commercial_use  # wrapping keeps the recognizer's own licence
+    assert manifest.file(Task.ADAPTER) is None
+    assert not (pack / "recognizer.onnx").exists()
+    assert manifest.contract_id != load_manifest(default_pack).contract_id
+    assert FaceEngine(pack, threads=1).adapter is None
+    with pytest.raises(ModelError, match="nothing to add"):
+        build_adapted_pack(default_pack, None, tmp_path, "empty", provenance)
+
+
+def test_train_adapter_with_mirror(default_pack: Path, tmp_path: Path) -> None:
+    data = write_set(tmp_path / "faces")
+    models = tmp_path / "models"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "adapter",
+            "--pack",
+            str(default_pack),
+            "--data",
+            str(data),
+            "--out",
+            "site",
+            "--model-dir",
+            str(models),
+            "--min-identities",
+            "2",
+            "--mirror",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    engine = FaceEngine(models / "site", threads=1)
+    assert engine.adapter is not None
+    assert engine.manifest.file(Task.RECOGNIZER).path == "recognizer_mirror.onnx"  # type: ignore[union-attr]
