@@ -231,7 +231,11 @@ def _mean_sd(values: list[float]) -> dict[str, float]:
 
 
 def enrollment_figures(
-    vectors: Matrix, labels: npt.NDArray[np.str_], threshold: float, rng: np.random.Generator
+    vectors: Matrix,
+    labels: npt.NDArray[np.str_],
+    threshold: float,
+    rng: np.random.Generator,
+    outsiders: Matrix | None = None,
 ) -> dict[str, Any]:
     """What several enrollment templates and several probe frames buy, at a fixed threshold.
 
@@ -272,13 +276,25 @@ def enrollment_figures(
                             (genuine if a == b else impostor).append(score)
                 g, i = np.asarray(genuine), np.asarray(impostor)
                 fnmr, fmr = rates_at(g, i, threshold)
-                out[f"templates={k},frames={n},{rule}"] = {
+                record: dict[str, Any] = {
                     "fnmr_at_single_image_threshold": fnmr,
                     "fmr_at_single_image_threshold": fmr,
                     "eer": equal_error_rate(g, i),
                     "genuine_attempts": int(g.size),
                     "impostor_attempts": int(i.size),
                 }
+                if outsiders is not None and n == 1:
+                    galleries = [
+                        _l2(t[:k].mean(axis=0, keepdims=True)) if rule == "mean_template" else t[:k]
+                        for t in enroll.values()
+                    ]
+                    extra = np.concatenate([np.max(gal @ outsiders.T, axis=0) for gal in galleries])
+                    all_impostors = np.concatenate([i, extra])
+                    own = threshold_at_fmr(all_impostors, FMR)
+                    record["fnmr@1e-3_own_threshold"] = rates_at(g, all_impostors, own)[0]
+                    record["impostor_attempts_with_outsiders"] = int(all_impostors.size)
+                    record["own_threshold_supported"] = supports(all_impostors.size, FMR)
+                out[f"templates={k},frames={n},{rule}"] = record
     return out
 
 
@@ -318,6 +334,13 @@ def run(sets: dict[str, SetEmbeddings], repeats: int, work: Path) -> dict[str, A
             for key, (cfg, sources) in VARIANTS.items()
         }
         figures: dict[str, Any] = {}
+        singles = sets.get(SINGLETONS)
+        outsiders = None
+        if singles is not None:
+            rows = split.test_rows[SINGLETONS] & ~np.isnan(singles.raw[:, 0])
+            outsiders = ea_adapter(
+                mirror_mean(singles.raw[rows], singles.raw_mirror[rows]).astype(np.float32)
+            )
         pooled_genuine: dict[str, list[Matrix]] = {
             "baseline": [],
             "raw": [],
@@ -361,7 +384,11 @@ def run(sets: dict[str, SetEmbeddings], repeats: int, work: Path) -> dict[str, A
             if base_g.size:
                 record["jifang"] = record[population]
                 record["enrollment"] = enrollment_figures(
-                    configs[population], labels, record["jifang"]["threshold"], rng
+                    configs[population],
+                    labels,
+                    record["jifang"]["threshold"],
+                    rng,
+                    outsiders if name in EAST_ASIAN else None,
                 )
             if name in EAST_ASIAN:
                 pooled_genuine["baseline"].append(base_g)
