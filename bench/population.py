@@ -474,9 +474,14 @@ def _singleton_row(
     }
 
 
+def _strip(tree: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: _strip(v, key) if isinstance(v, dict) else v for k, v in tree.items() if k != key}
+
+
 def summarise(result: dict[str, Any], repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The acceptance JSON (means) and the detail JSON (mean and sd of everything)."""
-    detail = _average(result["repeats"])
+    # Thresholds learned from the internal sets are never written to the repository.
+    detail = _strip(_average(result["repeats"]), "threshold")
     summary: dict[str, Any] = {}
     for name, record in detail.items():
         summary[name] = {
