@@ -16,6 +16,7 @@ from edge_agent.cli import app as edge_app
 from jifang.demo import app as demo_app
 from models.cli import app as models_app
 from models.face_cli import app as face_app
+from training.cli import app as train_app
 
 app = typer.Typer(
     name="jifang",
@@ -43,7 +44,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(face_app, name="face")
 app.add_typer(eval_app, name="eval")
 app.add_typer(calibrate_app, name="calibrate")
-app.add_typer(pending_group("train", "Train recognizer and liveness models.", 10), name="train")
+app.add_typer(train_app, name="train")
 app.add_typer(demo_app, name="demo")
 
 
