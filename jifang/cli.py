@@ -15,6 +15,7 @@ from calibration.cli import eval_app
 from edge_agent.cli import app as edge_app
 from models.cli import app as models_app
 from models.face_cli import app as face_app
+from server.cli import app as server_app
 
 app = typer.Typer(
     name="jifang",
@@ -36,7 +37,7 @@ def pending_group(name: str, summary: str, issue: int) -> typer.Typer:
     return group
 
 
-app.add_typer(pending_group("server", "Run and administer the central server.", 4), name="server")
+app.add_typer(server_app, name="server")
 app.add_typer(edge_app, name="edge")
 app.add_typer(models_app, name="models")
 app.add_typer(face_app, name="face")

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
 
 from server.settings import ServerSettings
 
@@ -36,3 +37,17 @@ def engine_from_settings(settings: ServerSettings) -> Engine:
     if settings.database_url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     return make_engine(settings.database_url)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit (routes return them)."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def prepared_engine(settings: ServerSettings) -> Engine:
+    """The settings' engine with the schema created or migrated to the latest revision."""
+    from server.migrate import upgrade
+
+    engine = engine_from_settings(settings)
+    upgrade(engine)
+    return engine
