@@ -81,7 +81,8 @@ class FaceService:
         if image is None:
             raise EnrollmentError("not a readable image")
         engine = self.engine
-        acquired = engine.acquire(image)
+        # No whole-crop fallback: a template from something that is not a face would let anyone in.
+        acquired = engine.acquire(image, whole_crop=False)
         if acquired is None:
             raise EnrollmentError("no face found")
         scores = engine.quality(acquired.image, acquired.face)
