@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from contract.codes import CertificateStatus
@@ -18,6 +18,7 @@ from contract.messages import (
     GallerySnapshot,
     GalleryTemplate,
 )
+from server.db import insert_rows
 from server.tables import (
     Certificate,
     Counter,
@@ -58,7 +59,7 @@ def bump(session: Session, operator_ids: Iterable[str] = (), device_id: str | No
     ]
     if device_id:
         rows.append({"version": top, "operator_id": None, "device_id": device_id, "at": now})
-    session.execute(insert(GalleryChange), rows)
+    insert_rows(session, GalleryChange, rows)
     return top
 
 

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from contract.codes import CertificateStatus, CodeSystem
 from contract.ids import uuid7
 from server import audit, gallery
+from server.db import insert_rows
 from server.domain import id_number_problem, mask_id_number, normalize_id_number
 from server.faces import EnrollmentError, FaceService
 from server.schemas import ImportReport, ImportRowError
@@ -200,6 +201,11 @@ def _date(value: Any) -> date:
     if isinstance(value, date):
         return value
     text = _text(value)
+    if len(text) == 10 and text[4] == "-":
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
     for fmt in _DATE_FORMATS:
         try:
             return datetime.strptime(text, fmt).date()
@@ -584,7 +590,7 @@ def _apply(
                 "updated_at": now,
             }
     if new_ops:
-        session.execute(insert(Operator), list(new_ops.values()))
+        insert_rows(session, Operator, list(new_ops.values()))
     if renamed:
         session.execute(update(Operator), list(renamed.values()))
     new_certs: list[dict[str, Any]] = []
@@ -620,7 +626,7 @@ def _apply(
             )
             touched.add(op_id)
     if new_certs:
-        session.execute(insert(Certificate), new_certs)
+        insert_rows(session, Certificate, new_certs)
     if changed_certs:
         session.execute(update(Certificate), changed_certs)
     links = {
@@ -629,8 +635,8 @@ def _apply(
         if r.site_id and (op_id_of[r.id_number], r.site_id) not in existing.links
     }
     if links:
-        session.execute(
-            insert(OperatorSite), [{"operator_id": a, "site_id": b} for a, b in sorted(links)]
+        insert_rows(
+            session, OperatorSite, [{"operator_id": a, "site_id": b} for a, b in sorted(links)]
         )
         touched.update(a for a, _ in links)
     template_rows = []
@@ -659,5 +665,5 @@ def _apply(
         )
         touched.add(op_id)
     if template_rows:
-        session.execute(insert(Template), template_rows)
+        insert_rows(session, Template, template_rows)
     gallery.bump(session, touched)

@@ -194,3 +194,17 @@ def test_unreadable_file_is_refused(world: World) -> None:
     response = _upload(world, "a.csv", "名字,证件\n张三,1\n".encode())
     assert response.status_code == 422
     assert response.json()["detail"].startswith("import file rejected: a.csv: unknown column(s)")
+
+
+def test_a_large_file_imports_in_bulk_and_reimports_unchanged(world: World) -> None:
+    # Enough rows to take the PostgreSQL COPY path.
+    rows = office_rows(300)
+    response = _upload(world, "big.csv", csv_bytes(rows))
+    assert response.status_code == 200, response.text
+    assert len(response.json()["added"]) == 300
+    assert _count(world, Operator) == 300
+    again = _upload(world, "big.csv", csv_bytes(rows)).json()
+    assert len(again["unchanged"]) == 300 and again["added"] == []
+    snapshot = world.crane.gallery(0, world.app.state.faces.contract.contract_id)
+    assert snapshot.status_code == 200
+    assert snapshot.text.count("操作员") == 150
