@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from contract.messages import EventBatch, EventBatchAck
 from contract.messages import SequenceGap as GapMessage
 from server import audit
+from server.db import insert_rows
 from server.domain import ReviewStatus, classify
 from server.tables import Device, Event, SequenceGap
 
@@ -105,7 +106,7 @@ def ingest(session: Session, device: Device, batch: EventBatch, body: bytes) -> 
             }
         )
         stored.append((str(event.kind), flagged, str(severity)))
-    session.execute(insert(Event), rows)
+    insert_rows(session, Event, rows)
     if gaps:
         session.execute(
             insert(SequenceGap),

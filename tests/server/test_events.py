@@ -159,3 +159,20 @@ def test_heartbeat_updates_the_device(world: World) -> None:
     crane = next(d for d in devices if d["id"] == "crane-01")
     assert crane["gallery_version"] == 3 and crane["last_seen_at"] is not None
     assert "key" not in crane
+
+
+def test_a_batch_of_a_hundred_is_stored_once(world: World) -> None:
+    # Large enough for the PostgreSQL COPY path.
+    events = [
+        denied_event("crane-01", s) if s % 10 == 0 else authorized_event("crane-01", s)
+        for s in range(100)
+    ]
+    batch = batch_of("crane-01", events)
+    ack = EventBatchAck.model_validate_json(world.crane.post_batch(batch).text)
+    assert len(ack.accepted) == 100
+    assert len(EventBatchAck.model_validate_json(world.crane.post_batch(batch).text).duplicates) == 100
+    assert _events(world) == 100
+    flagged = world.call("supervisor", "GET", "/api/v1/review/events", params={"limit": 1000}).json()
+    assert len(flagged) == 10
+    detail = world.call("supervisor", "GET", f"/api/v1/review/events/{flagged[0]['event_id']}").json()
+    assert detail["body"]["payload"]["decision"] == "denied"
