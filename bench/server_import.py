@@ -21,7 +21,16 @@ from pathlib import Path
 from common import write_result
 
 PG_URL = os.environ.get("JIFANG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-HEADER = ["姓名", "身份证号", "证书编号", "作业项目代号", "发证日期", "有效期至", "发证机关", "工作场所"]
+HEADER = [
+    "姓名",
+    "身份证号",
+    "证书编号",
+    "作业项目代号",
+    "发证日期",
+    "有效期至",
+    "发证机关",
+    "工作场所",
+]
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 

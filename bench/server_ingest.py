@@ -17,7 +17,6 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 from common import REPO, write_result
 
@@ -91,7 +90,9 @@ def _percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
-    parser.add_argument("--offered", type=float, default=500.0, help="events/s in the latency phase")
+    parser.add_argument(
+        "--offered", type=float, default=500.0, help="events/s in the latency phase"
+    )
     args = parser.parse_args()
 
     import httpx
@@ -117,10 +118,19 @@ def main() -> None:
         session.flush()
         session.add(
             Device(
-                id="bench-01", kind="crane", site_id="s", serial="", key=key,
-                accepted_categories=[], config_version=1, active=True,
-                created_at=datetime.now(UTC), gallery_version=0, pack_contract_id="",
-                agent_version="", state="",
+                id="bench-01",
+                kind="crane",
+                site_id="s",
+                serial="",
+                key=key,
+                accepted_categories=[],
+                config_version=1,
+                active=True,
+                created_at=datetime.now(UTC),
+                gallery_version=0,
+                pack_contract_id="",
+                agent_version="",
+                state="",
             )
         )
         session.commit()

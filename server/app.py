@@ -85,7 +85,7 @@ def create_app(
         if declared is None:
             # Deny by default: a route that forgot to say who may call it never ships.
             raise RuntimeError(f"route {route.path} declares no roles")
-        for method in route.methods:
+        for method in route.methods or ():
             roles[(method, route.path)] = declared
     app.state.route_roles = roles
     return app

@@ -155,6 +155,6 @@ def verify(session: Session) -> list[AuditProblem]:
     return problems
 
 
-def count_query() -> Select[tuple[int]]:
+def count_query() -> Select[Any]:
     """SELECT the number of entries."""
     return select(func.count()).select_from(AuditEntry)

@@ -81,7 +81,10 @@ def _copy_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> No
         for row in rows:
             values = [_copy_default(table, name, row) for name in columns]
             copy.write_row(
-                [Json(v) if n in as_json and v is not None else v for n, v in zip(columns, values, strict=True)]
+                [
+                    Json(v) if n in as_json and v is not None else v
+                    for n, v in zip(columns, values, strict=True)
+                ]
             )
 
 

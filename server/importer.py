@@ -187,7 +187,7 @@ def _read_json(data: bytes) -> list[tuple[int, dict[str, Any]]]:
     for index, item in enumerate(items, start=1):
         if not isinstance(item, dict):
             raise ImportFileError(f"record {index} is not an object")
-        mapped = {HEADERS.get(k, k): v for k, v in item.items()}
+        mapped: dict[str, Any] = {HEADERS.get(str(k), str(k)): v for k, v in item.items()}
         unknown = [k for k in mapped if k not in FIELD_LABEL]
         if unknown:
             raise ImportFileError(f"record {index}: unknown field(s) {', '.join(unknown)}")

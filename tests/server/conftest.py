@@ -78,7 +78,12 @@ def world(app: FastAPI) -> Iterator[World]:
             tokens[role] = http.post(
                 "/api/v1/auth/login", json={"username": role, "password": PASSWORD}
             ).json()["access_token"]
-        assert http.post("/api/v1/enterprises", json={"id": "ent-1", "name": "济南重工"}, headers=admin).status_code == 201
+        assert (
+            http.post(
+                "/api/v1/enterprises", json={"id": "ent-1", "name": "济南重工"}, headers=admin
+            ).status_code
+            == 201
+        )
         for site in ("site-1", "site-2"):
             assert (
                 http.post(

@@ -28,7 +28,17 @@ from contract.messages import (
     StationViolationPayload,
 )
 
-HEADER = ["姓名", "身份证号", "证书编号", "作业项目代号", "发证日期", "有效期至", "发证机关", "照片", "工作场所"]
+HEADER = [
+    "姓名",
+    "身份证号",
+    "证书编号",
+    "作业项目代号",
+    "发证日期",
+    "有效期至",
+    "发证机关",
+    "照片",
+    "工作场所",
+]
 
 
 def id_number(serial: int, birth: str = "19850612") -> str:
@@ -152,10 +162,14 @@ class DeviceClient:
         )
 
     def gallery(self, since: int, contract: str) -> httpx.Response:
-        return self.request("GET", f"/api/v1/devices/{self.device_id}/gallery?since={since}&contract={contract}")
+        return self.request(
+            "GET", f"/api/v1/devices/{self.device_id}/gallery?since={since}&contract={contract}"
+        )
 
 
-def denied_event(device_id: str, seq: int, reason: ReasonCode = ReasonCode.NO_MATCH) -> CabDecisionEvent:
+def denied_event(
+    device_id: str, seq: int, reason: ReasonCode = ReasonCode.NO_MATCH
+) -> CabDecisionEvent:
     """A denied start (flagged)."""
     return CabDecisionEvent(
         event_id=uuid7(),

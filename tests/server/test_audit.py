@@ -54,7 +54,9 @@ def test_every_write_is_chained(world: World, cli_env: CliRunner) -> None:
 def test_an_edited_row_is_named(world: World, cli_env: CliRunner) -> None:
     target = _seqs(world)[2]
     with world.app.state.sessions() as session:
-        session.execute(update(AuditEntry).where(AuditEntry.seq == target).values(actor="user:mallory"))
+        session.execute(
+            update(AuditEntry).where(AuditEntry.seq == target).values(actor="user:mallory")
+        )
         session.commit()
     result = _verify(cli_env)
     assert result.exit_code == 1
@@ -96,7 +98,9 @@ def test_an_inserted_row_is_named(world: World, cli_env: CliRunner) -> None:
             target="user:mallory",
             data=data,
             prev_hash=last.hash,
-            hash=entry_hash(seq, at, "user:mallory", "user.create", "user:mallory", data, last.hash),
+            hash=entry_hash(
+                seq, at, "user:mallory", "user.create", "user:mallory", data, last.hash
+            ),
         )
         session.add(forged)
         session.commit()
@@ -115,7 +119,12 @@ def test_export_event_writes_a_bundle_that_verifies_offline(
 ) -> None:
     image = cv2.imencode(".jpg", np.full((16, 16, 3), 90, np.uint8))[1].tobytes()
     sha = hashlib.sha256(image).hexdigest()
-    assert world.crane.request("PUT", f"/api/v1/evidence/{sha}", image, {"Content-Type": "image/jpeg"}).status_code == 201
+    assert (
+        world.crane.request(
+            "PUT", f"/api/v1/evidence/{sha}", image, {"Content-Type": "image/jpeg"}
+        ).status_code
+        == 201
+    )
     event = denied_event("crane-01", 1).model_copy(
         update={"evidence": (EvidenceRef(sha256=sha, media_type="image/jpeg"),)}
     )
@@ -136,7 +145,14 @@ def test_export_event_writes_a_bundle_that_verifies_offline(
     assert [e["action"] for e in content["audit_entries"]] == ["events.ingest", "review.decision"]
     assert content["decisions"][0]["outcome"] == "false_alarm"
     ok = cli_env.invoke(
-        cli, ["server", "verify-bundle", str(out), "--public-key", world.app.state.server_key.public_b64]
+        cli,
+        [
+            "server",
+            "verify-bundle",
+            str(out),
+            "--public-key",
+            world.app.state.server_key.public_b64,
+        ],
     )
     assert ok.exit_code == 0, ok.output
     content["decisions"][0]["outcome"] = "confirmed_violation"

@@ -113,7 +113,8 @@ def test_run_serves_on_sqlite_in_the_data_dir(tmp_path: Path, model_dir: Path) -
     }
     env.pop("JIFANG_DATABASE_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jifang", "server", "run"] if (REPO / "jifang" / "__main__.py").exists()
+        [sys.executable, "-m", "jifang", "server", "run"]
+        if (REPO / "jifang" / "__main__.py").exists()
         else [sys.executable, "-c", "from jifang.cli import main; main()", "server", "run"],
         env=env,
         cwd=tmp_path,
@@ -128,7 +129,9 @@ def test_run_serves_on_sqlite_in_the_data_dir(tmp_path: Path, model_dir: Path) -
                 break
             except httpx.TransportError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError(proc.stdout.read().decode() if proc.stdout else "no output") from None
+                    raise AssertionError(
+                        proc.stdout.read().decode() if proc.stdout else "no output"
+                    ) from None
                 time.sleep(0.2)
         assert response.status_code == 200
         assert (tmp_path / "data" / "jifang.db").exists()

@@ -94,7 +94,9 @@ def test_events_are_classified(world: World) -> None:
     world.forklift.post_batch(batch_of("forklift-01", [violation_event("forklift-01", 1)]))
     with world.app.state.sessions() as session:
         rows = session.execute(
-            select(Event.reason, Event.flagged, Event.severity, Event.review_status).order_by(Event.reason)
+            select(Event.reason, Event.flagged, Event.severity, Event.review_status).order_by(
+                Event.reason
+            )
         ).all()
     assert [tuple(r) for r in rows] == [
         ("AUTHORIZED", False, "info", "none"),
@@ -107,7 +109,10 @@ def test_events_are_classified(world: World) -> None:
 
 def test_invalid_batch_names_the_problem(world: World) -> None:
     response = world.crane.request(
-        "POST", "/api/v1/events", b'{"device_id": "crane-01", "events": []}', {"Content-Type": "application/json"}
+        "POST",
+        "/api/v1/events",
+        b'{"device_id": "crane-01", "events": []}',
+        {"Content-Type": "application/json"},
     )
     assert response.status_code == 422
     assert response.json()["detail"].startswith("invalid event batch")
@@ -127,16 +132,24 @@ def test_evidence_is_content_addressed(world: World) -> None:
     stored = world.app.state.settings.evidence_dir / sha[:2] / sha
     assert stored.read_bytes() == data
     other = hashlib.sha256(b"x").hexdigest()
-    mismatch = world.crane.request("PUT", f"/api/v1/evidence/{other}", data, {"Content-Type": "image/png"})
+    mismatch = world.crane.request(
+        "PUT", f"/api/v1/evidence/{other}", data, {"Content-Type": "image/png"}
+    )
     assert mismatch.status_code == 400 and mismatch.json()["detail"] == "evidence hash mismatch"
     text = b"not an image at all"
     wrong_type = world.crane.request(
-        "PUT", f"/api/v1/evidence/{hashlib.sha256(text).hexdigest()}", text, {"Content-Type": "image/png"}
+        "PUT",
+        f"/api/v1/evidence/{hashlib.sha256(text).hexdigest()}",
+        text,
+        {"Content-Type": "image/png"},
     )
     assert wrong_type.status_code == 415
     big = b"\xff\xd8\xff" + bytes(world.app.state.settings.evidence_max_bytes)
     too_big = world.crane.request(
-        "PUT", f"/api/v1/evidence/{hashlib.sha256(big).hexdigest()}", big, {"Content-Type": "image/jpeg"}
+        "PUT",
+        f"/api/v1/evidence/{hashlib.sha256(big).hexdigest()}",
+        big,
+        {"Content-Type": "image/jpeg"},
     )
     assert too_big.status_code == 413
     with world.app.state.sessions() as session:
@@ -149,10 +162,17 @@ def test_heartbeat_updates_the_device(world: World) -> None:
     from contract.messages import Heartbeat
 
     beat = Heartbeat(
-        device_id="crane-01", sent_at=datetime.now(UTC), agent_version="0.1", state="locked", gallery_version=3
+        device_id="crane-01",
+        sent_at=datetime.now(UTC),
+        agent_version="0.1",
+        state="locked",
+        gallery_version=3,
     )
     response = world.crane.request(
-        "POST", "/api/v1/devices/crane-01/heartbeat", beat.model_dump_json().encode(), {"Content-Type": "application/json"}
+        "POST",
+        "/api/v1/devices/crane-01/heartbeat",
+        beat.model_dump_json().encode(),
+        {"Content-Type": "application/json"},
     )
     assert response.status_code == 204, response.text
     devices = world.call("admin", "GET", "/api/v1/devices").json()
@@ -170,9 +190,15 @@ def test_a_batch_of_a_hundred_is_stored_once(world: World) -> None:
     batch = batch_of("crane-01", events)
     ack = EventBatchAck.model_validate_json(world.crane.post_batch(batch).text)
     assert len(ack.accepted) == 100
-    assert len(EventBatchAck.model_validate_json(world.crane.post_batch(batch).text).duplicates) == 100
+    assert (
+        len(EventBatchAck.model_validate_json(world.crane.post_batch(batch).text).duplicates) == 100
+    )
     assert _events(world) == 100
-    flagged = world.call("supervisor", "GET", "/api/v1/review/events", params={"limit": 1000}).json()
+    flagged = world.call(
+        "supervisor", "GET", "/api/v1/review/events", params={"limit": 1000}
+    ).json()
     assert len(flagged) == 10
-    detail = world.call("supervisor", "GET", f"/api/v1/review/events/{flagged[0]['event_id']}").json()
+    detail = world.call(
+        "supervisor", "GET", f"/api/v1/review/events/{flagged[0]['event_id']}"
+    ).json()
     assert detail["body"]["payload"]["decision"] == "denied"

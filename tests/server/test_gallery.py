@@ -19,6 +19,12 @@ def _open(world: World, response) -> GallerySnapshot | GalleryDelta:  # noqa: AN
     return GalleryDelta.model_validate_json(payload)
 
 
+def _snapshot(world: World, response) -> GallerySnapshot:  # noqa: ANN001
+    opened = _open(world, response)
+    assert isinstance(opened, GallerySnapshot)
+    return opened
+
+
 def _contract(world: World) -> str:
     return world.app.state.faces.contract.contract_id
 
@@ -32,24 +38,27 @@ def _import(world: World, n: int = 4) -> list[list[str]]:
 
 def test_snapshot_holds_the_operators_authorized_for_the_device(world: World) -> None:
     rows = _import(world)
-    crane = _open(world, world.crane.gallery(0, _contract(world)))
+    crane = _snapshot(world, world.crane.gallery(0, _contract(world)))
     assert isinstance(crane, GallerySnapshot)
     names = {o.display_name for o in crane.operators}
     assert names == {rows[0][0], rows[2][0]}  # the Q2 holders, not the N1 ones
     assert {t.operator_id for t in crane.templates} == {o.operator_id for o in crane.operators}
     assert crane.contract.contract_id == _contract(world)
-    forklift = _open(world, world.forklift.gallery(0, _contract(world)))
+    forklift = _snapshot(world, world.forklift.gallery(0, _contract(world)))
     assert {o.display_name for o in forklift.operators} == {rows[1][0], rows[3][0]}
     assert all("*" in o.id_number_masked for o in forklift.operators)
 
 
 def test_revocation_removes_the_operator_from_the_next_delta(world: World) -> None:
     rows = _import(world)
-    first = _open(world, world.crane.gallery(0, _contract(world)))
+    first = _snapshot(world, world.crane.gallery(0, _contract(world)))
     assert isinstance(first, GallerySnapshot)
     revoked = next(o for o in first.operators if o.display_name == rows[0][0])
     response = world.call(
-        "cert_office", "POST", f"/api/v1/certificates/{rows[0][2]}/revoke", json={"reason": "违规作业"}
+        "cert_office",
+        "POST",
+        f"/api/v1/certificates/{rows[0][2]}/revoke",
+        json={"reason": "违规作业"},
     )
     assert response.status_code == 200 and response.json()["status"] == "revoked"
     delta = _open(world, world.crane.gallery(first.version, _contract(world)))
@@ -70,11 +79,15 @@ def test_revocation_removes_the_operator_from_the_next_delta(world: World) -> No
 
 def test_suspension_and_reinstatement_reach_the_device(world: World) -> None:
     rows = _import(world, 2)
-    first = _open(world, world.crane.gallery(0, _contract(world)))
-    world.call("admin", "POST", f"/api/v1/certificates/{rows[0][2]}/suspend", json={"reason": "暂扣"})
+    first = _snapshot(world, world.crane.gallery(0, _contract(world)))
+    world.call(
+        "admin", "POST", f"/api/v1/certificates/{rows[0][2]}/suspend", json={"reason": "暂扣"}
+    )
     suspended = _open(world, world.crane.gallery(first.version, _contract(world)))
     assert isinstance(suspended, GalleryDelta) and len(suspended.removed_operator_ids) == 1
-    world.call("admin", "POST", f"/api/v1/certificates/{rows[0][2]}/reinstate", json={"reason": "恢复"})
+    world.call(
+        "admin", "POST", f"/api/v1/certificates/{rows[0][2]}/reinstate", json={"reason": "恢复"}
+    )
     back = _open(world, world.crane.gallery(suspended.to_version, _contract(world)))
     assert isinstance(back, GalleryDelta)
     assert [o.display_name for o in back.upsert_operators] == [rows[0][0]]
@@ -83,7 +96,7 @@ def test_suspension_and_reinstatement_reach_the_device(world: World) -> None:
 
 def test_versions_are_monotonic(world: World) -> None:
     _import(world, 2)
-    first = _open(world, world.crane.gallery(0, _contract(world)))
+    first = _snapshot(world, world.crane.gallery(0, _contract(world)))
     _import(world, 4)
     second = _open(world, world.crane.gallery(first.version, _contract(world)))
     assert isinstance(second, GalleryDelta) and second.to_version > first.version
@@ -109,9 +122,12 @@ def test_device_reads_only_its_own_gallery(world: World) -> None:
 
 def test_device_rule_change_resends_the_set(world: World) -> None:
     rows = _import(world, 4)
-    first = _open(world, world.forklift.gallery(0, _contract(world)))
+    first = _snapshot(world, world.forklift.gallery(0, _contract(world)))
     changed = world.call(
-        "admin", "PATCH", "/api/v1/devices/forklift-01", json={"accepted_categories": [{"category": "Q2"}]}
+        "admin",
+        "PATCH",
+        "/api/v1/devices/forklift-01",
+        json={"accepted_categories": [{"category": "Q2"}]},
     )
     assert changed.status_code == 200 and changed.json()["config_version"] == 2
     delta = _open(world, world.forklift.gallery(first.version, _contract(world)))

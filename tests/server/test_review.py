@@ -17,7 +17,11 @@ def _seed(world: World) -> dict[str, str]:
     overfill = violation_event("forklift-01", 1)
     world.crane.post_batch(batch_of("crane-01", [denied, ok]))
     world.forklift.post_batch(batch_of("forklift-01", [overfill]))
-    return {"denied": str(denied.event_id), "ok": str(ok.event_id), "overfill": str(overfill.event_id)}
+    return {
+        "denied": str(denied.event_id),
+        "ok": str(ok.event_id),
+        "overfill": str(overfill.event_id),
+    }
 
 
 def _ids(world: World, **params: object) -> set[str]:
@@ -58,9 +62,13 @@ def test_claim_is_exclusive(world: World) -> None:
 def test_decisions_are_append_only(world: World) -> None:
     ids = _seed(world)
     path = f"/api/v1/review/events/{ids['overfill']}/decisions"
-    first = world.call("supervisor", "POST", path, json={"outcome": "needs_follow_up", "comment": "核实"})
+    first = world.call(
+        "supervisor", "POST", path, json={"outcome": "needs_follow_up", "comment": "核实"}
+    )
     assert first.status_code == 201, first.text
-    second = world.call("admin", "POST", path, json={"outcome": "confirmed_violation", "comment": "超装"})
+    second = world.call(
+        "admin", "POST", path, json={"outcome": "confirmed_violation", "comment": "超装"}
+    )
     assert second.json()["supersedes"] == first.json()["id"]
     history = world.call("supervisor", "GET", path).json()
     assert [d["outcome"] for d in history] == ["needs_follow_up", "confirmed_violation"]
@@ -81,7 +89,10 @@ def test_reviewed_state_is_per_user(world: World) -> None:
     mark = world.call("supervisor", "POST", f"/api/v1/review/events/{ids['denied']}/reviewed")
     assert mark.status_code == 204
     mine = world.call("supervisor", "GET", "/api/v1/review/events").json()
-    assert {e["event_id"]: e["reviewed_by_me"] for e in mine} == {ids["denied"]: True, ids["overfill"]: False}
+    assert {e["event_id"]: e["reviewed_by_me"] for e in mine} == {
+        ids["denied"]: True,
+        ids["overfill"]: False,
+    }
     theirs = world.call("admin", "GET", "/api/v1/review/events").json()
     assert not any(e["reviewed_by_me"] for e in theirs)
     assert _ids(world, unreviewed_by_me="true") == {ids["overfill"]}
@@ -92,10 +103,15 @@ def test_reviewed_state_is_per_user(world: World) -> None:
 def test_second_supervisor_sees_their_own_state(world: World) -> None:
     ids = _seed(world)
     made = world.call(
-        "admin", "POST", "/api/v1/users", json={"username": "sup2", "password": PASSWORD, "role": "supervisor"}
+        "admin",
+        "POST",
+        "/api/v1/users",
+        json={"username": "sup2", "password": PASSWORD, "role": "supervisor"},
     )
     assert made.status_code == 201
-    token = world.http.post("/api/v1/auth/login", json={"username": "sup2", "password": PASSWORD}).json()
+    token = world.http.post(
+        "/api/v1/auth/login", json={"username": "sup2", "password": PASSWORD}
+    ).json()
     world.call("supervisor", "POST", f"/api/v1/review/events/{ids['overfill']}/reviewed")
     listed = world.http.get(
         "/api/v1/review/events", headers={"Authorization": f"Bearer {token['access_token']}"}

@@ -92,7 +92,9 @@ def test_each_role_is_refused_where_it_must_be(world: World, caller: str) -> Non
             continue  # would end the caller's own session; covered below
         path = _path(template)
         if caller == "device":
-            response = world.crane.request(method, path, b"{}", {"Content-Type": "application/json"})
+            response = world.crane.request(
+                method, path, b"{}", {"Content-Type": "application/json"}
+            )
         elif caller == "anonymous":
             response = world.http.request(method, path, json={})
         else:
@@ -102,7 +104,9 @@ def test_each_role_is_refused_where_it_must_be(world: World, caller: str) -> Non
             assert response.status_code not in (401, 403), where
         elif caller == "anonymous":
             assert response.status_code == 401, where
-            assert response.json()["detail"] in ("not authenticated", "device signature missing"), where
+            assert response.json()["detail"] in ("not authenticated", "device signature missing"), (
+                where
+            )
         elif Role(caller) in allowed:
             assert response.status_code not in (401, 403), where
         else:
@@ -119,7 +123,9 @@ def test_logout_ends_the_session(world: World) -> None:
 
 
 def test_wrong_password_is_refused(world: World) -> None:
-    response = world.http.post("/api/v1/auth/login", json={"username": "admin", "password": "nope-nope"})
+    response = world.http.post(
+        "/api/v1/auth/login", json={"username": "admin", "password": "nope-nope"}
+    )
     assert response.status_code == 401 and response.json()["detail"] == "wrong username or password"
 
 

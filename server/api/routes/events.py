@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Request, Response
 from pydantic import ValidationError
@@ -106,7 +107,7 @@ async def put_evidence(
 @router.get("/events/{event_id}/bundle")
 def event_bundle(
     event_id: str, principal: ReviewerDep, session: SessionDep, request: Request
-) -> dict:  # type: ignore[type-arg]
+) -> dict[str, Any]:
     """The signed, offline-verifiable bundle of one event."""
     settings = request.app.state.settings
     try:
