@@ -63,6 +63,30 @@ def bump(session: Session, operator_ids: Iterable[str] = (), device_id: str | No
     return top
 
 
+def expire_due(session: Session, actor: str = "system") -> list[str]:
+    """Mark valid certificates past their expiry date as expired, so galleries drop them."""
+    from server import audit
+
+    today = datetime.now(UTC).date()
+    due = session.execute(
+        select(Certificate.number, Certificate.operator_id).where(
+            Certificate.status == CertificateStatus.VALID.value, Certificate.expiry_date < today
+        )
+    ).all()
+    if not due:
+        return []
+    numbers = [n for n, _ in due]
+    session.execute(
+        update(Certificate)
+        .where(Certificate.number.in_(numbers))
+        .values(status=CertificateStatus.EXPIRED.value, updated_at=datetime.now(UTC))
+    )
+    bump(session, {op for _, op in due})
+    audit.append(session, actor, "certificate.expired", "certificates", {"numbers": numbers})
+    logger.info("%d certificate(s) expired", len(numbers))
+    return numbers
+
+
 def current_version(session: Session) -> int:
     """The newest gallery version."""
     return int(

@@ -156,6 +156,7 @@ class Certificate(Base):
     """A special-equipment operator certificate (证书), keyed by its number."""
 
     __tablename__ = "certificates"
+    __table_args__ = (Index("ix_certificates_status_expiry", "status", "expiry_date"),)
     number: Mapped[str] = mapped_column(String(64), primary_key=True)
     operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"), index=True)
     category: Mapped[str] = mapped_column(String(16))

@@ -42,7 +42,7 @@ def test_every_write_is_chained(world: World, cli_env: CliRunner) -> None:
     with world.app.state.sessions() as session:
         actions = [e.action for e in session.scalars(select(AuditEntry).order_by(AuditEntry.seq))]
         entries = list(session.scalars(select(AuditEntry).order_by(AuditEntry.seq)))
-    assert actions[:2] == ["user.create", "user.create"]
+    assert actions[:4] == ["auth.login", "user.create", "auth.login", "user.create"]
     assert {"enterprise.create", "site.create", "device.register"} <= set(actions)
     for before, after in zip(entries, entries[1:], strict=False):
         assert after.prev_hash == before.hash

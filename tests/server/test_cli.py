@@ -47,7 +47,7 @@ def _site(db_url: str) -> None:
 def test_migrate_creates_the_schema(env: dict[str, str]) -> None:
     result = CliRunner().invoke(cli, ["server", "migrate"])
     assert result.exit_code == 0, result.output
-    assert "schema at revision 0001" in result.output
+    assert "schema at revision 0002" in result.output
     again = CliRunner().invoke(cli, ["server", "migrate"])
     assert again.exit_code == 0
 
@@ -139,3 +139,18 @@ def test_run_serves_on_sqlite_in_the_data_dir(tmp_path: Path, model_dir: Path) -
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_migrations_match_the_tables(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from server.migrate import upgrade
+    from server.tables import Base
+
+    engine = make_engine(db_url)
+    upgrade(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diff == []

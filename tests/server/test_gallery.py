@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from contract.auth import load_public_key_b64, verify_envelope
 from contract.messages import GalleryDelta, GallerySnapshot, GalleryUpdateRequired, SignedEnvelope
 from tests.server.conftest import World
@@ -151,3 +153,25 @@ def test_wrong_key_reads_nothing(world: World) -> None:
     response = impostor.gallery(0, _contract(world))
     assert response.status_code == 401
     assert response.json()["detail"] == "device signature invalid"
+
+
+def test_an_overdue_certificate_expires_and_leaves_the_gallery(world: World) -> None:
+    from sqlalchemy import update
+
+    from server.tables import Certificate
+
+    rows = _import(world, 2)
+    first = _snapshot(world, world.crane.gallery(0, _contract(world)))
+    assert len(first.operators) == 1
+    with world.app.state.sessions() as session:
+        session.execute(
+            update(Certificate)
+            .where(Certificate.number == rows[0][2])
+            .values(expiry_date=date(2020, 1, 1))
+        )
+        session.commit()
+    delta = _open(world, world.crane.gallery(first.version, _contract(world)))
+    assert isinstance(delta, GalleryDelta)
+    assert delta.removed_operator_ids == (first.operators[0].operator_id,)
+    cert = world.call("supervisor", "GET", f"/api/v1/certificates/{rows[0][2]}").json()
+    assert cert["status"] == "expired"

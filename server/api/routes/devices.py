@@ -140,6 +140,8 @@ def device_gallery(
             detail="the device's model pack differs from the server's; update the pack",
         )
         return JSONResponse(status_code=409, content=body.model_dump(mode="json"))
+    if gallery.expire_due(session):
+        session.commit()
     current = gallery.current_version(session)
     if since == 0 or since > current:
         message = gallery.snapshot(session, device, server_contract)
