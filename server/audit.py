@@ -120,10 +120,12 @@ def verify_entries(entries: list[dict[str, Any]], start_prev: str = GENESIS) -> 
         if expected != entry["hash"]:
             problems.append(AuditProblem(seq, "edited (its contents do not match its hash)"))
         elif entry["prev_hash"] != prev_hash and (prev_seq is None or seq == prev_seq + 1):
+            before = f"row {prev_seq}" if prev_seq is not None else "the chain start"
             problems.append(
                 AuditProblem(
                     seq,
-                    "inserted or re-linked (its prev_hash is not the hash of the row before it)",
+                    f"inserted or re-linked (its prev_hash is not the hash of {before}; "
+                    f"{before} was edited and re-hashed, or this row was put in)",
                 )
             )
         prev_hash = entry["hash"]

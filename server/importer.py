@@ -470,7 +470,11 @@ def _photo(
     try:
         info = zip_file.getinfo(name)
     except KeyError:
-        return f"{name}: not in the photo ZIP", None
+        # Office archives often keep photos in a folder; a unique base name still identifies one.
+        matches = [i for i in zip_file.infolist() if i.filename.rsplit("/", 1)[-1] == name]
+        if len(matches) != 1:
+            return f"{name}: not in the photo ZIP", None
+        info = matches[0]
     if info.file_size > max_bytes:
         return f"{name}: {info.file_size} bytes is over the {max_bytes}-byte limit", None
     return None, zip_file.read(info)

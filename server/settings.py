@@ -30,6 +30,12 @@ class ServerSettings(BaseSettings):
     evidence_max_bytes: int = Field(
         default=5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, description="per evidence image"
     )
+    device_max_request_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        le=200 * 1024 * 1024,
+        description="largest signed device request (a batch or an evidence image)",
+    )
     max_batch_events: int = Field(default=1000, ge=1, le=10_000)
     session_ttl_s: int = Field(default=8 * 3600, ge=60, le=30 * 86_400)
     language: str = Field(default="zh-CN", pattern=r"^(zh-CN|en)$")

@@ -83,6 +83,9 @@ async def _device_principal(
         raise HTTPException(401, "device timestamp invalid") from err
     if skew > settings.clock_skew_s:
         raise HTTPException(401, "device timestamp out of range")
+    declared = request.headers.get("Content-Length", "0")
+    if not declared.isdigit() or int(declared) > settings.device_max_request_bytes:
+        raise HTTPException(413, "request too large")
     device = session.get(Device, device_id)
     if device is None or not device.active:
         raise HTTPException(401, "unknown device")

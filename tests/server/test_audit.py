@@ -172,3 +172,24 @@ def test_bundle_over_http_and_unknown_event(world: World) -> None:
     assert verify(bundle.json(), world.app.state.server_key.public_b64) == []
     missing = world.call("supervisor", "GET", "/api/v1/events/nope/bundle")
     assert missing.status_code == 404 and missing.json()["detail"] == "event not found"
+
+
+def test_an_edited_and_rehashed_row_is_caught_at_the_next_link(
+    world: World, cli_env: CliRunner
+) -> None:
+    from server.audit import entry_hash
+
+    seqs = _seqs(world)
+    target = seqs[2]
+    with world.app.state.sessions() as session:
+        row = session.get(AuditEntry, target)
+        assert row is not None
+        row.data = '{"role":"admin"}'
+        row.hash = entry_hash(
+            row.seq, row.at, row.actor, row.action, row.target, row.data, row.prev_hash
+        )
+        session.commit()
+    result = _verify(cli_env)
+    assert result.exit_code == 1
+    assert f"audit row {target + 1}: inserted or re-linked" in result.output
+    assert f"row {target} was edited and re-hashed" in result.output

@@ -208,3 +208,11 @@ def test_a_large_file_imports_in_bulk_and_reimports_unchanged(world: World) -> N
     snapshot = world.crane.gallery(0, world.app.state.faces.contract.contract_id)
     assert snapshot.status_code == 200
     assert snapshot.text.count("操作员") == 150
+
+
+def test_photos_in_a_folder_of_the_zip_are_found(world: World) -> None:
+    rows = office_rows(1, photo=True)
+    photos = zip_bytes({f"照片/{name}": data for name, data in _photos(1).items()})
+    response = _upload(world, "a.csv", csv_bytes(rows), photos)
+    assert response.status_code == 200, response.text
+    assert response.json()["templates_added"] == 1
