@@ -18,6 +18,7 @@ from contract.messages import (
     Heartbeat,
     SignedEnvelope,
 )
+from models.errors import ModelError
 from server import audit, gallery
 from server.api.deps import AdminDep, DeviceDep, SessionDep, StaffDep, own_device
 from server.schemas import DeviceCreate, DevicePublic, DeviceRegistered, DeviceUpdate, GapPublic
@@ -131,7 +132,12 @@ def device_gallery(
 ) -> SignedEnvelope | JSONResponse:
     """The device's gallery since a version, signed; 409 when its pack cannot compare."""
     device = own_device(principal, device_id)
-    server_contract = request.app.state.faces.contract
+    try:
+        server_contract = request.app.state.faces.contract
+    except (ModelError, OSError) as err:
+        # Without its pack the server cannot say what its templates mean: send nothing.
+        logger.error("face pack unavailable: %s", err)
+        raise HTTPException(503, "face pack unavailable") from err
     if contract != server_contract.contract_id:
         body = GalleryUpdateRequired(
             device_id=device_id,
