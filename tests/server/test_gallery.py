@@ -175,3 +175,40 @@ def test_an_overdue_certificate_expires_and_leaves_the_gallery(world: World) -> 
     assert delta.removed_operator_ids == (first.operators[0].operator_id,)
     cert = world.call("supervisor", "GET", f"/api/v1/certificates/{rows[0][2]}").json()
     assert cert["status"] == "expired"
+
+
+def test_without_its_face_pack_the_server_sends_no_gallery(tmp_path, db_url: str) -> None:  # noqa: ANN001
+    import httpx
+
+    from server.app import create_app
+    from server.settings import ServerSettings
+    from tests.server.conftest import _bootstrap_admin
+    from tests.server.helpers import live_server
+
+    settings = ServerSettings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        model_dir=tmp_path / "empty",
+        face_pack="absent",
+    )
+    app = create_app(settings)
+    _bootstrap_admin(app)
+    with live_server(app) as base, httpx.Client(base_url=base) as http:
+        token = http.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": "correct horse battery"}
+        ).json()
+        admin = {"Authorization": f"Bearer {token['access_token']}"}
+        http.post("/api/v1/enterprises", json={"id": "e", "name": "e"}, headers=admin)
+        http.post(
+            "/api/v1/sites", json={"id": "s", "enterprise_id": "e", "name": "s"}, headers=admin
+        )
+        made = http.post(
+            "/api/v1/devices",
+            json={"device_id": "c", "kind": "crane", "site_id": "s"},
+            headers=admin,
+        )
+        device = DeviceClient(http, "c", made.json()["device_key"])
+        response = device.gallery(0, "0" * 32)
+        assert response.status_code == 503
+        assert response.json()["detail"] == "face pack unavailable"
+    app.state.engine.dispose()
