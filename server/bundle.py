@@ -60,12 +60,14 @@ def build(session: Session, event_id: str, evidence_dir: Path, key: ServerKey) -
             select(Decision).where(Decision.event_id == event_id).order_by(Decision.id)
         )
     ]
+    evidence_targets = [f"evidence:{ref['sha256']}" for ref in event.body.get("evidence", [])]
     entries = session.scalars(
         select(AuditEntry)
         .where(
             or_(
                 AuditEntry.seq == (event.batch_audit_seq or -1),
                 AuditEntry.target == f"event:{event_id}",
+                AuditEntry.target.in_(evidence_targets),
             )
         )
         .order_by(AuditEntry.seq)

@@ -142,7 +142,11 @@ def test_export_event_writes_a_bundle_that_verifies_offline(
     content = bundle["content"]
     assert content["event"]["event_id"] == str(event.event_id)
     assert base64.b64decode(content["evidence"][0]["data_b64"]) == image
-    assert [e["action"] for e in content["audit_entries"]] == ["events.ingest", "review.decision"]
+    assert [e["action"] for e in content["audit_entries"]] == [
+        "evidence.store",
+        "events.ingest",
+        "review.decision",
+    ]
     assert content["decisions"][0]["outcome"] == "false_alarm"
     ok = cli_env.invoke(
         cli,

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
 from contract.messages import EventBatch, EventBatchAck
+from server import audit
 from server.api.deps import DeviceDep, ReviewerDep, SessionDep, SettingsDep, own_device
 from server.bundle import BundleError, build, evidence_path
 from server.ingest import ingest
@@ -95,6 +96,13 @@ async def put_evidence(
             device_id=principal.device.id,
             stored_at=datetime.now(UTC),
         )
+    )
+    audit.append(
+        session,
+        principal.actor,
+        "evidence.store",
+        f"evidence:{sha256}",
+        {"media_type": media_type, "size": len(body)},
     )
     try:
         session.commit()
