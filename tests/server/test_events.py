@@ -202,3 +202,9 @@ def test_a_batch_of_a_hundred_is_stored_once(world: World) -> None:
         "supervisor", "GET", f"/api/v1/review/events/{flagged[0]['event_id']}"
     ).json()
     assert detail["body"]["payload"]["decision"] == "denied"
+
+
+def test_the_hex_text_of_the_key_also_signs(world: World) -> None:
+    text_keyed = DeviceClient(world.http, "crane-01", world.crane.key.hex().encode().hex())
+    response = text_keyed.post_batch(batch_of("crane-01", [denied_event("crane-01", 1)]))
+    assert response.status_code == 200, response.text
