@@ -16,6 +16,7 @@ from edge_agent.cli import app as edge_app
 from jifang.demo import app as demo_app
 from models.cli import app as models_app
 from models.face_cli import app as face_app
+from server.cli import app as server_app
 from training.cli import app as train_app
 
 app = typer.Typer(
@@ -26,19 +27,7 @@ app = typer.Typer(
 )
 
 
-def pending_group(name: str, summary: str, issue: int) -> typer.Typer:
-    """A group whose commands have not landed yet: it says so and exits non-zero."""
-    group = typer.Typer(help=f"(not yet: issue #{issue}) {summary}")
-
-    @group.callback(invoke_without_command=True)
-    def _pending(ctx: typer.Context) -> None:
-        typer.echo(f"jifang {name}: not implemented yet (issue #{issue}).", err=True)
-        raise typer.Exit(code=2)
-
-    return group
-
-
-app.add_typer(pending_group("server", "Run and administer the central server.", 4), name="server")
+app.add_typer(server_app, name="server")
 app.add_typer(edge_app, name="edge")
 app.add_typer(models_app, name="models")
 app.add_typer(face_app, name="face")

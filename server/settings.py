@@ -30,9 +30,44 @@ class ServerSettings(BaseSettings):
     evidence_max_bytes: int = Field(
         default=5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, description="per evidence image"
     )
+    device_max_request_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        le=200 * 1024 * 1024,
+        description="largest signed device request (a batch or an evidence image)",
+    )
     max_batch_events: int = Field(default=1000, ge=1, le=10_000)
     session_ttl_s: int = Field(default=8 * 3600, ge=60, le=30 * 86_400)
     language: str = Field(default="zh-CN", pattern=r"^(zh-CN|en)$")
+    model_dir: Path | None = Field(
+        default=None, description="model directory; empty means models.store.default_model_dir()"
+    )
+    face_pack: str = Field(
+        default="jifang-open", min_length=1, description="pack whose embeddings galleries carry"
+    )
+    enroll_min_face_px: int = Field(
+        default=60, ge=20, le=2000, description="shorter side of the face box in an ID photo, px"
+    )
+    enroll_min_sharpness: float = Field(
+        default=0.2, ge=0.0, le=1.0, description="normalised Laplacian-variance score"
+    )
+    enroll_max_yaw_deg: float = Field(default=25.0, ge=0.0, le=90.0)
+    enroll_max_pitch_deg: float = Field(default=25.0, ge=0.0, le=90.0)
+    enroll_min_exposure: float = Field(
+        default=0.25, ge=0.0, le=1.0, description="score: 0 = black/blown-out, 1 = well exposed"
+    )
+    photo_max_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, description="per ID photo"
+    )
+    import_max_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024, description="upload limit of one sync request"
+    )
+    clock_skew_s: int = Field(
+        default=300, ge=1, le=3600, description="device timestamps further off are refused"
+    )
+    claim_ttl_s: int = Field(
+        default=30 * 60, ge=60, le=7 * 86_400, description="a review claim lapses after this"
+    )
 
     @model_validator(mode="after")
     def _fill_database_url(self) -> ServerSettings:
@@ -41,6 +76,16 @@ class ServerSettings(BaseSettings):
                 self, "database_url", f"sqlite:///{(self.data_dir / 'jifang.db').as_posix()}"
             )
         return self
+
+    @property
+    def evidence_dir(self) -> Path:
+        """Where evidence images are stored, content-addressed."""
+        return self.data_dir / "evidence"
+
+    @property
+    def key_dir(self) -> Path:
+        """Where the server's Ed25519 signing key lives."""
+        return self.data_dir / "keys"
 
 
 def get_settings() -> ServerSettings:

@@ -17,24 +17,6 @@ def test_help_lists_every_group() -> None:
         assert f" {group} " in result.stdout, group
 
 
-def test_pending_group_says_so_and_fails() -> None:
-    import typer
-    from typer.testing import CliRunner
-
-    from jifang.cli import pending_group
-
-    root = typer.Typer()
-    root.add_typer(pending_group("later", "Something that lands later.", 99), name="later")
-
-    @root.command()
-    def other() -> None:
-        """A second command so `later` stays a group."""
-
-    result = CliRunner().invoke(root, ["later"])
-    assert result.exit_code == 2
-    assert "jifang later: not implemented yet (issue #99)" in result.output
-
-
 BLOCK_TORCH = textwrap.dedent(
     """
     import importlib.abc, sys

@@ -1,0 +1,124 @@
+"""Signed event batches and content-addressed evidence uploads from devices."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Path, Request, Response
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+
+from contract.messages import EventBatch, EventBatchAck
+from server import audit
+from server.api.deps import DeviceDep, ReviewerDep, SessionDep, SettingsDep, own_device
+from server.bundle import BundleError, build, evidence_path
+from server.ingest import ingest
+from server.tables import Evidence
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1", tags=["events"])
+
+_MAGIC = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",)}
+
+
+@router.post("/events")
+async def post_events(
+    principal: DeviceDep, session: SessionDep, settings: SettingsDep, request: Request
+) -> EventBatchAck:
+    """Store a device's batch; replays are acknowledged as duplicates and create nothing."""
+    body = await request.body()
+    try:
+        batch = EventBatch.model_validate_json(body)
+    except ValidationError as err:
+        raise HTTPException(
+            422, f"invalid event batch: {err.errors(include_url=False)[:5]}"
+        ) from err
+    device = own_device(principal, batch.device_id)
+    if len(batch.events) > settings.max_batch_events:
+        raise HTTPException(413, "too many events in one batch")
+    metrics = request.app.state.metrics
+    for attempt in range(2):
+        try:
+            result = ingest(session, device, batch, body)
+            session.commit()
+            break
+        except IntegrityError:
+            # Another request stored some of these ids first; the retry sees them as duplicates.
+            session.rollback()
+            if attempt:
+                raise HTTPException(409, "concurrent delivery of the same events") from None
+    for kind, flagged, severity in result.stored:
+        metrics.ingested.labels(kind).inc()
+        if flagged:
+            metrics.flagged.labels(severity).inc()
+    if result.ack.duplicates:
+        metrics.duplicates.inc(len(result.ack.duplicates))
+    return result.ack
+
+
+@router.put("/evidence/{sha256}", status_code=201)
+async def put_evidence(
+    principal: DeviceDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+    sha256: str = Path(pattern=r"^[0-9a-f]{64}$"),
+) -> Response:
+    """Store an image under its SHA-256; 200 when already stored."""
+    assert principal.device is not None  # DeviceDep
+    declared = int(request.headers.get("Content-Length") or 0)
+    if declared > settings.evidence_max_bytes:
+        raise HTTPException(413, "evidence too large")
+    body = await request.body()
+    if len(body) > settings.evidence_max_bytes:
+        raise HTTPException(413, "evidence too large")
+    if hashlib.sha256(body).hexdigest() != sha256:
+        raise HTTPException(400, "evidence hash mismatch")
+    media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if media_type not in _MAGIC or not body.startswith(_MAGIC[media_type]):
+        raise HTTPException(415, "evidence must be a JPEG or PNG image")
+    if session.get(Evidence, sha256) is not None:
+        return Response(status_code=200)
+    path = evidence_path(settings.evidence_dir, sha256)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(body)
+    tmp.replace(path)
+    session.add(
+        Evidence(
+            sha256=sha256,
+            media_type=media_type,
+            size=len(body),
+            device_id=principal.device.id,
+            stored_at=datetime.now(UTC),
+        )
+    )
+    audit.append(
+        session,
+        principal.actor,
+        "evidence.store",
+        f"evidence:{sha256}",
+        {"media_type": media_type, "size": len(body)},
+    )
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return Response(status_code=200)
+    return Response(status_code=201)
+
+
+@router.get("/events/{event_id}/bundle")
+def event_bundle(
+    event_id: str, principal: ReviewerDep, session: SessionDep, request: Request
+) -> dict[str, Any]:
+    """The signed, offline-verifiable bundle of one event."""
+    settings = request.app.state.settings
+    try:
+        return build(session, event_id, settings.evidence_dir, request.app.state.server_key)
+    except BundleError as err:
+        raise HTTPException(404, "event not found") from err

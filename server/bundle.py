@@ -1,0 +1,134 @@
+"""Signed event bundles: an event, its evidence, decisions and audit entries, checkable offline."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from contract.auth import load_public_key_b64
+from server import audit
+from server.keys import ServerKey
+from server.tables import AuditEntry, Decision, Event
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "jifang.event-bundle/1"
+
+
+class BundleError(Exception):
+    """A bundle is missing, malformed or fails verification."""
+
+
+def evidence_path(evidence_dir: Path, sha256: str) -> Path:
+    """Where an evidence image lives on disk (two-level fan-out by hash)."""
+    return evidence_dir / sha256[:2] / sha256
+
+
+def build(session: Session, event_id: str, evidence_dir: Path, key: ServerKey) -> dict[str, Any]:
+    """The signed bundle of one event."""
+    event = session.get(Event, event_id)
+    if event is None:
+        raise BundleError(f"no event {event_id}")
+    evidence = []
+    for ref in event.body.get("evidence", []):
+        path = evidence_path(evidence_dir, ref["sha256"])
+        evidence.append(
+            {
+                **ref,
+                "data_b64": base64.b64encode(path.read_bytes()).decode() if path.exists() else None,
+            }
+        )
+    decisions = [
+        {
+            "id": d.id,
+            "user_id": d.user_id,
+            "outcome": d.outcome,
+            "comment": d.comment,
+            "supersedes": d.supersedes,
+            "decided_at": d.decided_at.isoformat(),
+        }
+        for d in session.scalars(
+            select(Decision).where(Decision.event_id == event_id).order_by(Decision.id)
+        )
+    ]
+    evidence_targets = [f"evidence:{ref['sha256']}" for ref in event.body.get("evidence", [])]
+    entries = session.scalars(
+        select(AuditEntry)
+        .where(
+            or_(
+                AuditEntry.seq == (event.batch_audit_seq or -1),
+                AuditEntry.target == f"event:{event_id}",
+                AuditEntry.target.in_(evidence_targets),
+            )
+        )
+        .order_by(AuditEntry.seq)
+    ).all()
+    content = {
+        "format": BUNDLE_FORMAT,
+        "exported_at": datetime.now(UTC).isoformat(),
+        "event": event.body,
+        "server_view": {
+            "device_id": event.device_id,
+            "site_id": event.site_id,
+            "severity": event.severity,
+            "flagged": event.flagged,
+            "received_at": event.received_at.isoformat(),
+            "review_status": event.review_status,
+        },
+        "evidence": evidence,
+        "decisions": decisions,
+        "audit_entries": [audit.entry_dict(e) for e in entries],
+    }
+    signature = key.private.sign(audit.canonical(content).encode("utf-8"))
+    return {
+        "content": content,
+        "key_id": key.key_id,
+        "public_key": key.public_b64,
+        "signature": base64.b64encode(signature).decode(),
+    }
+
+
+def verify(bundle: dict[str, Any], trusted_public_key: str | None = None) -> list[str]:
+    """Problems found in a bundle (empty when it verifies); needs no server or database."""
+    problems: list[str] = []
+    try:
+        content = bundle["content"]
+        public = load_public_key_b64(trusted_public_key or bundle["public_key"])
+        public.verify(
+            base64.b64decode(bundle["signature"]), audit.canonical(content).encode("utf-8")
+        )
+    except (KeyError, TypeError, ValueError, InvalidSignature) as err:
+        return [f"signature does not verify: {type(err).__name__} {err}".strip()]
+    for item in content.get("evidence", []):
+        if item.get("data_b64") is None:
+            problems.append(f"evidence {item['sha256']}: not included (never uploaded)")
+            continue
+        data = base64.b64decode(item["data_b64"])
+        if hashlib.sha256(data).hexdigest() != item["sha256"]:
+            problems.append(f"evidence {item['sha256']}: content does not match its hash")
+    for entry in content.get("audit_entries", []):
+        recomputed = audit.entry_hash(
+            entry["seq"],
+            entry["at"],
+            entry["actor"],
+            entry["action"],
+            entry["target"],
+            entry["data"],
+            entry["prev_hash"],
+        )
+        if recomputed != entry["hash"]:
+            problems.append(f"audit row {entry['seq']}: contents do not match its hash")
+    event_id = content.get("event", {}).get("event_id")
+    ingest = [e for e in content.get("audit_entries", []) if e["action"] == "events.ingest"]
+    if ingest and not any(event_id in json.loads(e["data"]).get("event_ids", []) for e in ingest):
+        problems.append("the ingest audit entry does not list the event")
+    return problems

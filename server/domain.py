@@ -1,0 +1,133 @@
+"""Server domain rules: ID numbers, masking, roles and how events are classified."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from enum import StrEnum
+
+from contract.codes import EventKind, ReasonCode, Severity
+
+
+class Role(StrEnum):
+    """Who may call a route."""
+
+    DEVICE = "device"
+    SUPERVISOR = "supervisor"
+    CERT_OFFICE = "cert_office"
+    ADMIN = "admin"
+
+
+class Outcome(StrEnum):
+    """A reviewer's decision about a flagged event."""
+
+    CONFIRMED_VIOLATION = "confirmed_violation"
+    FALSE_ALARM = "false_alarm"
+    NEEDS_FOLLOW_UP = "needs_follow_up"
+
+
+class ReviewStatus(StrEnum):
+    """Where a flagged event stands in the review queue."""
+
+    NONE = "none"
+    OPEN = "open"
+    CLAIMED = "claimed"
+    DECIDED = "decided"
+
+
+class CylinderStatus(StrEnum):
+    """Lifecycle of a cylinder."""
+
+    IN_SERVICE = "in_service"
+    INSPECTION_DUE = "inspection_due"
+    SUSPENDED = "suspended"
+    SCRAPPED = "scrapped"
+
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+_ID_PATTERN = re.compile(r"^\d{17}[\dX]$")
+
+
+def id_number_problem(value: str) -> str | None:
+    """Why `value` is not a valid GB 11643 citizen ID number, or None when it is."""
+    if not _ID_PATTERN.match(value):
+        return "must be 17 digits and a check character (0-9 or X)"
+    try:
+        date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
+    except ValueError:
+        return f"birth date {value[6:14]} is not a date"
+    total = sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS, strict=True))
+    expected = _ID_CHECK[total % 11]
+    if value[17] != expected:
+        return f"check digit is {value[17]}, GB 11643 gives {expected}"
+    return None
+
+
+def normalize_id_number(value: str) -> str:
+    """Strip spaces and upper-case the check character."""
+    return value.strip().replace(" ", "").upper()
+
+
+def mask_id_number(value: str) -> str:
+    """Show only the region prefix and the last four characters: 3701**********123X."""
+    if len(value) <= 8:
+        return "*" * len(value)
+    return value[:4] + "*" * (len(value) - 8) + value[-4:]
+
+
+# Why each flagged reason gets its severity: anything that lets a machine run (or a cylinder
+# be filled) unsafely is high or critical; refusals caused by the device itself are medium.
+_CAB_DENIED_SEVERITY: dict[ReasonCode, Severity] = {
+    ReasonCode.NO_FACE: Severity.LOW,
+    ReasonCode.LOW_QUALITY: Severity.LOW,
+    ReasonCode.LIVENESS_FAILED: Severity.HIGH,
+    ReasonCode.NO_MATCH: Severity.MEDIUM,
+    ReasonCode.AMBIGUOUS_MATCH: Severity.MEDIUM,
+    ReasonCode.CERT_EXPIRED: Severity.MEDIUM,
+    ReasonCode.CERT_REVOKED: Severity.HIGH,
+    ReasonCode.CERT_SUSPENDED: Severity.HIGH,
+    ReasonCode.WRONG_CATEGORY: Severity.MEDIUM,
+    ReasonCode.CLAIM_MISMATCH: Severity.HIGH,
+}
+_VIOLATION_SEVERITY: dict[ReasonCode, Severity] = {
+    ReasonCode.CYLINDER_SCRAPPED: Severity.CRITICAL,
+    ReasonCode.BEYOND_DESIGN_LIFE: Severity.CRITICAL,
+    ReasonCode.OVERFILL: Severity.CRITICAL,
+    ReasonCode.SWAPPED_CODE: Severity.HIGH,
+    ReasonCode.FOREIGN_CYLINDER: Severity.HIGH,
+    ReasonCode.UNREGISTERED_CYLINDER: Severity.HIGH,
+    ReasonCode.INSPECTION_OVERDUE: Severity.HIGH,
+    ReasonCode.UNCERTIFIED_FILLER: Severity.HIGH,
+}
+_SEVERITY_ORDER = list(Severity)
+_UNVERIFIED_OPERATION = {ReasonCode.DRIVER_CHANGED, ReasonCode.OPERATOR_ABSENT}
+
+
+def _max(a: Severity, b: Severity) -> Severity:
+    return a if _SEVERITY_ORDER.index(a) >= _SEVERITY_ORDER.index(b) else b
+
+
+def classify(kind: str, reason: str, reported: str) -> tuple[bool, Severity]:
+    """(flagged, severity) of an event; the server never lowers what the device reported."""
+    code = ReasonCode(reason)
+    device_severity = Severity(reported)
+    flagged = False
+    severity = Severity.INFO
+    if kind == EventKind.CAB_DECISION and code != ReasonCode.AUTHORIZED:
+        flagged, severity = True, _CAB_DENIED_SEVERITY.get(code, Severity.MEDIUM)
+    elif (
+        kind == EventKind.CAB_REVERIFY
+        and code in _UNVERIFIED_OPERATION
+        or kind == EventKind.CAB_OVERRIDE
+    ):
+        flagged, severity = True, Severity.HIGH
+    elif (
+        kind == EventKind.STATION_VIOLATION
+        or kind == EventKind.STATION_FILL
+        and code != ReasonCode.FILL_OK
+    ):
+        flagged, severity = True, _VIOLATION_SEVERITY.get(code, Severity.MEDIUM)
+    if flagged:
+        return True, _max(severity, device_severity)
+    return False, device_severity
