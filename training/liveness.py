@@ -129,8 +129,13 @@ def load_data(
         raise TrainingError(f"--data {args.data}: {err}") from err
     train_idx, val_idx = stratified_split(images.labels, args.val_fraction, args.seed)
     augment = Augment(
-        args.flip, args.rotate_deg, args.shift, args.scale_jitter,
-        args.brightness, args.contrast, args.gray_p,
+        args.flip,
+        args.rotate_deg,
+        args.shift,
+        args.scale_jitter,
+        args.brightness,
+        args.contrast,
+        args.gray_p,
     )
     train = ImageDataset(images.crops[train_idx], [images.labels[i] for i in train_idx], augment)
     val_labels = [images.labels[i] for i in val_idx]
@@ -294,7 +299,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         (run_dir / "split.json").write_text(json.dumps(split, indent=2))
         net = LivenessNet(dropout=args.dropout).to(device)
         loader = DataLoader(
-            train, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+            train,
+            batch_size=args.batch_size,
+            shuffle=True,
+            num_workers=args.workers,
             drop_last=len(train) > args.batch_size,
         )
         live = max(1, sum(train.labels))
@@ -309,7 +317,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 net.load_state_dict(state["model"])
             except RuntimeError as err:
-                raise TrainingError(f"--resume {args.resume}: does not fit this model ({err})") from err
+                raise TrainingError(
+                    f"--resume {args.resume}: does not fit this model ({err})"
+                ) from err
             optimizer.load_state_dict(state["optimizer"])
             lr_scheduler.load_state_dict(state["lr_scheduler"])
             start_epoch = int(state["epoch"]) + 1
@@ -339,3 +349,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse command-line style arguments (tests and the typer command use this)."""
     return get_args_parser().parse_args(argv)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main(get_args_parser().parse_args())

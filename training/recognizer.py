@@ -127,6 +127,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument(
+        "--clip-grad-norm", type=float, default=5.0, help="max gradient norm (0: no clipping)"
+    )
     p.add_argument("--head", choices=["cosface", "arcface"], default="cosface")
     p.add_argument("--margin", type=float, default=0.2, help="cosine or angular margin")
     p.add_argument("--scale", type=float, default=30.0, help="logit scale s")
@@ -171,10 +174,13 @@ def validate_args(args: argparse.Namespace) -> None:
         ("--scale", args.scale > 0, "positive"),
         ("--threads", args.threads >= 1, "at least 1"),
         ("--max-steps", args.max_steps >= 0, "0 or more"),
+        ("--clip-grad-norm", args.clip_grad_norm >= 0, "0 or more"),
     ]
     for option, ok, what in checks:
         if not ok:
-            raise TrainingError(f"{option} must be {what}, got {getattr(args, option[2:].replace('-', '_'))}")
+            raise TrainingError(
+                f"{option} must be {what}, got {getattr(args, option[2:].replace('-', '_'))}"
+            )
     if not args.data.is_dir():
         raise TrainingError(f"--data {args.data}: not a folder")
 
@@ -239,10 +245,14 @@ def evaluate(
     for set_name in sorted(set(val.sets)):
         part = val.subset(set_name)
         vectors = embed(backbone, part.chips, device, batch_size)
+        if not np.isfinite(vectors).all():
+            raise TrainingError(f"held-out embeddings of {set_name} are not finite: stopping")
+        norm = float(np.linalg.norm(vectors.astype(np.float64), axis=1).mean())
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         genuine, impostor = pair_scores(vectors, part.labels)
         report = asdict(score_report(genuine, impostor))
         report["identities"] = len(set(part.labels))
+        report["mean_raw_norm"] = norm
         report["images"] = len(part.labels)
         report["genuine_mean"] = float(genuine.mean()) if genuine.size else None
         report["impostor_mean"] = float(impostor.mean()) if impostor.size else None
@@ -277,10 +287,13 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            _clip(model, args.clip_grad_norm)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
+            _clip(model, args.clip_grad_norm)
             optimizer.step()
         acc = float((logits.argmax(1) == labels).float().mean())
         loss_avg.update(value, len(labels))
@@ -297,8 +310,22 @@ def train_one_epoch(
     }
 
 
+def _clip(model: nn.Module, max_norm: float) -> None:
+    # The dlib net has no batch norm left (its affines are frozen statistics), so one large
+    # step from a confused early batch can blow the descriptors up; clipping bounds it.
+    if max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], max_norm
+        )
+
+
 def init_head_from_means(
-    head: MarginHead, backbone: nn.Module, data: IdentityChips, classes: list[str], args: argparse.Namespace, device: torch.device
+    head: MarginHead,
+    backbone: nn.Module,
+    data: IdentityChips,
+    classes: list[str],
+    args: argparse.Namespace,
+    device: torch.device,
 ) -> None:
     """Start each class centre at its identity's mean embedding, so early steps refine the
     pretrained space instead of tearing it apart to fit random centres."""
@@ -396,15 +423,22 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         (run_dir / SPLIT_FILE).write_text(json.dumps(data.split, indent=2, ensure_ascii=False))
         logger.info(
             "%d training chips of %d identities, %d held-out chips",
-            len(data.train.labels), len(data.classes), len(data.val.labels),
+            len(data.train.labels),
+            len(data.classes),
+            len(data.val.labels),
         )
         trained = backbone.freeze_all_but_last(args.train_layers)
         head = MarginHead(backbone.dim, len(data.classes), args.head, args.scale, args.margin)
         model = Recognizer(backbone, head).to(device)
         codes, _ = data.train.label_codes()
         augment = Augment(
-            args.flip, args.rotate_deg, args.shift, args.scale_jitter,
-            args.brightness, args.contrast, args.gray_p,
+            args.flip,
+            args.rotate_deg,
+            args.shift,
+            args.scale_jitter,
+            args.brightness,
+            args.contrast,
+            args.gray_p,
         )
         loader = DataLoader(
             ImageDataset(data.train.chips, codes, augment),
@@ -425,7 +459,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 model.load_state_dict(state["model"])
             except RuntimeError as err:
-                raise TrainingError(f"--resume {args.resume}: does not fit this model ({err})") from err
+                raise TrainingError(
+                    f"--resume {args.resume}: does not fit this model ({err})"
+                ) from err
             optimizer.load_state_dict(state["optimizer"])
             lr_scheduler.load_state_dict(state["lr_scheduler"])
             start_epoch = int(state["epoch"]) + 1
@@ -442,7 +478,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             summary["val"] = evaluate(backbone, data.val, device, args.batch_size)
             common.append_epoch(run_dir, summary)
             common.save_checkpoint(
-                run_dir / common.CHECKPOINT_FILE, model, optimizer, lr_scheduler, epoch, args,
+                run_dir / common.CHECKPOINT_FILE,
+                model,
+                optimizer,
+                lr_scheduler,
+                epoch,
+                args,
                 {"classes": data.classes},
             )
             logger.info("epoch %d: loss %.4f, val %s", epoch, summary["loss"], summary["val"])
@@ -466,3 +507,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse command-line style arguments (tests and the typer command use this)."""
     return get_args_parser().parse_args(argv)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main(get_args_parser().parse_args())

@@ -64,6 +64,7 @@ class DlibResNet(nn.Module):
             raise ValueError(f"a dlib network starts with its input layer, found {first.kind}")
         self.source = net
         self.chip_size = first.nr
+        self.mean: torch.Tensor
         self.register_buffer(
             "mean", torch.tensor(first.mean_rgb, dtype=torch.float32).view(1, 3, 1, 1)
         )
@@ -102,7 +103,8 @@ class DlibResNet(nn.Module):
         return [
             (node.index, list(self.layers[str(node.index)].parameters()))
             for node in self.nodes
-            if str(node.index) in self.layers and len(list(self.layers[str(node.index)].parameters())) > 0
+            if str(node.index) in self.layers
+            and len(list(self.layers[str(node.index)].parameters())) > 0
         ]
 
     def freeze_all_but_last(self, count: int) -> int:
@@ -134,6 +136,7 @@ def _module_for(layer: Layer) -> nn.Module | None:
         )
         with torch.no_grad():
             conv.weight.copy_(torch.from_numpy(layer.weights.astype(np.float32)))
+            assert conv.bias is not None  # Conv2d is built with a bias
             conv.bias.copy_(torch.from_numpy(layer.bias.astype(np.float32)))
         return conv
     if isinstance(layer, AffineLayer):

@@ -7,6 +7,8 @@ signature and no exporter-version drift.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 import torch
@@ -71,7 +73,7 @@ def build_onnx(net: LivenessNet, size: int) -> onnx.ModelProto:
         inits.append(numpy_helper.from_array(value, name))
         return name
 
-    def op(op_type: str, inputs: list[str], output: str, **attrs: object) -> str:
+    def op(op_type: str, inputs: list[str], output: str, **attrs: Any) -> str:
         nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attrs))
         return output
 
@@ -88,7 +90,7 @@ def build_onnx(net: LivenessNet, size: int) -> onnx.ModelProto:
             f"conv{i // 3}",
             kernel_shape=list(conv.kernel_size),
             strides=list(conv.stride),
-            pads=[int(conv.padding[0]), int(conv.padding[1])] * 2,  # type: ignore[index]
+            pads=[int(conv.padding[0]), int(conv.padding[1])] * 2,
         )
         x = op("Relu", [x], f"relu{i // 3}")
     x = op("GlobalAveragePool", [x], "pooled")
@@ -99,7 +101,9 @@ def build_onnx(net: LivenessNet, size: int) -> onnx.ModelProto:
     x = op("Sigmoid", [x], "prob")
     nodes.append(
         helper.make_node(
-            "Squeeze", [x, const("squeeze_axes", np.asarray([1], np.int64))], [OUTPUT_NAME],
+            "Squeeze",
+            [x, const("squeeze_axes", np.asarray([1], np.int64))],
+            [OUTPUT_NAME],
             name=OUTPUT_NAME,
         )
     )
