@@ -314,9 +314,7 @@ def _clip(model: nn.Module, max_norm: float) -> None:
     # The dlib net has no batch norm left (its affines are frozen statistics), so one large
     # step from a confused early batch can blow the descriptors up; clipping bounds it.
     if max_norm > 0:
-        torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], max_norm
-        )
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_norm)
 
 
 def init_head_from_means(

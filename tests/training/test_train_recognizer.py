@@ -37,7 +37,9 @@ def _generated_people(root: Path, count: int, per_person: int = 4, seed: int = 0
     rng = np.random.default_rng(seed)
     for i in range(count):
         base = cv2.resize(
-            rng.integers(0, 256, (8, 8, 3)).astype(np.uint8), (150, 150), interpolation=cv2.INTER_CUBIC
+            rng.integers(0, 256, (8, 8, 3)).astype(np.uint8),
+            (150, 150),
+            interpolation=cv2.INTER_CUBIC,
         )
         folder = root / f"person{i}"
         folder.mkdir(parents=True)
@@ -50,8 +52,19 @@ def _generated_people(root: Path, count: int, per_person: int = 4, seed: int = 0
 def _args(data: Path, out: Path, base: Path, *extra: str):  # noqa: ANN202
     return recognizer.parse(
         [
-            "--data", str(data), "--out", str(out), "--base-pack", str(base),
-            "--batch-size", "4", "--max-steps", "2", "--epochs", "1", "--no-progress",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--base-pack",
+            str(base),
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "2",
+            "--epochs",
+            "1",
+            "--no-progress",
             *extra,
         ]
     )
@@ -150,8 +163,17 @@ def test_resume_continues_from_the_checkpoint(tmp_path: Path, default_pack: Path
     assert state["epoch"] == 0
 
     args = _args(
-        data, out, default_pack, "--aligned", "--val-fraction", "0.4",
-        "--epochs", "2", "--resume", str(checkpoint), "--force",
+        data,
+        out,
+        default_pack,
+        "--aligned",
+        "--val-fraction",
+        "0.4",
+        "--epochs",
+        "2",
+        "--resume",
+        str(checkpoint),
+        "--force",
     )
     result = recognizer.main(args)
     assert [e["epoch"] for e in result["epochs"]] == [0, 1]  # epoch 0 not trained again
@@ -181,7 +203,9 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, default_pack: Path) -> None:
     one = tmp_path / "one"
     _generated_people(one, 1)
     with pytest.raises(TrainingError, match="1 training identities, need 2"):
-        recognizer.main(_args(one, tmp_path / "p", default_pack, "--aligned", "--val-fraction", "0"))
+        recognizer.main(
+            _args(one, tmp_path / "p", default_pack, "--aligned", "--val-fraction", "0")
+        )
     with pytest.raises(TrainingError, match="--lr must be positive"):
         recognizer.main(_args(one, tmp_path / "p", default_pack, "--lr", "0"))
     existing = tmp_path / "exists"
@@ -195,7 +219,9 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, default_pack: Path) -> None:
     assert not list(tmp_path.glob(".exists.build-*"))
 
 
-def test_a_pack_without_a_dlib_recognizer_cannot_be_a_base(tmp_path: Path, default_pack: Path) -> None:
+def test_a_pack_without_a_dlib_recognizer_cannot_be_a_base(
+    tmp_path: Path, default_pack: Path
+) -> None:
     import shutil
 
     fake = tmp_path / "other"
@@ -207,7 +233,9 @@ def test_a_pack_without_a_dlib_recognizer_cannot_be_a_base(tmp_path: Path, defau
     from models.manifest import EmbeddingSpec, FileEntry, compute_contract_id
 
     files = [FileEntry.model_validate(f) for f in manifest["files"]]
-    manifest["contract_id"] = compute_contract_id(files, EmbeddingSpec.model_validate(manifest["embedding"]))
+    manifest["contract_id"] = compute_contract_id(
+        files, EmbeddingSpec.model_validate(manifest["embedding"])
+    )
     (fake / "manifest.yaml").write_text(yaml.safe_dump(manifest))
     with pytest.raises(TrainingError, match="fine-tuning starts from a 'dlib_resnet'"):
         dlib_net_from_pack(fake)
