@@ -3,7 +3,7 @@
 Data: `live/` and one or more `spoof*/` folders (spoof_print, spoof_replay, ...) of face
 crops, or a folder of such sets. Crops are resized to `--input-size` squares.
 
-ONNX contract (docs/models/liveness.md): input `crop` float32 [N,3,S,S], RGB, raw pixel
+ONNX contract (training/README.md): input `crop` float32 [N,3,S,S], RGB, raw pixel
 values 0..255 (the graph normalises); output `live` float32 [N], the probability that the
 face is live. The crop is the detector's face box made square on its longer side and
 scaled by `crop_scale` (manifest params), like the training crops were.

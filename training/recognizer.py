@@ -281,7 +281,8 @@ def train_one_epoch(
             break
         images, labels = images.to(device), labels.to(device)
         with common.autocast(use_amp, device):
-            logits = model.head(model.backbone(images), labels)
+            embeddings = model.backbone(images)
+            logits = model.head(embeddings, labels)
             loss = F.cross_entropy(logits.float(), labels)
         value = common.check_loss(loss, epoch, step)
         optimizer.zero_grad(set_to_none=True)
@@ -295,7 +296,10 @@ def train_one_epoch(
             loss.backward()
             _clip(model, args.clip_grad_norm)
             optimizer.step()
-        acc = float((logits.argmax(1) == labels).float().mean())
+        with torch.no_grad():
+            # Accuracy without the margin: the margin logits understate it by design.
+            nearest = model.head.cosines(embeddings.detach().float()).argmax(1)
+        acc = float((nearest == labels).float().mean())
         loss_avg.update(value, len(labels))
         acc_avg.update(acc, len(labels))
         bar.update(1)
@@ -454,6 +458,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         start_epoch = 0
         if args.resume is not None:
             state = common.load_checkpoint(args.resume)
+            if state.get("classes") != data.classes:
+                raise TrainingError(
+                    f"--resume {args.resume}: trained on other identities than --data "
+                    f"{args.data} gives (same --data, --val-fraction and --seed are needed)"
+                )
             try:
                 model.load_state_dict(state["model"])
             except RuntimeError as err:

@@ -181,6 +181,25 @@ def test_resume_continues_from_the_checkpoint(tmp_path: Path, default_pack: Path
     # The resumed run started from the checkpoint's lr schedule, not from --lr.
     assert result["epochs"][1]["lr"] < result["epochs"][0]["lr"]
 
+    other = tmp_path / "other"
+    _generated_people(other, 5, seed=1)
+    (other / "person0").rename(other / "someone_else")
+    args = _args(
+        other,
+        out,
+        default_pack,
+        "--aligned",
+        "--val-fraction",
+        "0.4",
+        "--epochs",
+        "3",
+        "--resume",
+        str(checkpoint),
+        "--force",
+    )
+    with pytest.raises(TrainingError, match="trained on other identities"):
+        recognizer.main(args)
+
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_training_and_writes_no_pack(
