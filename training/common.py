@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,21 @@ def check_loss(loss: torch.Tensor, epoch: int, step: int) -> float:
             f"loss is {value} at epoch {epoch} step {step}: stopping (lower --lr, check the data)"
         )
     return value
+
+
+PACK_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+"""The manifest's pack-name rule (models.manifest.PackManifest.name)."""
+
+
+def check_pack_name(args: argparse.Namespace) -> str:
+    """The pack name (--name, else the --out folder name), checked before any training."""
+    name = str(args.name or args.out.name)
+    if not PACK_NAME.match(name):
+        raise TrainingError(
+            f"pack name {name!r} (from --name or the --out folder) must be lowercase letters, "
+            "digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
 
 
 def seed_everything(seed: int) -> None:

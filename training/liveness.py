@@ -117,6 +117,7 @@ def validate_args(args: argparse.Namespace) -> None:
             raise TrainingError(f"{option} must be {what}, got {value}")
     if not args.data.is_dir():
         raise TrainingError(f"--data {args.data}: not a folder")
+    common.check_pack_name(args)
 
 
 def load_data(

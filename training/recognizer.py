@@ -102,7 +102,7 @@ class MarginHead(nn.Module):
         return self.scale * (onehot * target + (1.0 - onehot) * cos)
 
 
-class Recognizer(nn.Module):
+class RecognizerModel(nn.Module):
     """Backbone plus margin head: what a checkpoint's `model` holds."""
 
     def __init__(self, backbone: DlibResNet, head: MarginHead) -> None:
@@ -183,6 +183,7 @@ def validate_args(args: argparse.Namespace) -> None:
             )
     if not args.data.is_dir():
         raise TrainingError(f"--data {args.data}: not a folder")
+    common.check_pack_name(args)
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,7 @@ def evaluate(
 
 
 def train_one_epoch(
-    model: Recognizer,
+    model: RecognizerModel,
     optimizer: torch.optim.Optimizer,
     loader: DataLoader[tuple[torch.Tensor, int]],
     device: torch.device,
@@ -431,7 +432,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         )
         trained = backbone.freeze_all_but_last(args.train_layers)
         head = MarginHead(backbone.dim, len(data.classes), args.head, args.scale, args.margin)
-        model = Recognizer(backbone, head).to(device)
+        model = RecognizerModel(backbone, head).to(device)
         codes, _ = data.train.label_codes()
         augment = Augment(
             args.flip,

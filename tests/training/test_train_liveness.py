@@ -83,8 +83,10 @@ def test_trains_and_exports_a_pack_with_a_runnable_liveness_model(
     (inp,) = session.get_inputs()
     assert inp.name == INPUT_NAME and inp.shape[1:] == [3, 48, 48]
     assert [o.name for o in session.get_outputs()] == [OUTPUT_NAME]
-    live = cv2.cvtColor(cv2.imread(str(data / "live" / "0.png")), cv2.COLOR_BGR2RGB)
-    spoof = cv2.cvtColor(cv2.imread(str(data / "spoof_print" / "0.png")), cv2.COLOR_BGR2RGB)
+    live, spoof = (
+        cv2.cvtColor(np.asarray(cv2.imread(str(data / p / "0.png"))), cv2.COLOR_BGR2RGB)
+        for p in ("live", "spoof_print")
+    )
     crops = np.stack(
         [cv2.resize(img, (48, 48), interpolation=cv2.INTER_AREA) for img in (live, spoof)]
     )

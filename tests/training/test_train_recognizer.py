@@ -238,6 +238,45 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, default_pack: Path) -> None:
     assert not list(tmp_path.glob(".exists.build-*"))
 
 
+def test_a_bad_pack_name_is_refused_before_training(tmp_path: Path, default_pack: Path) -> None:
+    data = tmp_path / "chips"
+    _generated_people(data, 3)
+    with pytest.raises(TrainingError, match="pack name 'Site Pack'"):
+        recognizer.main(_args(data, tmp_path / "Site Pack", default_pack, "--aligned"))
+    assert not (tmp_path / "Site Pack.run").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_export_check_writes_no_pack(
+    tmp_path: Path, default_pack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from models.convert.dlib_resnet import FcLayer, build_onnx
+
+    def skewed_build(net):  # noqa: ANN001, ANN202 - an exporter that loses the fc weights
+        nodes = [
+            dataclasses.replace(
+                n, layer=dataclasses.replace(n.layer, weights=n.layer.weights[::-1].copy())
+            )
+            if isinstance(n.layer, FcLayer)
+            else n
+            for n in net.nodes
+        ]
+        return build_onnx(dataclasses.replace(net, nodes=tuple(nodes)))
+
+    monkeypatch.setattr(recognizer, "build_onnx", skewed_build)
+    data = tmp_path / "chips"
+    _generated_people(data, 3)
+    out = tmp_path / "pack"
+    with pytest.raises(TrainingError, match="export check failed: .* pack not written"):
+        recognizer.main(_args(data, out, default_pack, "--aligned", "--val-fraction", "0"))
+    assert not out.exists() and not list(tmp_path.glob(".pack.build-*"))
+    assert (
+        json.loads((tmp_path / "pack.run" / "export_check.json").read_text())["min_cosine"] < 0.9999
+    )
+
+
 def test_a_pack_without_a_dlib_recognizer_cannot_be_a_base(
     tmp_path: Path, default_pack: Path
 ) -> None:
