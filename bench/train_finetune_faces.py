@@ -18,10 +18,30 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import SHARED_FACES, default_pack
 
 from training import recognizer
+
+
+def _edge_check(
+    work: Path, val: dict[str, list[str]], base: str, pack: Path
+) -> dict[str, dict[str, Any]]:
+    """Evaluate base and new packs with the edge engine on the held-out identity folders."""
+    from calibration.evaluate import evaluate
+    from models.engine import FaceEngine
+
+    root = work / "held_out"
+    for set_name, identities in val.items():
+        for identity in identities:
+            link = root / set_name / identity
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(SHARED_FACES / set_name / identity, target_is_directory=True)
+    return {
+        label: evaluate(FaceEngine(path, threads=2), root, progress=False)["sets"]
+        for label, path in (("before", Path(base)), ("after", pack))
+    }
 
 
 def main() -> int:
@@ -94,6 +114,13 @@ def main() -> int:
             f"epoch {e['epoch']}: loss {e['loss']:.3f}, train acc {e['train_acc']:.2f}, {e['seconds']:.0f} s"
         )
     print(f"export check: min cosine {result['export_check']['min_cosine']:.6f}")
+    print("\nthrough the edge pipeline (FaceEngine + calibration.evaluate), held-out identities:")
+    edge = _edge_check(known.work, split["val"], args.base_pack, Path(result["pack"]))
+    for label, sets in edge.items():
+        for name, rec in sets.items():
+            fnmr = rec["fnmr_at_fmr"].get("1e-2")
+            cell = "-" if fnmr is None else f"{100 * fnmr:.1f}%"
+            print(f"  {label:6} {name:24} EER {100 * rec['eer']:5.2f}%  FNMR@1e-2 {cell}")
     print(f"total {seconds:.0f} s; pack and run folder under {known.work} (not committed)")
     return 0
 
