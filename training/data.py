@@ -17,6 +17,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from calibration.datasets import IMAGE_SUFFIXES, find_sets
+from models.engine import FaceEngine
 from models.errors import ModelError
 from models.runtime.image import read_image
 
@@ -148,8 +149,8 @@ def _resize_chip(rgb: np.ndarray, size: int) -> np.ndarray:
 class ChipMaker:
     """Turns a photo into the recognizer's aligned chip: with the base pack's own alignment."""
 
-    def __init__(self, engine: object | None, chip_size: int) -> None:
-        # `engine` is a models.engine.FaceEngine, or None when the images are already chips.
+    def __init__(self, engine: FaceEngine | None, chip_size: int) -> None:
+        # No engine when the images are already chips.
         self.engine = engine
         self.chip_size = chip_size
 
@@ -158,9 +159,6 @@ class ChipMaker:
         if self.engine is None:
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             return _resize_chip(np.asarray(rgb, np.uint8), self.chip_size), "aligned"
-        from models.engine import FaceEngine
-
-        assert isinstance(self.engine, FaceEngine)
         acquired = self.engine.acquire(bgr, whole_crop=True)
         if acquired is None:
             return None, "no_face"

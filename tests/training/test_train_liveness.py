@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
-from typer.testing import CliRunner
 
 from models.manifest import load_manifest, verify_pack
 from models.types import Task
@@ -129,41 +128,3 @@ def test_folders_without_both_classes_are_rejected(tmp_path: Path, default_pack:
     with pytest.raises(TrainingError, match="no 'live/' folder"):
         liveness.main(_args(empty, tmp_path / "p", default_pack))
     assert not (tmp_path / "p").exists()
-
-
-def test_train_commands_run_through_typer(tmp_path: Path, default_pack: Path) -> None:
-    import typer
-
-    from training.commands import register
-
-    app = typer.Typer()
-    register(app)
-    runner = CliRunner()
-    data = _generated(tmp_path / "d", per_class=6)
-    out = tmp_path / "cli-pack"
-    result = runner.invoke(
-        app,
-        [
-            "liveness",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--base-pack",
-            str(default_pack),
-            "--epochs",
-            "1",
-            "--input-size",
-            "32",
-            "--batch-size",
-            "4",
-            "--no-progress",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert f"wrote {out}" in result.output and (out / "liveness.onnx").is_file()
-    bad = runner.invoke(
-        app, ["recognizer", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]
-    )
-    assert bad.exit_code == 1
-    assert "not a folder" in bad.output
