@@ -198,7 +198,7 @@ class FaceEngine:
             # The chip is cut from the BGR frame and only its 150x150 pixels change order:
             # converting the whole frame first costs more than the cut itself.
             chip = dlib_chip(bgr, face.landmarks5, size=spec.chip_size, padding=spec.chip_padding)
-            return np.asarray(chip[:, :, ::-1], np.uint8)
+            return np.ascontiguousarray(chip[:, :, ::-1], np.uint8)
         chip = arcface_chip(bgr, face.landmarks5, spec.chip_size)
         return np.asarray(cv2.cvtColor(chip, cv2.COLOR_BGR2RGB), np.uint8)
 

@@ -7,7 +7,12 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Train models on our own data: population adapters.", no_args_is_help=True)
+from training.commands import register
+
+app = typer.Typer(
+    help="Train models on our own data: recognizers, liveness models, population adapters.",
+    no_args_is_help=True,
+)
 
 
 @app.command("adapter")
@@ -99,3 +104,6 @@ def adapter(
         f"{manifest.name}: {built} (contract {manifest.contract_id}); {source}; "
         f"{fit_set.skipped} image(s) without a face skipped"
     )
+
+
+register(app)

@@ -52,7 +52,8 @@ from training.packs import copy_files, staged_pack
 logger = logging.getLogger(__name__)
 
 LIVENESS_FILE = "liveness.onnx"
-LIVENESS_WRAPPER = "jifang_liveness"
+LIVENESS_WRAPPER = "pad_onnx"
+"""The edge's PAD wrapper (models/liveness/onnx_pad.py); its params below describe our graph."""
 EXPORT_MAX_DIFF = 1e-4
 """ONNX and torch live probabilities of the same crop must agree this closely."""
 EXPORT_CHECK_FILE = "export_check.json"
@@ -257,11 +258,14 @@ def export_pack(
             license=args.license,
             commercial_use=bool(args.commercial_use),
             source=f"trained by jifang train liveness on {args.data.name}",
+            # pad_onnx feeds (rgb/255 - mean) / std: std 1/255 hands the graph raw 0..255
+            # values, which it normalises itself; the output is already a live probability.
             params={
                 "input_size": args.input_size,
                 "crop_scale": args.crop_scale,
-                "input": "RGB 0..255",
-                "output": "live probability",
+                "mean": [0.0, 0.0, 0.0],
+                "std": [1.0 / 255.0] * 3,
+                "output": "probability",
             },
             optional=True,
         )

@@ -94,6 +94,13 @@ def test_trains_and_exports_a_pack_with_a_runnable_liveness_model(
     )
     assert probs.shape == (2,) and np.all((probs >= 0) & (probs <= 1))
 
+    # The edge's PAD wrapper, chosen by the manifest, reproduces the same probabilities.
+    from models.runtime.registry import build_component
+
+    pad = build_component(out, entry, threads=1)
+    via_wrapper = pad.score_crops(crops)
+    assert np.allclose(via_wrapper, probs, atol=1e-5)
+
 
 def test_resume_continues_from_the_checkpoint(tmp_path: Path, default_pack: Path) -> None:
     data = _generated(tmp_path / "d")
