@@ -91,17 +91,14 @@ async def _device_principal(
         raise HTTPException(401, "unknown device")
     path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     body = await request.body()
-    # protocol.md does not pin how a device turns the issued hex key into HMAC key bytes:
-    # the decoded 32 bytes are canonical, the hex text itself (as a YAML secret reads) is
-    # accepted too. Both need the same secret, so neither is weaker.
-    for key in (device.key, device.key.hex().encode("ascii")):
-        try:
-            verify_request_mac(key, request.method, path, timestamp, body, signature)
-            break
-        except SignatureError:
-            continue
-    else:
-        raise HTTPException(401, "device signature invalid")
+    # docs/protocol.md: the HMAC key is the issued key text (64 hex characters) as ASCII
+    # bytes, exactly as the agent's YAML secret holds it. One form only.
+    try:
+        verify_request_mac(
+            device.key.hex().encode("ascii"), request.method, path, timestamp, body, signature
+        )
+    except SignatureError as err:
+        raise HTTPException(401, "device signature invalid") from err
     return Principal(Role.DEVICE, device=device)
 
 

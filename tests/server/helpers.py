@@ -139,7 +139,9 @@ class DeviceClient:
     def __init__(self, http: httpx.Client, device_id: str, key_hex: str) -> None:
         self.http = http
         self.device_id = device_id
-        self.key = bytes.fromhex(key_hex)
+        self.key_hex = key_hex
+        # docs/protocol.md: the HMAC key is the issued key text as ASCII bytes.
+        self.key = key_hex.encode("ascii")
 
     def request(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
