@@ -137,6 +137,10 @@ class CabDecisionPayload(_Model):
     liveness_score: float | None = Field(default=None, ge=0.0, le=1.0)
     claim: ClaimInfo | None = None
     pack_contract_id: str = Field(default="", max_length=128)
+    detail: str = Field(
+        default="", max_length=1024,
+        description="why, in words (e.g. the liveness cause under LIVENESS_FAILED)",
+    )
 
 
 class CabReverifyPayload(_Model):

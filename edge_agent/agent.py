@@ -90,9 +90,14 @@ def build_gate(
         except GateFault as fault:
             calibration_fault = fault
             raise
-        analyzer = FrameAnalyzer(engine, config.quality, build_liveness(config.liveness))
+        analyzer = FrameAnalyzer(engine, config.quality)
         verifier = Verifier(
-            analyzer, config.gate, config.claims, policy, poll_s=config.interlock.heartbeat_s
+            analyzer,
+            config.gate,
+            config.claims,
+            policy,
+            poll_s=config.interlock.heartbeat_s,
+            liveness=build_liveness(config.liveness, engine),
         )
         logger.info(
             "threshold %.4f from %s %r", policy.threshold, policy.source, policy.calibration

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from contract.codes import DeviceKind
+from models.liveness.config import LivenessPolicyConfig
 
 _PLACEHOLDER = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
@@ -203,14 +204,40 @@ class ClaimsSection(_Section):
     )
 
 
-class LivenessSection(_Section):
-    """The presentation-attack policy applied to every frame."""
+class LivenessSection(LivenessPolicyConfig):
+    """The presentation-attack policy: the sequence checks of `models.liveness`, or none.
 
-    policy: Literal["none"] = Field(
-        default="none",
-        description="'none': no presentation-attack detection is performed and every frame "
-        "passes; a printed photo is NOT refused. A liveness model is a separate issue.",
+    Every field of `LivenessPolicyConfig` (require_passive, require_temporal, active,
+    passive, temporal, challenge) sits directly in this section.
+    """
+
+    policy: Literal["sequence", "none"] = Field(
+        default="sequence",
+        description="'sequence': passive + temporal on the window's frames, with the "
+        "challenge-response as `active` says; 'none': NO presentation-attack detection, a "
+        "printed photo is accepted (logged loudly at start; never in production)",
     )
+    prompt_languages: tuple[str, ...] = Field(
+        default=("zh-CN", "en"),
+        min_length=1,
+        description="languages the challenge prompt is shown and spoken in, in order",
+    )
+    challenge_poll_s: float = Field(
+        default=0.25, ge=0.01, le=5.0,
+        description="longest wait for one frame while a challenge runs (the step timeout "
+        "itself is challenge.step_timeout_s, on the frame clock)",
+    )
+
+    def policy_config(self) -> LivenessPolicyConfig:
+        """The `models.liveness` policy this section describes (disabled for 'none')."""
+        values = self.model_dump(exclude={"policy", "prompt_languages", "challenge_poll_s"})
+        values["enabled"] = self.enabled and self.policy == "sequence"
+        return LivenessPolicyConfig.model_validate(values)
+
+    @property
+    def active_checks(self) -> bool:
+        """True when some presentation-attack check runs."""
+        return self.policy == "sequence" and self.enabled
 
 
 class OverrideSection(_Section):

@@ -7,7 +7,6 @@ is a `GateFault` (fail closed) and never an authorization.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,9 +28,10 @@ from contract.messages import (
 from edge_agent.cache import LocalGallery
 from edge_agent.claims import ResolvedClaim, resolve_claim
 from edge_agent.config import ClaimsSection, GateSection, ModelsSection, QualitySection
-from edge_agent.liveness import LivenessCheck
+from edge_agent.liveness import GateLiveness, NoLiveness
 from edge_agent.types import Decision, Frame, GateFault
 from models.engine import FaceEngine, QualityScores
+from models.liveness import LivenessFrame
 from models.manifest import CalibrationBlock
 from models.types import Face
 
@@ -149,14 +149,16 @@ def _clamp(score: float) -> float:
 
 
 class FrameAnalyzer:
-    """Detect, quality-gate, liveness-check and embed the operator's face in one frame."""
+    """Detect, quality-gate and embed the operator's face in one frame (liveness is per window)."""
 
-    def __init__(
-        self, engine: FaceEngine, quality: QualitySection, liveness: LivenessCheck
-    ) -> None:
+    def __init__(self, engine: FaceEngine, quality: QualitySection) -> None:
         self.engine = engine
         self.quality = quality
-        self.liveness = liveness
+
+    def largest_face(self, image: np.ndarray) -> Face | None:
+        """The operator's face (the largest one), or None."""
+        faces = self.engine.detect(image)
+        return _largest(faces) if faces else None
 
     def check(self, image: np.ndarray) -> FrameCheck:
         """One frame's verdict; the largest face is taken as the operator's."""
@@ -167,13 +169,8 @@ class FrameAnalyzer:
         scores = self.engine.quality(image, face)
         if quality_failure(scores, self.quality) is not None:
             return FrameCheck(ReasonCode.LOW_QUALITY, face=face, quality=scores)
-        live = self.liveness.check(image, face)
-        if not live.passed:
-            return FrameCheck(
-                ReasonCode.LIVENESS_FAILED, face=face, quality=scores, liveness_score=live.score
-            )
         embedding = self.engine.embed(image, face)
-        return FrameCheck(None, embedding, face, scores, live.score)
+        return FrameCheck(None, embedding, face, scores)
 
 
 def _rule_accepts(rule: CategoryRule, cert: CertificateInfo) -> bool:
@@ -214,6 +211,8 @@ class Collected:
     """Frames gathered within one window."""
 
     good: list[FrameCheck]
+    live_frames: list[LivenessFrame]
+    """The usable frames as the liveness policy sees them (empty for policy none)."""
     seen: int
     faces: int
     worst: ReasonCode
@@ -230,8 +229,10 @@ class Verifier:
         claims: ClaimsSection,
         policy: MatchPolicy,
         poll_s: float = 0.25,
+        liveness: GateLiveness | None = None,
     ) -> None:
         self.analyzer = analyzer
+        self.liveness: GateLiveness = liveness or NoLiveness()
         self.gate = gate
         self.claims = claims
         self.policy = policy
@@ -240,15 +241,20 @@ class Verifier:
         """Called at least every `poll_s` while collecting (the agent's heartbeat), so a long
         verification is not mistaken for a hung agent by the watchdog."""
 
-    def collect(self, feed: FrameFeed, window_s: float, needed: int) -> Collected:
-        """Analyse frames until `needed` are good or the window (frame time) has passed."""
+    def collect(
+        self, feed: FrameFeed, window_s: float, needed: int, for_liveness: bool = False
+    ) -> Collected:
+        """Analyse frames until `needed` are good (and liveness has enough) or the window ends."""
         good: list[FrameCheck] = []
+        live_frames: list[LivenessFrame] = []
         seen = faces = 0
         refusal = ReasonCode.NO_FACE
         best_image: np.ndarray | None = None
         first_t: float | None = None
         deadline = time.monotonic() + window_s
-        while len(good) < needed:
+        while len(good) < needed or (
+            for_liveness and self.liveness.frames_needed(live_frames)
+        ):
             if self.on_progress is not None:
                 self.on_progress()
             remaining = max(0.0, deadline - time.monotonic())
@@ -267,11 +273,15 @@ class Verifier:
                 faces += 1
             if result.reason is None:
                 good.append(result)
+                if for_liveness and result.face is not None:
+                    observed = self.liveness.frame(frame.image, result.face, frame.t)
+                    if observed is not None:
+                        live_frames.append(observed)
                 if best_image is None:
                     best_image = frame.image
             elif _more_informative(result.reason, refusal):
                 refusal = result.reason
-        return Collected(good, seen, faces, refusal, best_image)
+        return Collected(good, live_frames, seen, faces, refusal, best_image)
 
     def decide(
         self,
@@ -293,7 +303,9 @@ class Verifier:
                 ReasonCode.CLAIM_REQUIRED,
                 _risk_detail(self.policy, gallery.operators_with_templates(), self.claims),
             )
-        got = self.collect(feed, self.gate.window_s, self.gate.frames_required)
+        got = self.collect(
+            feed, self.gate.window_s, self.gate.frames_required, for_liveness=True
+        )
         if len(got.good) < self.gate.frames_required:
             return Decision(
                 got.worst,
@@ -303,9 +315,22 @@ class Verifier:
                 frames_used=len(got.good),
                 faces_seen=got.faces,
             )
-        probe = fuse_embeddings([g.embedding for g in got.good if g.embedding is not None])
-        liveness = _min_score([g.liveness_score for g in got.good])
         evidence = _jpeg(got.best_image)
+        verdict = self.liveness.judge(
+            got.live_frames, _source(feed, self.on_progress), self.analyzer.largest_face
+        )
+        liveness = verdict.score
+        if not verdict.live:
+            return Decision(
+                ReasonCode.LIVENESS_FAILED,
+                verdict.detail,
+                claim=claim,
+                frames_used=len(got.good),
+                faces_seen=got.faces,
+                liveness_score=liveness,
+                evidence_jpeg=evidence,
+            )
+        probe = fuse_embeddings([g.embedding for g in got.good if g.embedding is not None])
         if resolved is not None:
             decision = self._one_to_one(probe, resolved, gallery, device_config, today)
         else:
@@ -401,9 +426,18 @@ def fuse_embeddings(embeddings: list[np.ndarray]) -> np.ndarray:
     return np.asarray(mean / max(float(np.linalg.norm(mean)), 1e-12), np.float32)
 
 
-def _min_score(scores: list[float | None]) -> float | None:
-    known = [s for s in scores if s is not None and not math.isnan(s)]
-    return min(known) if known else None
+def _source(
+    feed: FrameFeed, on_progress: Callable[[], None] | None
+) -> Callable[[float], tuple[np.ndarray, float] | None]:
+    """The feed as the liveness challenge reads it (heartbeating while it waits)."""
+
+    def next_frame(timeout_s: float) -> tuple[np.ndarray, float] | None:
+        if on_progress is not None:
+            on_progress()
+        frame = feed.next_frame(timeout_s=timeout_s)
+        return None if frame is None else (frame.image, frame.t)
+
+    return next_frame
 
 
 def _jpeg(image: np.ndarray | None) -> bytes | None:

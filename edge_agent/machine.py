@@ -194,6 +194,7 @@ class CabGate:
             liveness_score=decision.liveness_score,
             claim=decision.claim,
             pack_contract_id=self.pack_contract_id,
+            detail=decision.detail[:1024],
         )
         common = self._event_common(decision.reason, evidence)
         self.outbox.append(lambda seq: CabDecisionEvent(seq=seq, payload=payload, **common))

@@ -81,6 +81,15 @@ class AgentCollector(Collector):
         )
 
 
+def _prompt(agent: Agent) -> dict[str, str] | None:
+    """The liveness challenge prompt on the cab screen now (language -> text), if any."""
+    verifier = agent.gate.verifier
+    if verifier is None:
+        return None
+    current = getattr(verifier.liveness.display, "current", None)
+    return dict(current) if current else None
+
+
 def status_document(agent: Agent) -> dict[str, Any]:
     """What GET /status returns."""
     status = agent.gate.status
@@ -92,6 +101,7 @@ def status_document(agent: Agent) -> dict[str, Any]:
         "enable": status.enable,
         "alarm": status.alarm,
         "indication": status.indication,
+        "prompt": _prompt(agent),
         "operator_id": status.operator_id,
         "camera_lost": agent.capture.lost(),
         "model_fault": agent.gate.model_fault.detail if agent.gate.model_fault else None,

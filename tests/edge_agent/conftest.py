@@ -54,6 +54,8 @@ def base_config(tmp_path: Path, public_key: str, **sections: dict[str, Any]) -> 
         # The cameraman looks down ~33 degrees; sample photos are ~85 px faces.
         "quality": {"min_face_px": 60, "max_pitch_deg": 40.0},
         "gate": {"frames_required": 3, "window_s": 2.0},
+        # The matching tests replay still photos; liveness has its own tests (test_liveness).
+        "liveness": {"policy": "none"},
         "store": {"dir": str(tmp_path / "store")},
         "status": {"port": 0},
     }
