@@ -1,7 +1,9 @@
 """Cab gate speed and memory with the default pack at 640x480.
 
 - decision_ms: from the first frame with a face to the decision (event committed, output
-  driven), frames arriving at the camera's rate (camera.fps) as they would in the cab;
+  driven), frames arriving at the camera's rate (camera.fps) as they would in the cab, with
+  the default liveness policy (passive + temporal over the window, the challenge when the
+  passive score is uncertain) and a simulated live operator who follows the prompts;
 - reverify_fps: frames/s the gate sustains analysing frames back to back (detect, quality,
   embed) as in re-verification mode;
 - rss_mb: peak resident memory of this process, which holds the whole agent.
@@ -33,10 +35,10 @@ if str(REPO) not in sys.path:
 
 
 class PacedFeed:
-    """Frames delivered at a fixed rate in real time, like a camera."""
+    """Another feed's frames delivered at a fixed rate in real time, like a camera."""
 
-    def __init__(self, images: list[np.ndarray], fps: float) -> None:
-        self.images, self.period, self.index = images, 1.0 / fps, 0
+    def __init__(self, inner, fps: float) -> None:
+        self.inner, self.period, self.index = inner, 1.0 / fps, 0
         self.start = time.monotonic()
         self.first_face_t: float | None = None
 
@@ -47,7 +49,7 @@ class PacedFeed:
         wait = due - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        frame = Frame(self.images[self.index % len(self.images)], due, self.index)
+        frame = Frame(self.inner.next_frame(timeout_s).image, due, self.index)
         if self.first_face_t is None:
             self.first_face_t = time.monotonic()
         self.index += 1
@@ -64,6 +66,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--gallery", type=int, default=50, help="operators in the gallery")
     parser.add_argument("--reverify-s", type=float, default=5.0)
+    parser.add_argument(
+        "--liveness", choices=("sequence", "none"), default="sequence",
+        help="liveness policy (none only to show what liveness costs)",
+    )
     args = parser.parse_args()
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -146,6 +152,7 @@ def main() -> None:
                 # 1:N over the whole bench gallery: the risk bound is opened for the bench only.
                 "claims": {"max_1n_risk": 1.0},
                 "store": {"dir": tmp},
+                "liveness": {"policy": args.liveness},
             }
         )
         block = CalibrationBlock(
@@ -181,39 +188,46 @@ def main() -> None:
             accepted_categories=(CategoryRule(category="N1"),),
         )
         parts.cache.install_config(sign_envelope(key, "k", "device.config", cfg.model_dump_json()))
-        h, w = astronaut.shape[:2]
-        rotate = cv2.getRotationMatrix2D((w / 2, h / 2), 4.0, 1.0)
-        frames = [
-            frame_640x480(v)
-            for v in (
-                astronaut,
-                cv2.convertScaleAbs(astronaut, alpha=1.0, beta=20),
-                cv2.warpAffine(astronaut, rotate, (w, h), borderMode=cv2.BORDER_REPLICATE),
-            )
-        ]
+        from edge_agent.simclip import SimulatedOperator
+        from models.liveness import observe
+
+        scene = frame_640x480(astronaut)
+        seen = observe(engine, scene, 0.0)
+        assert seen is not None and seen.dense is not None
         gate = parts.gate
-        gate.request_start(PacedFeed(frames, config.camera.fps))  # warm-up
+        verifier = gate.verifier
+        assert verifier is not None
+        display = verifier.liveness.display
+
+        def operator() -> SimulatedOperator:
+            return SimulatedOperator(
+                scene, seen.face.detection.box, seen.dense.points, display, config.camera.fps
+            )
+
+        gate.request_start(PacedFeed(operator(), config.camera.fps))  # warm-up
         gate.engine_stopped()
-        decision_ms, processing_ms = [], []
+        decision_ms, processing_ms, frames_used = [], [], []
+        challenges = 0
         for _ in range(args.runs):
-            feed = PacedFeed(frames, config.camera.fps)
+            shown = len(getattr(display, "shown", []))
+            feed = PacedFeed(operator(), config.camera.fps)
             decision = gate.request_start(feed)
             done = time.monotonic()
             assert decision.reason.value == "AUTHORIZED", decision
             assert feed.first_face_t is not None
             decision_ms.append((done - feed.first_face_t) * 1000)
+            frames_used.append(feed.index)
+            challenges += len(getattr(display, "shown", [])) > shown
             gate.engine_stopped()
             # The same decision without camera pacing: pure processing cost.
-            from edge_agent.sources import ReplayFeed
-
+            unpaced = operator()
             began = time.monotonic()
-            gate.request_start(ReplayFeed(frames, config.camera.fps))
+            gate.request_start(unpaced)
             processing_ms.append((time.monotonic() - began) * 1000)
             gate.engine_stopped()
-        verifier = gate.verifier
-        assert verifier is not None
         from edge_agent.sources import ReplayFeed
 
+        frames = operator().moving
         feed = ReplayFeed(frames, fps=1000.0)
         analysed = 0
         began = time.monotonic()
@@ -233,7 +247,14 @@ def main() -> None:
         "rss_mb": round(rss_mb, 1),
     }
     print(
-        f"runs {args.runs}, gallery {args.gallery} operators, frames 640x480 at {config.camera.fps} fps, {config.gate.frames_required} frames per decision"
+        f"runs {args.runs}, gallery {args.gallery} operators, frames 640x480 at "
+        f"{config.camera.fps} fps, {config.gate.frames_required} frames per match, liveness "
+        f"{verifier.liveness.name}"
+    )
+    print(
+        f"camera frames read per decision: median {statistics.median(frames_used):.0f} "
+        f"({statistics.median(frames_used) / config.camera.fps:.2f} s of video); "
+        f"challenge run in {challenges} of {args.runs} decisions"
     )
     print(
         f"processing only (no camera pacing): median {statistics.median(processing_ms):.1f} ms, p95 {np.percentile(processing_ms, 95):.1f} ms"
