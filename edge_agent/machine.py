@@ -78,6 +78,10 @@ class ClockGuard:
         self._now = now or (lambda: datetime.now(UTC))
         self.server_skew_s: float | None = None
 
+    def use_source(self, now: Callable[[], datetime]) -> None:
+        """Read the time from `now` from here on (a simulated clock in the demo)."""
+        self._now = now
+
     def observe_server(self, server_time: datetime) -> None:
         """Record the skew against the server's clock (from a response's Date header)."""
         self.server_skew_s = (self._now() - server_time).total_seconds()
