@@ -324,7 +324,7 @@ def import_operators(
 
 
 def cab_config(
-    server_url: str, device: DeviceKey, pack: Path, store: Path, **sections: dict[str, Any]
+    server_url: str, device: DeviceKey, pack: Path, store_dir: Path, **sections: dict[str, Any]
 ) -> dict[str, Any]:
     """The forklift agent's config tree (default liveness policy)."""
     data: dict[str, Any] = {
@@ -332,10 +332,10 @@ def cab_config(
         "server": {"url": server_url, "device_key": device.key,
                    "public_key": device.server_public_key},
         "models": {"dir": str(pack.parent), "pack": pack.name, "calibration": DEMO_CALIBRATION},
-        "camera": {"source": str(store / "camera"), "fps": FPS},
+        "camera": {"source": str(store_dir / "camera"), "fps": FPS},
         "quality": {"min_face_px": 60, "max_pitch_deg": 40.0},
         "gate": {"window_s": 3.0},
-        "store": {"dir": str(store)},
+        "store": {"dir": str(store_dir)},
         "status": {"port": 0},
     }
     for name, values in sections.items():
