@@ -24,6 +24,7 @@ venv: $(STAMP)
 sysdeps:
 	@./scripts/sysdeps.sh
 
+# Builds the open default pack when missing, then server + cab on generated clips (Ctrl-C stops).
 demo: sysdeps venv
 	$(VENV)/bin/jifang demo
 

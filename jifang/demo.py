@@ -334,7 +334,9 @@ def cab_config(
         "models": {"dir": str(pack.parent), "pack": pack.name, "calibration": DEMO_CALIBRATION},
         "camera": {"source": str(store_dir / "camera"), "fps": FPS},
         "quality": {"min_face_px": 60, "max_pitch_deg": 40.0},
-        "gate": {"window_s": 3.0},
+        # The demo lets one night pass on the cab (CERT_EXPIRED): a gallery synced up to
+        # two days ago still counts as fresh here.
+        "gate": {"window_s": 3.0, "max_gallery_age_s": 2 * 86_400},
         "store": {"dir": str(store_dir)},
         "status": {"port": 0},
     }

@@ -12,8 +12,8 @@ from edge_agent.sources import ReplayFeed
 from edge_agent.uplink import Uplink
 from jifang.demo import FORKLIFT, cab_config, deliver_all, server_events
 from models.liveness import observe
-from models.manifest import load_calibration
 from models.liveness.synthetic import rigid_sequence
+from models.manifest import load_calibration
 from tests.e2e.conftest import CabWorld
 
 

@@ -7,6 +7,7 @@ that batch delivered but not acknowledged: the worst moment for exactly-once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -78,10 +79,8 @@ class _Forward(BaseHTTPRequestHandler):
                 self.send_header(name, answer.headers[name])
         self.send_header("Content-Length", str(len(answer.content)))
         self.end_headers()
-        try:
+        with contextlib.suppress(OSError):  # the agent was killed: nobody reads this answer
             self.wfile.write(answer.content)
-        except OSError:
-            pass  # the agent was killed: nobody reads this answer
 
     do_GET = do_POST = do_PUT = _forward
 
