@@ -51,8 +51,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from common import RESULTS, SHARED_FACES, default_pack, model_dir, write_result
-from population_data import SetEmbeddings, load_or_compute
+from _common import RESULTS, SHARED_FACES, default_pack, model_dir, write_result
+from _population_data import SetEmbeddings, load_or_compute
 
 from calibration.datasets import find_sets
 from calibration.metrics import equal_error_rate, rates_at, supports, threshold_at_fmr

@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
-from common import write_result
+from _common import write_result
 
 PG_URL = os.environ.get("JIFANG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 HEADER = [

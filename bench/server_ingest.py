@@ -18,7 +18,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from common import REPO, write_result
+from _common import REPO, write_result
 
 BATCH = 100
 PG_URL = os.environ.get("JIFANG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import numpy.typing as npt
-from common import REPO
+from _common import REPO
 from face_pipeline import DlibReference
 from tqdm import tqdm
 
@@ -143,7 +143,7 @@ def load_or_compute(
 
 def main() -> None:
     """Fill the cache for every shared face set."""
-    from common import SHARED_FACES, default_pack
+    from _common import SHARED_FACES, default_pack
 
     from calibration.datasets import find_sets
 
