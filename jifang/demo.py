@@ -559,12 +559,14 @@ def run_demo(
 
 
 def _wait_for_ctrl_c(server: RunningServer) -> None:
+    import signal
+
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
     typer.echo("server keeps running; Ctrl-C stops everything")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        typer.echo("stopping")
+    done.wait()
+    typer.echo("stopping")
 
 
 @app.callback(invoke_without_command=True)
