@@ -47,6 +47,7 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/api/v1/operators"): STAFF,
     ("GET", "/api/v1/operators/{operator_id}"): STAFF,
     ("PUT", "/api/v1/operators/{operator_id}/sites"): OFFICE,
+    ("POST", "/api/v1/operators/{operator_id}/templates"): OFFICE,
     ("GET", "/api/v1/certificates/{number}"): STAFF,
     ("POST", "/api/v1/certificates/{number}/revoke"): OFFICE,
     ("POST", "/api/v1/certificates/{number}/suspend"): OFFICE,
