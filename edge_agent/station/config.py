@@ -251,6 +251,9 @@ class StationConfig(_Section):
         default=Path("station_registry.json"), description="local cache of the cylinder registry"
     )
     queue_size: int = Field(default=64, ge=4, le=4096, description="bound of the worker queues")
+    status_interval_s: float = Field(
+        default=5.0, ge=0.5, le=600.0, description="how often station_status.json is rewritten"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> StationConfig:
