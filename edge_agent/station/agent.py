@@ -173,9 +173,7 @@ class StationAgent:
         ]
         if self.uplink is not None:
             uplink = self.uplink
-            named.append(
-                ("outbox-delivery", partial(_delivery, outbox=self.outbox, uplink=uplink))
-            )
+            named.append(("outbox-delivery", partial(_delivery, outbox=self.outbox, uplink=uplink)))
             named.append(
                 (
                     "registry-sync",

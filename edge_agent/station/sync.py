@@ -182,7 +182,9 @@ class SyncedRegistry:
     def load_cache(self) -> bool:
         """Install the cached envelope if it still verifies; False (logged) when absent or bad."""
         if not self._path.exists():
-            logger.warning("no station registry cache at %s: scans refused until a sync", self._path)
+            logger.warning(
+                "no station registry cache at %s: scans refused until a sync", self._path
+            )
             return False
         try:
             envelope = SignedEnvelope.model_validate_json(self._path.read_text(encoding="utf-8"))
