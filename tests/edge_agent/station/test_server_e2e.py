@@ -272,3 +272,65 @@ def test_registry_not_verified_refuses_every_scan(station: Station) -> None:
     assert not any(on for _, on in run.result.station.scales.enable_writes)
     # Refused for the registry, not judged: nothing was sent as a violation or a fill.
     assert station.stored() == []
+
+
+def test_run_station_demo_against_server(station: Station) -> None:
+    from edge_agent.station.sim.demo import run_station_demo
+
+    lines = run_station_demo(
+        station.world.base,
+        DEVICE,
+        station.key,
+        station.tmp / "demo",
+        server_public_key=station.public_key,
+    )
+    text = "\n".join(lines)
+    assert "registry synced from the server" in text
+    for reason in ("FOREIGN_CYLINDER", "UNSCANNED_FILL", "OVERFILL", "SWAPPED_CODE"):
+        assert f"violation {reason}: 1" in text
+    assert "still queued" not in text
+    queued = {e["reason"] for e in station.queue() if e["kind"] == "station.violation"}
+    assert queued == {"FOREIGN_CYLINDER", "UNSCANNED_FILL", "OVERFILL", "SWAPPED_CODE"}
+    # The clean fills arrived as informational events, outside the review queue.
+    ok = [e for e in station.stored() if e["reason"] == "FILL_OK"]
+    assert ok and not any(e["flagged"] for e in ok)
+    assert (station.tmp / "demo" / "report.json").exists()
+
+
+def test_run_station_demo_without_server_key_refuses_scans(
+    station: Station, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_agent.station.sim.demo import run_station_demo
+
+    monkeypatch.delenv("JIFANG_SERVER_PUBLIC_KEY", raising=False)
+    lines = run_station_demo(station.world.base, DEVICE, station.key, station.tmp / "demo")
+    text = "\n".join(lines)
+    assert "registry NOT synced" in text and "every scan is refused" in text
+    assert "scans refused (registry stale)" in text
+    # Only the bypassed fill (no scan needed to open a valve by hand) is still caught.
+    assert {e["reason"] for e in station.queue()} == {"UNSCANNED_FILL"}
+
+
+def test_station_registry_endpoint_refuses_cab_and_signs_for_station(station: Station) -> None:
+    from contract.auth import load_public_key_b64, verify_envelope
+    from contract.messages import SignedEnvelope, StationRegistry
+
+    live = station.world
+    assert (
+        live.crane.request("GET", "/api/v1/devices/crane-01/station-registry").status_code == 409
+    )
+    from tests.server.helpers import DeviceClient
+
+    client = DeviceClient(live.http, DEVICE, station.key)
+    answer = client.request("GET", f"/api/v1/devices/{DEVICE}/station-registry")
+    assert answer.status_code == 200, answer.text
+    envelope = SignedEnvelope.model_validate_json(answer.content)
+    message = StationRegistry.model_validate_json(
+        verify_envelope(load_public_key_b64(station.public_key), envelope)
+    )
+    assert message.station_id == reg.STATION_ID and message.device_id == DEVICE
+    owners = {c.code: c.owner_station_id for c in message.cylinders}
+    assert owners[reg.FOREIGN] != reg.STATION_ID and owners[reg.GOOD[0]] == reg.STATION_ID
+    assert {f.operator_id for f in message.fillers} == set(station.fillers.values())
+    # Another device may not read this station's registry.
+    assert client.request("GET", "/api/v1/devices/crane-01/station-registry").status_code == 403
