@@ -316,9 +316,7 @@ def test_station_registry_endpoint_refuses_cab_and_signs_for_station(station: St
     from contract.messages import SignedEnvelope, StationRegistry
 
     live = station.world
-    assert (
-        live.crane.request("GET", "/api/v1/devices/crane-01/station-registry").status_code == 409
-    )
+    assert live.crane.request("GET", "/api/v1/devices/crane-01/station-registry").status_code == 409
     from tests.server.helpers import DeviceClient
 
     client = DeviceClient(live.http, DEVICE, station.key)
@@ -334,3 +332,116 @@ def test_station_registry_endpoint_refuses_cab_and_signs_for_station(station: St
     assert {f.operator_id for f in message.fillers} == set(station.fillers.values())
     # Another device may not read this station's registry.
     assert client.request("GET", "/api/v1/devices/crane-01/station-registry").status_code == 403
+
+
+def _wait(predicate: Any, what: str, timeout_s: float = 60.0) -> Any:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_edge_run_station_yaml_against_server(station: Station, tmp_path: Path) -> None:
+    """`jifang edge run --config station.yaml` as a process: Modbus scale, TCP scanner, server."""
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    from edge_agent.station.sim.modbus_server import SimModbusScaleServer
+    from edge_agent.station.sim.station import SimScaleBank
+
+    bank = SimScaleBank(["S101"])
+    modbus = SimModbusScaleServer(bank, {1: "S101"}).start()
+    listener = socket.create_server(("127.0.0.1", 0))
+    store = tmp_path / "agent"
+    data = {
+        "device": {"id": DEVICE, "kind": "filling_station", "site_id": "site-1"},
+        "server": {
+            "url": station.world.base,
+            "device_key": "${JIFANG_DEVICE_KEY}",
+            "public_key": station.public_key,
+            "sync_interval_s": 30,
+        },
+        "camera": {"source": 0},
+        "store": {"dir": str(store), "retry_initial_s": 0.2},
+        "station": {
+            "station_id": reg.STATION_ID,
+            "scales": [
+                {"id": "S101", "driver": {"kind": "modbus", "port": modbus.port, "unit_id": 1}}
+            ],
+            "scanners": [
+                {
+                    "scale_id": "S101",
+                    "kind": "tcp",
+                    "address": f"127.0.0.1:{listener.getsockname()[1]}",
+                }
+            ],
+            "registry_path": str(store / "station_registry.json"),
+            "status_interval_s": 0.5,
+        },
+    }
+    path = tmp_path / "station.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    repo = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHONPATH": str(repo), "JIFANG_DEVICE_KEY": station.key}
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from jifang.cli import main; main()",
+            "edge",
+            "run",
+            "-c",
+            str(path),
+        ],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    status_file = store / "station_status.json"
+
+    def status() -> dict[str, Any]:
+        try:
+            doc: dict[str, Any] = json.loads(status_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return doc
+
+    try:
+        listener.settimeout(30)
+        scanner, _ = listener.accept()
+        _wait(lambda: status().get("registry_state") == "ok", "a verified registry")
+        assert status()["indication"] == "ready"
+        scanner.sendall(f"OP:{station.fillers[reg.FILLER]}\n{reg.FOREIGN}\n".encode())
+        _wait(
+            lambda: [e["reason"] for e in station.queue()] == ["FOREIGN_CYLINDER"],
+            "the foreign cylinder in the review queue",
+        )
+        assert not any(w.value for w in modbus.writes)
+        scanner.sendall(f"{reg.GOOD[0]}\n".encode())
+        _wait(lambda: any(w.value for w in modbus.writes), "fill-enable on for a good cylinder")
+        agent.send_signal(signal.SIGTERM)
+        output, _ = agent.communicate(timeout=30)
+        assert agent.returncode == 0, output
+        # Shutdown drove the interlock off again.
+        assert [w.value for w in modbus.writes][-1] is False
+        assert status()["scans_accepted"] == 1 and status()["scans_rejected"] == 1
+        scanner.close()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        listener.close()
+        modbus.stop()
