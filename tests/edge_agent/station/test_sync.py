@@ -227,3 +227,11 @@ def test_config_login_pattern_needs_id_group() -> None:
     data["station"]["login_pattern"] = "^OP:(.+)$"  # type: ignore[index]
     with pytest.raises(ConfigError, match="named group 'id'"):
         parse_config(data, "t")
+
+
+def test_agent_example_is_valid() -> None:
+    from edge_agent.config import load_config
+
+    example = Path(__file__).resolve().parents[3] / "edge_agent/station/examples/agent.yaml"
+    config = load_config(example, env={"JIFANG_DEVICE_KEY": "k" * 64})
+    assert config.station is not None and config.station.station_id == "ST-JN-001"
