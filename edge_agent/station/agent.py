@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from contract.auth import SignatureError, load_public_key_b64
-from contract.messages import Event
+from contract.messages import Event, Heartbeat
+from edge_agent.agent import AGENT_VERSION
 from edge_agent.config import AgentConfig
 from edge_agent.delivery import run_delivery
 from edge_agent.outbox import Outbox
@@ -26,6 +27,7 @@ from edge_agent.station.config import StationConfig
 from edge_agent.station.events import StationEvent
 from edge_agent.station.pipeline import StationInputs, StationPipeline
 from edge_agent.station.sync import StationUplink, SyncedRegistry, run_registry_sync
+from edge_agent.uplink import UplinkError
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class StationAgent:
         self.last_sync_error: str | None = None
         self._last_indication = ""
         self.threads: list[threading.Thread] = []
+        self._started = time.monotonic()
 
     # --- local indication ------------------------------------------------------------------
 
@@ -166,6 +169,28 @@ class StationAgent:
                 logger.exception("station status not written")
             stop_event.wait(self.station.status_interval_s)
 
+    def heartbeat(self) -> Heartbeat:
+        """What the heartbeat worker sends; state is ready, stale or never_synced."""
+        state = self.registry_state()
+        return Heartbeat(
+            device_id=self.config.device.id,
+            sent_at=datetime.now(UTC),
+            agent_version=AGENT_VERSION,
+            state="ready" if state == "ok" else state,
+            outbox_depth=self.outbox.depth(),
+            uptime_s=time.monotonic() - self._started,
+        )
+
+    def _heartbeat_worker(
+        self, config: AgentConfig, stop_event: threading.Event, uplink: StationUplink
+    ) -> None:
+        while not stop_event.is_set():
+            try:
+                uplink.heartbeat(self.heartbeat())
+            except UplinkError as err:
+                logger.warning("heartbeat not delivered: %s", err)
+            stop_event.wait(config.server.heartbeat_interval_s)
+
     def workers(self) -> list[tuple[str, Callable[[AgentConfig, threading.Event], None]]]:
         """The agent-level workers (the pipeline starts its own)."""
         named: list[tuple[str, Callable[[AgentConfig, threading.Event], None]]] = [
@@ -174,6 +199,7 @@ class StationAgent:
         if self.uplink is not None:
             uplink = self.uplink
             named.append(("outbox-delivery", partial(_delivery, outbox=self.outbox, uplink=uplink)))
+            named.append(("heartbeat", partial(self._heartbeat_worker, uplink=uplink)))
             named.append(
                 (
                     "registry-sync",

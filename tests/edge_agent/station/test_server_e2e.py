@@ -371,6 +371,7 @@ def test_edge_run_station_yaml_against_server(station: Station, tmp_path: Path) 
             "device_key": "${JIFANG_DEVICE_KEY}",
             "public_key": station.public_key,
             "sync_interval_s": 30,
+            "heartbeat_interval_s": 5,
         },
         "camera": {"source": 0},
         "store": {"dir": str(store), "retry_initial_s": 0.2},
@@ -424,6 +425,15 @@ def test_edge_run_station_yaml_against_server(station: Station, tmp_path: Path) 
         scanner, _ = listener.accept()
         _wait(lambda: status().get("registry_state") == "ok", "a verified registry")
         assert status()["indication"] == "ready"
+
+        def heartbeat_state() -> str | None:
+            from server.tables import Device
+
+            with station.world.app.state.sessions() as session:
+                device = session.get(Device, DEVICE)
+                return device.state if device is not None else None
+
+        _wait(lambda: heartbeat_state() == "ready", "the station's heartbeat")
         scanner.sendall(f"OP:{station.fillers[reg.FILLER]}\n{reg.FOREIGN}\n".encode())
         _wait(
             lambda: [e["reason"] for e in station.queue()] == ["FOREIGN_CYLINDER"],
