@@ -42,6 +42,7 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("PATCH", "/api/v1/devices/{device_id}"): ADMIN,
     ("GET", "/api/v1/devices/{device_id}/gaps"): STAFF,
     ("GET", "/api/v1/devices/{device_id}/gallery"): DEVICE,
+    ("GET", "/api/v1/devices/{device_id}/station-registry"): DEVICE,
     ("GET", "/api/v1/devices/{device_id}/config"): DEVICE,
     ("POST", "/api/v1/devices/{device_id}/heartbeat"): DEVICE,
     ("GET", "/api/v1/operators"): STAFF,
