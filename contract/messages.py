@@ -436,10 +436,56 @@ class DeviceConfig(Message):
     max_gallery_age_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
 
 
+# --- filling-station registry ---------------------------------------------------------------
+
+
+class StationCylinderType(_Model):
+    """A cylinder type and the mass it may be filled with."""
+
+    code: str = Field(min_length=1, max_length=32)
+    rated_fill_kg: float = Field(gt=0.0, le=1000.0)
+
+
+class StationCylinder(_Model):
+    """One registered cylinder as a filling station needs it (一瓶一码)."""
+
+    code: str = Field(min_length=1, max_length=128)
+    type_code: str = Field(min_length=1, max_length=32)
+    owner_station_id: str = Field(min_length=1, max_length=64)
+    status: Literal["in_service", "inspection_due", "suspended", "scrapped"]
+    manufactured_on: date
+    design_life_years: int = Field(ge=1, le=50)
+    next_inspection_due: date | None = Field(
+        default=None, description="None: no inspection date known (the station refuses it)"
+    )
+    entrusted_station_ids: tuple[str, ...] = ()
+
+
+class StationFiller(_Model):
+    """One certificate of an operator who may fill at the station's site."""
+
+    operator_id: str = Field(min_length=1, max_length=64)
+    certificate_no: str = Field(min_length=1, max_length=64)
+    category: str = Field(min_length=1, max_length=16)
+    valid_until: date
+    status: CertificateStatus
+
+
+class StationRegistry(Message):
+    """The registry slice a filling-station device checks scans against (signed, whole)."""
+
+    device_id: DeviceId
+    station_id: str = Field(min_length=1, max_length=64)
+    generated_at: UtcDatetime
+    cylinder_types: tuple[StationCylinderType, ...] = ()
+    cylinders: tuple[StationCylinder, ...] = ()
+    fillers: tuple[StationFiller, ...] = ()
+
+
 class SignedEnvelope(Message):
     """A server-signed payload: the exact JSON bytes that were signed, and the signature."""
 
-    payload_type: Literal["gallery.snapshot", "gallery.delta", "device.config"]
+    payload_type: Literal["gallery.snapshot", "gallery.delta", "device.config", "station.registry"]
     payload: str = Field(description="the signed JSON text, parsed only after verification")
     key_id: str = Field(min_length=1, max_length=64)
     algorithm: Literal["ed25519"] = "ed25519"
@@ -455,6 +501,7 @@ TOP_LEVEL_MESSAGES: tuple[type[Message], ...] = (
     GalleryDelta,
     GalleryUpdateRequired,
     DeviceConfig,
+    StationRegistry,
     SignedEnvelope,
 )
 """Messages sent on their own; each gets a JSON Schema file in docs/contract/."""

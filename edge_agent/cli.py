@@ -35,7 +35,7 @@ def run(
     config: Annotated[Path, typer.Option("--config", "-c", help="agent YAML file")],
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
-    """Run the cab agent until Ctrl-C / SIGTERM; the gate fails closed on every fault."""
+    """Run the cab or filling-station agent until Ctrl-C / SIGTERM; both fail closed."""
     import logging
     import signal
     import threading
@@ -53,9 +53,15 @@ def run(
     except ConfigError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(code=1) from err
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
     if cfg.device.kind.value == "filling_station":
-        typer.echo("jifang edge run: the filling-station agent is not implemented yet.", err=True)
-        raise typer.Exit(code=2)
+        import sys
+
+        from edge_agent.station.agent import run_station
+
+        raise typer.Exit(code=run_station(cfg, done, sys.stdin))
     parts = build_gate(cfg)
     if parts.calibration_fault is not None:
         parts.close()
@@ -68,9 +74,6 @@ def run(
         cfg.server.timeout_s,
     )
     agent = Agent(cfg, parts, uplink)
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
     agent.start()
     typer.echo(
         f"cab agent {cfg.device.id} running; status at {agent.status_server.url if agent.status_server else '-'}"

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from contract.codes import DeviceKind
+from edge_agent.station.config import StationConfig
 from models.liveness.config import LivenessPolicyConfig
 
 _PLACEHOLDER = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
@@ -343,9 +344,18 @@ class AgentConfig(_Section):
     claims: ClaimsSection = ClaimsSection()
     liveness: LivenessSection = LivenessSection()
     override: OverrideSection = OverrideSection()
+    station: StationConfig | None = Field(
+        default=None, description="filling stations only: cameras, zones, scales, scanners, rules"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AgentConfig:
+        if self.device.kind == DeviceKind.FILLING_STATION and self.station is None:
+            raise ValueError("station: section is required when device.kind is filling_station")
+        if self.device.kind != DeviceKind.FILLING_STATION and self.station is not None:
+            raise ValueError(
+                f"station: section is only for filling_station devices, not {self.device.kind.value}"
+            )
         if self.camera.reconnect_max_s < self.camera.reconnect_initial_s:
             raise ValueError("camera.reconnect_max_s is smaller than camera.reconnect_initial_s")
         if self.store.retry_max_s < self.store.retry_initial_s:

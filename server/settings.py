@@ -51,6 +51,13 @@ class ServerSettings(BaseSettings):
     enroll_min_sharpness: float = Field(
         default=0.2, ge=0.0, le=1.0, description="normalised Laplacian-variance score"
     )
+    enroll_max_templates: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="templates kept per operator (certificate photo + on-site captures); "
+        "several templates cut false non-matches (bench/population_detail.json)",
+    )
     enroll_max_yaw_deg: float = Field(default=25.0, ge=0.0, le=90.0)
     enroll_max_pitch_deg: float = Field(default=25.0, ge=0.0, le=90.0)
     enroll_min_exposure: float = Field(

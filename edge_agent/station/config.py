@@ -6,6 +6,7 @@ zone polygons come from calibration, thresholds from the tables here.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -251,6 +252,15 @@ class StationConfig(_Section):
         default=Path("station_registry.json"), description="local cache of the cylinder registry"
     )
     queue_size: int = Field(default=64, ge=4, le=4096, description="bound of the worker queues")
+    login_pattern: str = Field(
+        default=r"^OP:(?P<id>[A-Za-z0-9._-]{1,64})$",
+        min_length=1,
+        description="a scanned code matching this is a filler's badge (operator login at that "
+        "scale), not a cylinder; the named group 'id' is the operator id",
+    )
+    status_interval_s: float = Field(
+        default=5.0, ge=0.5, le=600.0, description="how often station_status.json is rewritten"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> StationConfig:
@@ -273,6 +283,12 @@ class StationConfig(_Section):
         for index, scanner in enumerate(self.scanners):
             if scanner.scale_id not in scales:
                 raise ValueError(f"scanners.{index}.scale_id {scanner.scale_id!r} is not a scale")
+        try:
+            login = re.compile(self.login_pattern)
+        except re.error as err:
+            raise ValueError(f"login_pattern is not a valid regex: {err}") from err
+        if "id" not in login.groupindex:
+            raise ValueError("login_pattern has no named group 'id'")
         for code in self.rules.disabled:
             if code not in ReasonCode.__members__:
                 raise ValueError(f"rules.disabled: {code!r} is not a reason code")

@@ -11,6 +11,7 @@ class CylinderStatus(StrEnum):
     """Registry state of a cylinder."""
 
     IN_SERVICE = "in_service"
+    SUSPENDED = "suspended"
     SCRAPPED = "scrapped"
 
 

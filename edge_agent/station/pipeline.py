@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections import Counter
@@ -23,7 +24,13 @@ from typing import IO
 
 from edge_agent.station.camera import CameraError, FrameSource, OpenCVCamera
 from edge_agent.station.config import StationConfig
-from edge_agent.station.domain import CodeScan, FillerLogin, ScaleReading, ZoneObservation
+from edge_agent.station.domain import (
+    CodeScan,
+    FillerLogin,
+    LoginMethod,
+    ScaleReading,
+    ZoneObservation,
+)
 from edge_agent.station.events import EventFactory, EventSink
 from edge_agent.station.registry import CylinderRegistry
 from edge_agent.station.report import ShiftReport, build_report
@@ -98,6 +105,7 @@ class StationPipeline:
         self.dropped: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self._started_at = clock()
+        self._login = re.compile(config.login_pattern)
 
     # --- entry points for other parts of the agent ---------------------------------------
 
@@ -170,7 +178,15 @@ class StationPipeline:
                 logger.warning("%s", err)
                 stop_event.wait(RETRY_S)
                 continue
-            if code is not None:
+            if code is None:
+                continue
+            badge = self._login.fullmatch(code)
+            if badge is not None:
+                # The filler scanned their own badge: an operator login at this scale.
+                self.inbox.put(
+                    FillerLogin(self._clock(), scale_id, badge.group("id"), LoginMethod.LOGIN)
+                )
+            else:
                 self.inbox.put(CodeScan(self._clock(), scale_id, code))
 
     def rules_worker(self, config: StationConfig, stop_event: threading.Event) -> None:

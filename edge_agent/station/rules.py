@@ -283,6 +283,10 @@ class StationRules:
             return (ReasonCode.UNREGISTERED_CYLINDER, "code not in the registry", None, None)
         if record.status == CylinderStatus.SCRAPPED and self._on(ReasonCode.CYLINDER_SCRAPPED):
             return (ReasonCode.CYLINDER_SCRAPPED, "cylinder is scrapped", None, None)
+        if record.status == CylinderStatus.SUSPENDED and self._on(ReasonCode.CYLINDER_SCRAPPED):
+            # No reason code of its own: a suspended (停用) cylinder is out of service like a
+            # scrapped one until the registry reinstates it.
+            return (ReasonCode.CYLINDER_SCRAPPED, "cylinder is suspended (停用)", None, None)
         end_of_life = _add_years(record.manufactured_on, record.design_life_years)
         if today >= end_of_life and self._on(ReasonCode.BEYOND_DESIGN_LIFE):
             age = (today - record.manufactured_on).days / 365.25

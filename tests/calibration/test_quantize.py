@@ -79,6 +79,28 @@ def test_quantize_writes_an_int8_pack_that_the_engine_loads(
     b = int8_engine.embed(astronaut_bgr, face)
     assert FaceEngine.compare(a, b) > 0.99
 
+    # The edge agent loads the INT8 pack by name from its model directory, with the
+    # calibration the quantizer wrote for the new contract.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from contract.auth import public_key_b64
+    from edge_agent.agent import build_gate
+    from edge_agent.config import parse_config
+    from tests.edge_agent.conftest import base_config
+
+    server_key = public_key_b64(Ed25519PrivateKey.generate().public_key())
+    config = parse_config(base_config(
+        tmp_path, server_key, models={"dir": str(out.parent), "pack": out.name,
+                                      "calibration": "tiny"},
+        gate={"target_fmr": 0.2},
+    ))
+    parts = build_gate(config)
+    try:
+        assert parts.engine is not None and parts.engine.contract_id == int8_engine.contract_id
+        assert parts.calibration_fault is None
+    finally:
+        parts.close()
+
     again = CliRunner().invoke(
         app,
         [

@@ -41,8 +41,12 @@ from contract.messages import (
     Message,
     SequenceGap,
     SignedEnvelope,
+    StationCylinder,
+    StationCylinderType,
+    StationFiller,
     StationFillEvent,
     StationFillPayload,
+    StationRegistry,
     StationViolationEvent,
     StationViolationPayload,
 )
@@ -196,5 +200,31 @@ def top_level(device_id: str = "FL-0001") -> list[Message]:
         ),
         SignedEnvelope(
             payload_type="gallery.snapshot", payload="{}", key_id="server-1", signature="AAAA"
+        ),
+        StationRegistry(
+            device_id=device_id,
+            station_id="ST-JN-001",
+            generated_at=NOW,
+            cylinder_types=(StationCylinderType(code="YSP35.5", rated_fill_kg=14.5),),
+            cylinders=(
+                StationCylinder(
+                    code="SD-LPG-000101",
+                    type_code="YSP35.5",
+                    owner_station_id="ST-JN-001",
+                    status="in_service",
+                    manufactured_on=date(2022, 3, 1),
+                    design_life_years=8,
+                    next_inspection_due=date(2027, 3, 1),
+                ),
+            ),
+            fillers=(
+                StationFiller(
+                    operator_id="op-1",
+                    certificate_no="TP37000001",
+                    category="P",
+                    valid_until=date(2028, 12, 31),
+                    status=CertificateStatus.VALID,
+                ),
+            ),
         ),
     ]

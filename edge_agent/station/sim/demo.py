@@ -10,11 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+from contract.codes import CertificateStatus
+from contract.messages import StationRegistry
+from edge_agent.station.agent import make_uplink, station_section
 from edge_agent.station.events import MemorySink
 from edge_agent.station.sim import registry as reg
+from edge_agent.station.sim.connected import play_against_server, sim_agent_config, sync_now
 from edge_agent.station.sim.runner import ScenarioResult, run_scenario
 from edge_agent.station.sim.scenario import (
     Action,
@@ -43,12 +49,12 @@ def _fill(
     ]
 
 
-def demo_shift() -> tuple[Scenario, int]:
+def demo_shift(filler: str = reg.FILLER) -> tuple[Scenario, int]:
     """The demo scenario and its zones per camera (one camera, four scales)."""
     s1, s2, s3, s4 = "S101", "S102", "S103", "S104"
     actions: list[Action] = []
     for scale in (s1, s2, s3, s4):
-        actions += [Person(0, scale, True), Login(0, scale, reg.FILLER)]
+        actions += [Person(0, scale, True), Login(0, scale, filler)]
     actions += _fill(1, s1, reg.GOOD[0]) + _fill(1, s2, reg.GOOD[1])
     actions += _fill(1, s3, reg.FOREIGN)  # refused: 体外循环
     actions += [
@@ -71,6 +77,78 @@ def run_demo() -> tuple[ScenarioResult, MemorySink]:
         station_config(layout, reg.STATION_ID), layout, scenario, reg.sim_registry(), sink
     )
     return result, sink
+
+
+def _filler_id(message: StationRegistry, category: str) -> str | None:
+    """An operator whose certificate lets them fill today (the demo's filler)."""
+    today = datetime.now(UTC).date()
+    for row in message.fillers:
+        if (
+            row.category == category
+            and row.status == CertificateStatus.VALID
+            and row.valid_until >= today
+        ):
+            return row.operator_id
+    return None
+
+
+def run_station_demo(
+    server_url: str,
+    device_id: str,
+    device_key: str,
+    out_dir: Path,
+    *,
+    server_public_key: str | None = None,
+) -> list[str]:
+    """Play the demo shift against a running server; printable lines of what happened.
+
+    The server must hold the station (seeded with `sim.seed.seed_station`, `reg.STATION_ID`)
+    and `device_id` must be its registered filling_station device. The registry is verified
+    with `server_public_key` (registration answer), else $JIFANG_SERVER_PUBLIC_KEY; without a
+    key nothing verifies and every scan is refused, which the lines say.
+    """
+    key = server_public_key or os.environ.get("JIFANG_SERVER_PUBLIC_KEY", "")
+    scenario, zones = demo_shift()
+    layout = make_layout(1, zones)
+    station = station_config(layout, reg.STATION_ID).model_dump(mode="json")
+    station["registry_path"] = str(out_dir / "station_registry.json")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = sim_agent_config(server_url, device_id, device_key, key, out_dir / "store", station)
+    required = station_section(config).rules.required_certificate
+    uplink = make_uplink(config)
+    lines: list[str] = []
+    try:
+        message, problem = sync_now(config, uplink)
+        if message is None:
+            lines.append(f"station {reg.STATION_ID}: registry NOT synced ({problem})")
+            lines.append("  every scan is refused (fail closed); fill-enable stays off")
+            filler = reg.FILLER
+        else:
+            lines.append(
+                f"station {message.station_id}: registry synced from the server "
+                f"({len(message.cylinders)} cylinders, generated {message.generated_at:%H:%M:%S} UTC)"
+            )
+            filler = _filler_id(message, required) or reg.FILLER
+        scenario, _ = demo_shift(filler)
+        run = play_against_server(config, layout, scenario, uplink)
+    finally:
+        uplink.close()
+    report = run.result.report
+    lines.append(
+        f"shift {report.started_at:%H:%M:%S}-{report.ended_at:%H:%M:%S}: "
+        f"{report.fills_scale} fills on the scales, {report.fills_camera} seen by camera, "
+        f"{report.scans_accepted} scans accepted, {report.scans_rejected} refused"
+    )
+    for reason, count in sorted(report.violations.items()):
+        lines.append(f"  violation {reason}: {count}")
+    if report.scans_refused_stale_registry:
+        lines.append(f"  scans refused (registry stale): {report.scans_refused_stale_registry}")
+    lines.append(
+        f"events delivered to the server: {run.delivered}"
+        + (f", {run.undelivered} still queued" if run.undelivered else "")
+    )
+    (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from contract.auth import sign_envelope
+from contract.codes import DeviceKind
 from contract.messages import (
     CategoryRule,
     DeviceConfig,
@@ -19,7 +20,7 @@ from contract.messages import (
     SignedEnvelope,
 )
 from models.errors import ModelError
-from server import audit, gallery
+from server import audit, gallery, station
 from server.api.deps import AdminDep, DeviceDep, SessionDep, StaffDep, own_device
 from server.schemas import DeviceCreate, DevicePublic, DeviceRegistered, DeviceUpdate, GapPublic
 from server.tables import Device, SequenceGap, Site
@@ -182,6 +183,21 @@ def device_config(
         calibration=device.calibration,
     )
     return _envelope(request, "device.config", config.model_dump_json())
+
+
+@router.get("/{device_id}/station-registry")
+def device_station_registry(
+    device_id: str, principal: DeviceDep, session: SessionDep, request: Request
+) -> SignedEnvelope:
+    """A filling station's cylinder registry slice, signed; 409 when it is at no one station."""
+    device = own_device(principal, device_id)
+    if device.kind != DeviceKind.FILLING_STATION.value:
+        raise HTTPException(409, "only a filling_station device has a station registry")
+    try:
+        message = station.registry_slice(session, device)
+    except station.NoStation as err:
+        raise HTTPException(409, str(err)) from err
+    return _envelope(request, "station.registry", message.model_dump_json())
 
 
 @router.post("/{device_id}/heartbeat", status_code=204)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query
+import uuid
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from server import audit, gallery
-from server.api.deps import CertOfficeDep, SessionDep, StaffDep
+from server.api.deps import CertOfficeDep, SessionDep, SettingsDep, StaffDep
+from server.faces import EnrollmentError, FaceService
 from server.schemas import CertificatePublic, OperatorPublic, OperatorSitesUpdate
 from server.tables import Certificate, Operator, OperatorSite, Site, Template
 
@@ -80,5 +84,67 @@ def set_sites(
         )
     gallery.bump(session, [operator_id])
     audit.append(session, principal.actor, "operator.sites", f"operator:{operator_id}", wanted)
+    session.commit()
+    return operator_public(session, op)
+
+
+ENROLL_MEDIA_TYPES = ("image/jpeg", "image/png")
+
+
+@router.post("/{operator_id}/templates", status_code=201)
+async def add_template(
+    operator_id: str,
+    request: Request,
+    principal: CertOfficeDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> OperatorPublic:
+    """Add an on-site enrollment capture as another template (quality-gated, one photo)."""
+    op = session.get(Operator, operator_id)
+    if op is None:
+        raise HTTPException(404, "operator not found")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip()
+    if media_type not in ENROLL_MEDIA_TYPES:
+        raise HTTPException(415, "photo must be image/jpeg or image/png")
+    photo = await request.body()
+    if not photo or len(photo) > settings.evidence_max_bytes:
+        raise HTTPException(413, "photo empty or too large")
+    faces: FaceService = request.app.state.faces
+    try:
+        enrolled = faces.enroll(photo)
+    except EnrollmentError as err:
+        raise HTTPException(422, f"photo not enrolled: {err}") from err
+    contract = faces.contract
+    existing = session.scalars(
+        select(Template.source_sha256).where(
+            Template.operator_id == operator_id, Template.contract_id == contract.contract_id
+        )
+    ).all()
+    if enrolled.source_sha256 in existing:
+        raise HTTPException(409, "photo already enrolled for this operator")
+    if len(existing) >= settings.enroll_max_templates:
+        raise HTTPException(409, "operator already has the maximum number of templates")
+    session.add(
+        Template(
+            id=uuid.uuid4().hex,
+            operator_id=operator_id,
+            pack_name=contract.pack_name,
+            pack_version=contract.pack_version,
+            contract_id=contract.contract_id,
+            dim=contract.dim,
+            embedding=enrolled.embedding,
+            source_sha256=enrolled.source_sha256,
+            quality=enrolled.quality,
+            created_at=datetime.now(UTC),
+        )
+    )
+    gallery.bump(session, [operator_id])
+    audit.append(
+        session,
+        principal.actor,
+        "template.add",
+        f"operator:{operator_id}",
+        {"source_sha256": enrolled.source_sha256, "quality": enrolled.quality},
+    )
     session.commit()
     return operator_public(session, op)
