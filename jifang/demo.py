@@ -5,8 +5,9 @@ register a site, a forklift and a filling station; import operators whose certif
 photos are images that installed packages ship; run the cab gate (real ONNX sessions, the
 default liveness policy) on generated clips: an authorized operator, a person with no
 certificate, an operator whose certificate has expired since the last sync, a printed photo;
-deliver the events to the server; run the filling-station demo when it is installed; leave
-the server running until Ctrl-C.
+deliver the events to the server; run the filling-station agent's scripted shift against the
+same server (`edge_agent.station.sim.demo.run_station_demo`); leave the server running until
+Ctrl-C.
 
 The building blocks are also what tests/e2e uses against SQLite and PostgreSQL.
 """
@@ -57,7 +58,7 @@ FPS = 15.0
 PASSWORD_BYTES = 12
 SERVER_START_S = 20.0
 ENTERPRISE, SITE = "ent-demo", "site-demo"
-FORKLIFT, STATION_DEVICE, STATION = "FL-DEMO-01", "ST-DEMO-01", "station-demo"
+FORKLIFT, STATION_DEVICE = "FL-DEMO-01", "ST-DEMO-01"
 
 
 def id_number(serial: int, birth: str = "19850612", region: str = "370102") -> str:
@@ -251,10 +252,9 @@ class DeviceKey:
 
 
 def register_demo(admin: Admin) -> dict[str, DeviceKey]:
-    """An enterprise, a site, a forklift (accepts N1) and a filling station with its device."""
+    """An enterprise, a site, a forklift (accepts N1) and a filling-station device."""
     admin.post("/api/v1/enterprises", {"id": ENTERPRISE, "name": "济南特种设备示范企业"})
     admin.post("/api/v1/sites", {"id": SITE, "enterprise_id": ENTERPRISE, "name": "历城厂区"})
-    admin.post("/api/v1/stations", {"id": STATION, "site_id": SITE, "name": "历城充装站"})
     keys = {}
     for device_id, kind, rules in (
         (FORKLIFT, "forklift", [{"category": "N1"}]),
@@ -466,18 +466,6 @@ def server_events(application: FastAPI, device_id: str) -> list[dict[str, Any]]:
         ]
 
 
-def station_demo() -> Callable[..., Any] | None:
-    """The filling-station demo function, when that package provides it."""
-    import importlib
-
-    try:
-        module = importlib.import_module("edge_agent.station.sim.demo")
-    except ImportError:
-        return None
-    runner = getattr(module, "run_station_demo", None)
-    return runner if callable(runner) else None
-
-
 @dataclass
 class DemoResult:
     """What the demo did: the cab attempts and the events the server holds."""
@@ -485,7 +473,7 @@ class DemoResult:
     attempts: list[Attempt]
     server_url: str
     events_on_server: list[dict[str, Any]]
-    station: object | None = None
+    station: list[str] = field(default_factory=list)
 
 
 def run_demo(
@@ -498,6 +486,8 @@ def run_demo(
     """The whole demo in `work`; `wait` is called with the server running (Ctrl-C there)."""
     from edge_agent.agent import build_gate, sync_once
     from edge_agent.config import parse_config
+    from edge_agent.station.sim.demo import run_station_demo
+    from edge_agent.station.sim.seed import seed_station
     from edge_agent.uplink import Uplink
     from models.build_default import build_default_pack
     from models.engine import FaceEngine
@@ -518,8 +508,11 @@ def run_demo(
         echo(f"server on SQLite in {settings.data_dir} at {server.url}")
         admin = Admin(server.url, server.admin_password)
         keys = register_demo(admin)
-        echo(f"registered site {SITE}, forklift {FORKLIFT}, filling station {STATION} "
-             f"(device {STATION_DEVICE})")
+        # The station's registry (station, scales, cylinders, fillers) is the station
+        # simulator's own seed, so that its scripted shift meets what it expects.
+        seeded = seed_station(admin.http, {}, SITE, STATION_DEVICE)
+        echo(f"registered site {SITE}, forklift {FORKLIFT}, filling station "
+             f"{seeded.station_id} (device {STATION_DEVICE}, its scales, cylinders, fillers)")
         report = import_operators(admin, demo_people(today), photos)
         echo(f"imported {len(report.get('added', []))} certificate(s) with photos "
              "(astronaut: scikit-image; Grace Hopper: matplotlib; the cameraman has none)")
@@ -542,20 +535,20 @@ def run_demo(
         items = server_events(server.app, FORKLIFT)
         flagged = sum(1 for e in items if e["flagged"])
         echo(f"server holds {len(items)} event(s) from {FORKLIFT}, {flagged} flagged for review")
-        station_result: object | None = None
-        runner = station_demo()
-        if runner is None:
-            # STATION DEMO: edge_agent.station.sim.demo.run_station_demo is not installed yet.
-            echo("filling station: its demo is not available in this build (skipped)")
-        else:
-            key = keys[STATION_DEVICE]
-            station_result = runner(server.url, key.device_id, key.key, work / "station")
+        station = keys[STATION_DEVICE]
+        echo("filling station: a scripted shift through the station agent")
+        station_lines = run_station_demo(
+            server.url, station.device_id, station.key, work / "station",
+            server_public_key=station.server_public_key,
+        )
+        for line in station_lines:
+            echo(f"   {line}")
         admin.close()
         echo(f"review page: {server.url}/review   (user admin, password {server.admin_password})")
         echo(f"API:         {server.url}/api/v1   (OpenAPI at {server.url}/docs)")
         if wait is not None:
             wait(server)
-        return DemoResult(attempts, server.url, list(items), station_result)
+        return DemoResult(attempts, server.url, list(items), station_lines)
 
 
 def _wait_for_ctrl_c(server: RunningServer) -> None:

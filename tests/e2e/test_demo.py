@@ -31,6 +31,8 @@ def test_demo_command_prints_each_decision_with_its_reason(
     assert "liveness " in lines[3]  # the cause is printed with the refusal
     assert "/review" in result.output and "/api/v1" in result.output
     assert "screen: 请" in result.output  # challenge prompts in Chinese (and English)
+    assert "registry synced from the server" in result.output  # the filling-station part
+    assert "violation OVERFILL: 1" in result.output
 
 
 def test_demo_events_reach_the_server_once_each(default_pack: Path, model_dir: Path, tmp_path: Path) -> None:
@@ -49,3 +51,4 @@ def test_demo_events_reach_the_server_once_each(default_pack: Path, model_dir: P
     refused = decisions[3]["body"]["payload"]
     assert refused["decision"] == "denied" and refused["detail"].startswith("liveness ")
     assert refused["liveness_score"] is not None
+    assert any("events delivered to the server" in line for line in result.station)
