@@ -58,7 +58,7 @@ class SimulatedDisplay:
         with self._lock:
             self.current = text
             self.shown.append(prompt)
-        logger.warning(
+        logger.info(
             "liveness challenge %d/%d: %s",
             prompt.index, prompt.total, " / ".join(text.values()),
         )
