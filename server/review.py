@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
@@ -17,6 +17,8 @@ from server.schemas import EventPublic
 from server.tables import AuditEntry, Decision, Event, ReviewMark
 
 logger = logging.getLogger(__name__)
+
+_Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
 
 
 class EventNotFound(LookupError):
@@ -49,7 +51,7 @@ class QueueFilter:
     """A user id: leave out the events this user marked reviewed."""
 
 
-def _filtered(query: Select[Any], spec: QueueFilter) -> Select[Any]:
+def _filtered(query: _Query, spec: QueueFilter) -> _Query:
     query = query.where(Event.flagged.is_(True))
     if spec.site:
         query = query.where(Event.site_id == spec.site)
