@@ -58,7 +58,9 @@ def stacked_bars(
         f"<title>{escape(title)}</title>",
     ]
     base_y = size.top + plot_h
-    for tick in (0, top // 2, top) if top >= 2 else (0, top):
+    # About five gridlines at round values: 0-5 by 1, 0-10 by 2, 0-20 by 5, ...
+    step = _nice_max(max(1, -(-top // 5)))
+    for tick in range(0, top + 1, step):
         y = base_y - plot_h * tick / top
         parts.append(
             f'<line x1="{size.left}" x2="{size.left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" '
@@ -79,9 +81,9 @@ def stacked_bars(
                 f'fill="{colours[name]}"><title>{escape(name)} {day.isoformat()}: '
                 f"{values[i]}</title></rect>"
             )
-        # Label every day when they fit, else about seven labels across the axis.
+        # Label every day when they fit, else about seven labels, always including the last.
         every = max(1, round(len(days) / 7))
-        if i % every == 0:
+        if (len(days) - 1 - i) % every == 0:
             parts.append(
                 f'<text x="{x + bar_w / 2:.1f}" y="{base_y + 16}" class="tick" '
                 f'text-anchor="middle">{day.month}/{day.day}</text>'

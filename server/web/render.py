@@ -50,10 +50,12 @@ def nav_for(role: Role) -> list[tuple[str, str]]:
     return [(path, key) for path, key, roles in _NAV if role in roles]
 
 
-def local_time(value: datetime | None, zone: ZoneInfo, seconds: bool = True) -> str:
-    """A UTC timestamp as the site's wall-clock time."""
+def local_time(value: datetime | str | None, zone: ZoneInfo, seconds: bool = True) -> str:
+    """A UTC timestamp (or its ISO text, as audit entries keep it) as the site's wall clock."""
     if value is None:
         return "—"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")

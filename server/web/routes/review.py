@@ -125,6 +125,7 @@ def queue_page(
         session, query.spec, settings.web_page_size, (page - 1) * settings.web_page_size
     )
     ids = [e.event_id for e in events]
+    sites = list(session.scalars(select(Site).order_by(Site.id)))
     return render(
         request,
         viewer,
@@ -136,7 +137,8 @@ def queue_page(
         outcomes={e.event_id: review.latest_outcome(session, e.event_id) for e in events},
         page=page,
         pages=pages,
-        sites=list(session.scalars(select(Site).order_by(Site.id))),
+        sites=sites,
+        site_names={s.id: s.name for s in sites},
         devices=list(session.scalars(select(Device).order_by(Device.id))),
         kinds=list(EventKind),
         severities=list(Severity),

@@ -2,9 +2,13 @@
 (function () {
   "use strict";
 
+  // Keys typed into a text field are text, not shortcuts; radios and buttons pass them on.
+  var NOT_TEXT = { radio: true, checkbox: true, button: true, submit: true };
+
   function typing(target) {
     var tag = target && target.tagName;
-    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || (target && target.isContentEditable);
+    if (tag === "INPUT") { return !NOT_TEXT[target.type]; }
+    return tag === "TEXTAREA" || tag === "SELECT" || Boolean(target && target.isContentEditable);
   }
 
   function follow(id) {
@@ -52,7 +56,7 @@
     document.addEventListener("keydown", function (ev) {
       if (ev.ctrlKey || ev.metaKey || ev.altKey) { return; }
       if (ev.key === "Enter" && ev.target.id === "comment" && !ev.shiftKey) { return; }
-      if (ev.key === "Enter" && (!typing(ev.target) || ev.target.type === "radio")) {
+      if (ev.key === "Enter" && !typing(ev.target) && ev.target.tagName !== "BUTTON" && ev.target.tagName !== "A") {
         submit(ev.shiftKey ? "stay" : "next");
         ev.preventDefault();
         return;
