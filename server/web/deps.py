@@ -59,7 +59,15 @@ def csrf_token(session_token: str) -> str:
 
 def safe_next(value: str | None, default: str = "/") -> str:
     """A local path to go to after a form; anything else (other hosts) becomes `default`."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+    # Browsers drop tabs and newlines inside URLs ("/\t/evil" becomes "//evil"), so any
+    # control or space character disqualifies the value, as do "//" and backslashes.
+    if (
+        value
+        and value.startswith("/")
+        and not value.startswith("//")
+        and "\\" not in value
+        and all(ord(c) > 0x20 and c != "\x7f" for c in value)
+    ):
         return value
     return default
 

@@ -99,8 +99,10 @@ def template_photo(
     path = evidence_path(settings.evidence_dir, template.source_sha256)
     if not path.exists():
         return Response(status_code=404)
+    with path.open("rb") as file:
+        png = file.read(8) == b"\x89PNG\r\n\x1a\n"
     return FileResponse(
         path,
-        media_type="image/jpeg",
+        media_type="image/png" if png else "image/jpeg",
         headers={"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"},
     )

@@ -35,6 +35,8 @@
     });
     document.addEventListener("keydown", function (ev) {
       if (typing(ev.target) || ev.ctrlKey || ev.metaKey || ev.altKey) { return; }
+      // Keys on the filter form, a button or a link keep their own meaning.
+      if (ev.target.closest && ev.target.closest("form, a, button")) { return; }
       if (ev.key === "j" || ev.key === "ArrowDown") { select(current + 1); ev.preventDefault(); }
       else if (ev.key === "k" || ev.key === "ArrowUp") { select(current - 1); ev.preventDefault(); }
       else if (ev.key === "Enter" || ev.key === "o") { window.location.href = rows[current].dataset.href; ev.preventDefault(); }

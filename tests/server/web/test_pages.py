@@ -272,3 +272,69 @@ def test_dashboard_charts_backlog_and_offline_devices(seeded: Seeded) -> None:
     offline = page[page.index('id="offline"') :]
     # The crane delivered events and the station sent a heartbeat; the forklift never called.
     assert "forklift-01" in offline and "crane-01" not in offline and "station-01" not in offline
+
+
+def test_safe_next_keeps_redirects_on_this_site() -> None:
+    from server.web.deps import safe_next
+
+    assert safe_next("/review?device=crane-01") == "/review?device=crane-01"
+    for bad in ("//evil.example", "/\t/evil.example", "/\\evil.example", "https://x", "", None):
+        assert safe_next(bad, "/home") == "/home", bad
+
+
+def test_other_event_kinds_render(seeded: Seeded) -> None:
+    from contract.codes import ReasonCode
+    from contract.ids import uuid7
+    from contract.messages import (
+        CabOverrideEvent,
+        CabOverridePayload,
+        CabReverifyEvent,
+        CabReverifyPayload,
+        MatchInfo,
+        StationFillEvent,
+        StationFillPayload,
+    )
+    from tests.server.helpers import batch_of
+
+    now = datetime.now(UTC)
+    reverify = CabReverifyEvent(
+        event_id=uuid7(),
+        device_id="crane-01",
+        seq=10,
+        occurred_at=now,
+        reason=ReasonCode.DRIVER_CHANGED,
+        payload=CabReverifyPayload(
+            expected_operator_id=seeded.operator_id,
+            observed=MatchInfo(operator_id="op-stranger", score=0.97, threshold=0.963, margin=0.2),
+        ),
+    )
+    override = CabOverrideEvent(
+        event_id=uuid7(),
+        device_id="crane-01",
+        seq=11,
+        occurred_at=now,
+        reason=ReasonCode.OVERRIDE,
+        payload=CabOverridePayload(code_id="OVR-7", expires_at=now, cause="抢修"),
+    )
+    fill = StationFillEvent(
+        event_id=uuid7(),
+        device_id="station-01",
+        seq=2,
+        occurred_at=now,
+        reason=ReasonCode.UNREGISTERED_CYLINDER,
+        payload=StationFillPayload(
+            scale_id="scale-1", scanned_code="CYL-9999", net_kg=14.1, started_at=now
+        ),
+    )
+    world = seeded.world
+    assert world.crane.post_batch(batch_of("crane-01", [reverify, override])).status_code == 200
+    assert seeded.station.post_batch(batch_of("station-01", [fill])).status_code == 200
+    client = _login(world, "supervisor")
+    page = client.get(f"/review/{reverify.event_id}")
+    assert page.status_code == 200
+    assert "人员 op-stranger 不在登记库中" in page.text and "应为人员" in page.text
+    assert "张伟" in page.text and "无活体结果" in page.text
+    page = client.get(f"/review/{override.event_id}")
+    assert page.status_code == 200 and "OVR-7" in page.text and "抢修" in page.text
+    page = client.get(f"/review/{fill.event_id}")
+    assert page.status_code == 200 and "气瓶 CYL-9999 未登记" in page.text and "14.1" in page.text
