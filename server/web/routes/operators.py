@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
@@ -77,7 +78,8 @@ def operator_page(
         photos=photos,
         thumbnails=settings.web_show_template_thumbnails,
         events=operator_events(session, operator_id, OPERATOR_EVENTS_SHOWN) if reviewer else None,
-        today=datetime.now(UTC).date(),
+        # Days to expiry count in the site's calendar, not UTC's.
+        today=datetime.now(ZoneInfo(settings.web_timezone)).date(),
         expiring_days=settings.web_cert_expiring_days,
     )
 

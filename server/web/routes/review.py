@@ -192,7 +192,6 @@ def event_page(
         saved=request.query_params.get("saved") == "1",
         conflict=request.query_params.get("conflict") == "1",
         window_min=settings.web_timeline_window_s // 60,
-        today=datetime.now(UTC).date(),
     )
 
 

@@ -338,3 +338,11 @@ def test_other_event_kinds_render(seeded: Seeded) -> None:
     assert page.status_code == 200 and "OVR-7" in page.text and "抢修" in page.text
     page = client.get(f"/review/{fill.event_id}")
     assert page.status_code == 200 and "气瓶 CYL-9999 未登记" in page.text and "14.1" in page.text
+
+
+def test_pages_load_nothing_from_other_hosts() -> None:
+    from server.web.render import STATIC, TEMPLATES
+
+    for path in [*TEMPLATES.iterdir(), *STATIC.iterdir()]:
+        text = path.read_text(encoding="utf-8").replace('xmlns="http://www.w3.org/2000/svg"', "")
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text), path.name
