@@ -13,6 +13,8 @@ have_lib 'libgomp.so.1' || need+=(libgomp1)      # onnxruntime's OpenMP runtime
 if [ "${JIFANG_BROWSER_TESTS:-1}" = "1" ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+  # The pages are Chinese first: without a CJK font Chromium draws every character as a box.
+  fc-list :lang=zh 2>/dev/null | grep -q . || need+=(fonts-wqy-microhei)
 fi
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -39,6 +39,7 @@ def create_app(
     engine: Engine | None = None,
 ) -> FastAPI:
     """Build the app: schema migrated, server key loaded, every route's roles checked."""
+    from server import web
     from server.api.routes import (
         audit,
         auth,
@@ -74,11 +75,13 @@ def create_app(
         review,
         audit,
     )
+    routers = [module.router for module in modules] + list(web.ROUTERS)
     roles: dict[tuple[str, str], frozenset[Role]] = {}
-    for module in modules:
-        app.include_router(module.router)
+    for router in routers:
+        app.include_router(router)
+    web.install(app)
     # Walk the routers themselves: newer FastAPI keeps included routers nested.
-    for route in (r for module in modules for r in module.router.routes):
+    for route in (r for router in routers for r in router.routes):
         if not isinstance(route, APIRoute):
             continue
         declared = _route_roles(route)

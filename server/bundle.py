@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from contract.auth import load_public_key_b64
-from server import audit
+from server import audit, review
 from server.keys import ServerKey
-from server.tables import AuditEntry, Decision, Event
+from server.tables import Decision, Event
 
 logger = logging.getLogger(__name__)
 
@@ -60,18 +60,7 @@ def build(session: Session, event_id: str, evidence_dir: Path, key: ServerKey) -
             select(Decision).where(Decision.event_id == event_id).order_by(Decision.id)
         )
     ]
-    evidence_targets = [f"evidence:{ref['sha256']}" for ref in event.body.get("evidence", [])]
-    entries = session.scalars(
-        select(AuditEntry)
-        .where(
-            or_(
-                AuditEntry.seq == (event.batch_audit_seq or -1),
-                AuditEntry.target == f"event:{event_id}",
-                AuditEntry.target.in_(evidence_targets),
-            )
-        )
-        .order_by(AuditEntry.seq)
-    ).all()
+    entries = review.audit_entries(session, event)
     content = {
         "format": BUNDLE_FORMAT,
         "exported_at": datetime.now(UTC).isoformat(),

@@ -8,13 +8,18 @@ from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from server import audit
 from server.domain import Role
 from server.tables import ApiToken, User
 
 _hasher = PasswordHasher()
+
+
+class LoginRefused(Exception):
+    """Unknown user, inactive user or wrong password (deliberately not told apart)."""
 
 
 def hash_password(password: str) -> str:
@@ -46,6 +51,27 @@ def issue_token(session: Session, user: User, ttl_s: int) -> tuple[str, datetime
         )
     )
     return token, expires
+
+
+def log_in(
+    session: Session, username: str, password: str, ttl_s: int
+) -> tuple[User, str, datetime]:
+    """Check the password, issue a token and audit the login (the caller commits).
+
+    Raises LoginRefused for an unknown, inactive or wrong-password user.
+    """
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None or not user.active or not check_password(user.password_hash, password):
+        raise LoginRefused(username)
+    token, expires = issue_token(session, user, ttl_s)
+    audit.append(session, f"user:{user.username}", "auth.login", f"user:{user.username}", {})
+    return user, token, expires
+
+
+def log_out(session: Session, token: str, actor: str) -> None:
+    """End the session of `token` and audit it (the caller commits)."""
+    session.execute(delete(ApiToken).where(ApiToken.token_sha256 == token_digest(token)))
+    audit.append(session, actor, "auth.logout", actor, {})
 
 
 def user_for_token(session: Session, token: str) -> User | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -75,6 +76,43 @@ class ServerSettings(BaseSettings):
     claim_ttl_s: int = Field(
         default=30 * 60, ge=60, le=7 * 86_400, description="a review claim lapses after this"
     )
+    device_offline_after_s: int = Field(
+        default=15 * 60,
+        ge=30,
+        le=7 * 86_400,
+        description="a device not heard from (heartbeat or events) for this long is offline",
+    )
+    web_show_template_thumbnails: bool = Field(
+        default=False,
+        description="show operators' enrolment photos on the operator page (privacy: off)",
+    )
+    web_timezone: str = Field(
+        default="Asia/Shanghai", min_length=1, description="zone the web pages show times in"
+    )
+    web_page_size: int = Field(default=50, ge=5, le=500, description="review queue rows per page")
+    web_timeline_window_s: int = Field(
+        default=10 * 60,
+        ge=60,
+        le=86_400,
+        description="an event page lists the same device's events this far before and after",
+    )
+    web_dashboard_days: int = Field(
+        default=14, ge=1, le=366, description="days of violations the dashboard charts"
+    )
+    web_cert_expiring_days: int = Field(
+        default=30,
+        ge=0,
+        le=366,
+        description="certificates expiring within this many days stand out",
+    )
+
+    @model_validator(mode="after")
+    def _check_timezone(self) -> ServerSettings:
+        try:
+            ZoneInfo(self.web_timezone)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"web_timezone {self.web_timezone!r} is not a known zone") from err
+        return self
 
     @model_validator(mode="after")
     def _fill_database_url(self) -> ServerSettings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from server.domain import Role
@@ -65,6 +66,22 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/api/v1/review/events/{event_id}/reviewed"): REVIEW,
     ("DELETE", "/api/v1/review/events/{event_id}/reviewed"): REVIEW,
     ("GET", "/api/v1/audit/verify"): ADMIN,
+    # Web pages (server/web): same deny-by-default guard, answered with pages not JSON.
+    ("GET", "/"): STAFF,
+    ("GET", "/login"): PUBLIC,
+    ("POST", "/login"): PUBLIC,
+    ("POST", "/logout"): STAFF,
+    ("GET", "/lang/{lang}"): PUBLIC,
+    ("GET", "/review"): REVIEW,
+    ("GET", "/review/evidence/{sha256}"): REVIEW,
+    ("GET", "/review/{event_id}"): REVIEW,
+    ("POST", "/review/{event_id}/decision"): REVIEW,
+    ("POST", "/review/{event_id}/reviewed"): REVIEW,
+    ("POST", "/review/{event_id}/claim"): REVIEW,
+    ("GET", "/operators"): STAFF,
+    ("GET", "/operators/{operator_id}"): STAFF,
+    ("GET", "/operators/{operator_id}/templates/{template_id}/photo"): STAFF,
+    ("GET", "/dashboard"): REVIEW,
 }
 PARAMS = {
     "{device_id}": "crane-01",
@@ -73,6 +90,8 @@ PARAMS = {
     "{operator_id}": "op-none",
     "{code}": "CYL-none",
     "{sha256}": "0" * 64,
+    "{template_id}": "tpl-none",
+    "{lang}": "en",
 }
 CALLERS = ["anonymous", *[r.value for r in Role]]
 
@@ -102,7 +121,9 @@ def test_each_role_is_refused_where_it_must_be(world: World, caller: str) -> Non
         else:
             response = world.call(caller, method, path, json={})
         where = f"{caller} {method} {template} -> {response.status_code} {response.text[:120]}"
-        if not allowed:
+        if _is_page(template):
+            _check_page(caller, allowed, response, where)
+        elif not allowed:
             assert response.status_code not in (401, 403), where
         elif caller == "anonymous":
             assert response.status_code == 401, where
@@ -114,6 +135,25 @@ def test_each_role_is_refused_where_it_must_be(world: World, caller: str) -> Non
         else:
             assert response.status_code == 403, where
             assert response.json()["detail"] == "role not allowed", where
+
+
+def _is_page(template: str) -> bool:
+    return not template.startswith("/api/") and template not in ("/healthz", "/readyz", "/metrics")
+
+
+def _check_page(
+    caller: str, allowed: frozenset[Role], response: httpx.Response, where: str
+) -> None:
+    """Pages redirect anonymous visitors to the login form and answer a 403 page otherwise."""
+    if not allowed:
+        assert response.status_code not in (401, 403), where
+    elif caller == "anonymous":
+        assert response.status_code == 303, where
+        assert response.headers["location"].startswith("/login"), where
+    elif Role(caller) in allowed:
+        assert response.status_code not in (401, 403), where
+    else:
+        assert response.status_code == 403, where
 
 
 def test_logout_ends_the_session(world: World) -> None:

@@ -1,0 +1,306 @@
+"""What the pages show, gathered from the database (the templates only lay it out)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from contract.codes import EventKind, ReasonCode
+from server import review
+from server.bundle import evidence_path
+from server.domain import ReviewStatus
+from server.settings import ServerSettings
+from server.tables import (
+    AuditEntry,
+    Certificate,
+    Cylinder,
+    CylinderType,
+    Decision,
+    Device,
+    Event,
+    Evidence,
+    Operator,
+    Site,
+    Template,
+    User,
+)
+from server.web.charts import ImageSizeError, image_size, stacked_bars
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvidenceView:
+    """One evidence image and the box to draw over it."""
+
+    sha256: str
+    role: str
+    box: tuple[float, float, float, float] | None
+    width: int
+    height: int
+    stored: bool
+
+
+@dataclass(frozen=True)
+class MatchView:
+    """A gallery match: score against threshold, and who it names."""
+
+    score: float
+    threshold: float
+    margin: float | None
+    passed: bool
+    operator_id: str
+    operator: Operator | None
+    certificate_no: str | None
+    certificate: Certificate | None
+
+
+@dataclass
+class EventDetail:
+    """Everything the event page shows."""
+
+    event: Event
+    device: Device | None
+    site: Site | None
+    evidence: list[EvidenceView]
+    match: MatchView | None
+    expected: Operator | None
+    expected_id: str | None
+    liveness: float | None
+    liveness_failed: bool
+    claim: dict[str, Any] | None
+    cylinder_code: str | None
+    cylinder: Cylinder | None
+    cylinder_type: CylinderType | None
+    timeline: list[Event]
+    decisions: list[Decision]
+    users: dict[int, str]
+    audit: list[AuditEntry]
+    reviewed: bool
+    latest_outcome: str | None
+    payload_json: str
+    claimed_by: str | None
+
+
+def evidence_views(session: Session, settings: ServerSettings, event: Event) -> list[EvidenceView]:
+    """The event's evidence images with their pixel size (0 when not uploaded or unreadable)."""
+    views = []
+    for ref in event.body.get("evidence", []):
+        sha = str(ref["sha256"])
+        path = evidence_path(settings.evidence_dir, sha)
+        width = height = 0
+        stored = session.get(Evidence, sha) is not None and path.exists()
+        if stored:
+            try:
+                width, height = image_size(path.read_bytes())
+            except ImageSizeError as err:
+                logger.warning("evidence %s: %s", sha, err)
+        box = ref.get("box")
+        views.append(
+            EvidenceView(
+                sha256=sha,
+                role=str(ref.get("role", "face")),
+                box=tuple(float(v) for v in box) if box else None,  # type: ignore[arg-type]
+                width=width,
+                height=height,
+                stored=stored,
+            )
+        )
+    return views
+
+
+def _match(session: Session, info: dict[str, Any] | None) -> MatchView | None:
+    if not info:
+        return None
+    number = info.get("certificate_no")
+    score = float(info["score"])
+    threshold = float(info["threshold"])
+    return MatchView(
+        score=score,
+        threshold=threshold,
+        margin=float(info["margin"]) if info.get("margin") is not None else None,
+        passed=score >= threshold,
+        operator_id=str(info["operator_id"]),
+        operator=session.get(Operator, str(info["operator_id"])),
+        certificate_no=number,
+        certificate=session.get(Certificate, number) if number else None,
+    )
+
+
+def event_detail(
+    session: Session, settings: ServerSettings, event: Event, user_id: int
+) -> EventDetail:
+    """Gather the event page: evidence, match, device, cylinder, timeline, decisions, audit."""
+    payload: dict[str, Any] = event.body.get("payload", {})
+    # A re-verification reports whom it saw under "observed"; a station's "observed" is a number.
+    match_info = payload.get("match") or (
+        payload.get("observed") if event.kind == EventKind.CAB_REVERIFY else None
+    )
+    expected_id = payload.get("expected_operator_id")
+    cylinder_code = (
+        payload.get("cylinder_code") or payload.get("scanned_code") or payload.get("camera_code")
+    )
+    cylinder = None
+    cylinder_type = None
+    if cylinder_code and event.kind.startswith("station."):
+        cylinder = session.scalar(select(Cylinder).where(Cylinder.code == cylinder_code))
+        if cylinder is not None:
+            cylinder_type = session.get(CylinderType, cylinder.type_code)
+    window = timedelta(seconds=settings.web_timeline_window_s)
+    timeline = list(
+        session.scalars(
+            select(Event)
+            .where(
+                Event.device_id == event.device_id,
+                Event.occurred_at >= event.occurred_at - window,
+                Event.occurred_at <= event.occurred_at + window,
+            )
+            .order_by(Event.occurred_at, Event.seq)
+        )
+    )
+    decisions = review.decisions(session, event.event_id)
+    user_ids = {d.user_id for d in decisions}
+    if event.claimed_by is not None:
+        user_ids.add(event.claimed_by)
+    users = {
+        u.id: u.display_name or u.username
+        for u in session.scalars(select(User).where(User.id.in_(user_ids)))
+    }
+    device = session.get(Device, event.device_id)
+    return EventDetail(
+        event=event,
+        device=device,
+        site=session.get(Site, event.site_id),
+        evidence=evidence_views(session, settings, event),
+        match=_match(session, match_info),
+        expected=session.get(Operator, expected_id) if expected_id else None,
+        expected_id=expected_id,
+        liveness=payload.get("liveness_score"),
+        liveness_failed=event.reason == ReasonCode.LIVENESS_FAILED,
+        claim=payload.get("claim"),
+        cylinder_code=cylinder_code,
+        cylinder=cylinder,
+        cylinder_type=cylinder_type,
+        timeline=timeline,
+        decisions=decisions,
+        users=users,
+        audit=review.audit_entries(session, event),
+        reviewed=bool(review.reviewed_by(session, user_id, [event.event_id])),
+        latest_outcome=review.latest_outcome(session, event.event_id),
+        payload_json=json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=True),
+        claimed_by=users.get(event.claimed_by) if event.claimed_by is not None else None,
+    )
+
+
+def operator_events(session: Session, operator_id: str, limit: int) -> list[Event]:
+    """Events that name the operator: matched, expected, observed or filling, newest first."""
+    body = Event.body
+    names = or_(
+        body[("payload", "match", "operator_id")].as_string() == operator_id,
+        body[("payload", "observed", "operator_id")].as_string() == operator_id,
+        body[("payload", "expected_operator_id")].as_string() == operator_id,
+        body[("payload", "filler_operator_id")].as_string() == operator_id,
+    )
+    return list(
+        session.scalars(select(Event).where(names).order_by(Event.occurred_at.desc()).limit(limit))
+    )
+
+
+def operator_templates(session: Session, operator_id: str) -> list[Template]:
+    """The operator's face templates, newest first."""
+    return list(
+        session.scalars(
+            select(Template)
+            .where(Template.operator_id == operator_id)
+            .order_by(Template.created_at.desc())
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """The dashboard: violation charts, backlog and offline devices."""
+
+    by_site_svg: str
+    by_kind_svg: str
+    total: int
+    backlog: dict[str, dict[str, int]]
+    backlog_total: int
+    oldest_waiting: datetime | None
+    offline: list[tuple[Device, Site | None]]
+
+
+def _daily(
+    rows: list[tuple[datetime, str, str]], days: list[date], zone: ZoneInfo, pick: int
+) -> dict[str, list[int]]:
+    index = {d: i for i, d in enumerate(days)}
+    series: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
+    for row in rows:
+        at = row[0] if row[0].tzinfo is not None else row[0].replace(tzinfo=UTC)
+        day = at.astimezone(zone).date()
+        if day in index:
+            series[str(row[pick])][index[day]] += 1
+    return dict(sorted(series.items(), key=lambda item: -sum(item[1])))
+
+
+def dashboard(
+    session: Session,
+    settings: ServerSettings,
+    now: datetime,
+    site_name: dict[str, str],
+    kind_name: dict[str, str],
+    titles: tuple[str, str],
+) -> Dashboard:
+    """Violations per site and kind per local day, the review backlog, devices gone quiet."""
+    zone = ZoneInfo(settings.web_timezone)
+    today = now.astimezone(zone).date()
+    days = [today - timedelta(days=n) for n in range(settings.web_dashboard_days - 1, -1, -1)]
+    start = datetime.combine(days[0], datetime.min.time(), tzinfo=zone).astimezone(UTC)
+    rows = [
+        (at, site, kind)
+        for at, site, kind in session.execute(
+            select(Event.occurred_at, Event.site_id, Event.kind).where(
+                Event.flagged.is_(True), Event.occurred_at >= start
+            )
+        )
+    ]
+    by_site = {site_name.get(k, k): v for k, v in _daily(rows, days, zone, 1).items()}
+    by_kind = {kind_name.get(k, k): v for k, v in _daily(rows, days, zone, 2).items()}
+    waiting = [ReviewStatus.OPEN.value, ReviewStatus.CLAIMED.value]
+    backlog: dict[str, dict[str, int]] = defaultdict(dict)
+    for severity, status, count in session.execute(
+        select(Event.severity, Event.review_status, func.count())
+        .where(Event.flagged.is_(True), Event.review_status.in_(waiting))
+        .group_by(Event.severity, Event.review_status)
+    ):
+        backlog[str(severity)][str(status)] = int(count)
+    oldest = session.scalar(
+        select(func.min(Event.occurred_at)).where(
+            Event.flagged.is_(True), Event.review_status.in_(waiting)
+        )
+    )
+    cutoff = now - timedelta(seconds=settings.device_offline_after_s)
+    offline = []
+    for device in session.scalars(
+        select(Device).where(Device.active.is_(True)).order_by(Device.site_id, Device.id)
+    ):
+        seen = review.aware(device.last_seen_at)
+        if seen is None or seen < cutoff:
+            offline.append((device, session.get(Site, device.site_id)))
+    return Dashboard(
+        by_site_svg=stacked_bars(days, by_site, titles[0]),
+        by_kind_svg=stacked_bars(days, by_kind, titles[1]),
+        total=len(rows),
+        backlog=dict(backlog),
+        backlog_total=sum(sum(v.values()) for v in backlog.values()),
+        oldest_waiting=review.aware(oldest),
+        offline=offline,
+    )
