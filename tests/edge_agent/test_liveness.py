@@ -10,6 +10,7 @@ from edge_agent.config import LivenessSection, parse_config
 from edge_agent.liveness import NoLiveness, SequenceLiveness
 from edge_agent.simclip import SimulatedOperator, live_clip
 from edge_agent.sources import ReplayFeed
+from edge_agent.types import Frame
 from models.liveness import ActiveMode, Step, observe
 from models.liveness.synthetic import rigid_sequence
 from tests.edge_agent.conftest import base_config, cab_frame
@@ -102,9 +103,23 @@ def test_challenge_prompts_in_two_languages_and_a_refusal_names_the_cause(
     assert isinstance(liveness, SequenceLiveness)
     faces = parts.gate.verifier.analyzer.engine.detect(astro_cab)
     moving = live_clip(astro_cab, faces[0].detection.box, 30)
-    # The operator moves, then stands still when asked: the step times out.
-    still = ReplayFeed(moving[:20] + [astro_cab] * 40, fps=FPS, loop=False)
-    decision = parts.gate.request_start(still)
+    # The operator moves until a prompt appears, then stands still: the step times out
+    # whichever step was drawn (switching on the prompt, not at a fixed frame, keeps this
+    # independent of how many frames the liveness window happened to take).
+    display = liveness.display
+
+    class FreezesWhenAsked:
+        def __init__(self) -> None:
+            self.index = 0
+
+        def next_frame(self, timeout_s: float) -> Frame:
+            asked = display.current is not None
+            image = astro_cab if asked else moving[self.index % len(moving)]
+            frame = Frame(image, self.index / FPS, self.index)
+            self.index += 1
+            return frame
+
+    decision = parts.gate.request_start(FreezesWhenAsked())
     shown = liveness.display.shown
     assert shown, "a challenge prompt was shown"
     assert shown[0].text["zh-CN"] and shown[0].text["en"]
