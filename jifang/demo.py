@@ -18,10 +18,8 @@ import csv
 import io
 import logging
 import secrets
-import socket
 import tempfile
 import threading
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -150,13 +148,6 @@ def demo_pack(default_pack: Path, root: Path, contract_id: str) -> Path:
 # --- the server ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class RunningServer:
     """The server app served by uvicorn in a thread on loopback."""
@@ -164,7 +155,6 @@ class RunningServer:
     app: FastAPI
     url: str
     admin_password: str
-    stop: Callable[[], None]
 
 
 @contextmanager
@@ -172,39 +162,21 @@ def serve(
     settings: ServerSettings, face_engine: FaceEngine | None = None, port: int | None = None
 ) -> Iterator[RunningServer]:
     """Create the app, an admin account, and serve it until the block ends."""
-    import uvicorn
-
     from server.app import create_app
     from server.domain import Role
     from server.security import create_user
+    from server.threaded import serve_in_thread
 
     application = create_app(settings, face_engine=face_engine)
     password = secrets.token_urlsafe(PASSWORD_BYTES)
     with application.state.sessions() as session:
         create_user(session, "admin", password, Role.ADMIN)
         session.commit()
-    port = port or free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
-                       lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + SERVER_START_S
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the demo server did not start")
-        time.sleep(0.02)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-    try:
-        yield RunningServer(application, f"http://127.0.0.1:{port}", password, stop)
-    finally:
-        stop()
-        application.state.engine.dispose()
+    with serve_in_thread(application, port=port) as url:
+        try:
+            yield RunningServer(application, url, password)
+        finally:
+            application.state.engine.dispose()
 
 
 class Admin:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import socket
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -14,7 +12,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
 
 from contract.auth import HEADER_DEVICE, HEADER_SIGNATURE, HEADER_TIMESTAMP, request_mac
@@ -27,6 +24,7 @@ from contract.messages import (
     StationViolationEvent,
     StationViolationPayload,
 )
+from server.threaded import serve_in_thread
 
 HEADER = [
     "姓名",
@@ -105,32 +103,11 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def live_server(app: FastAPI) -> Iterator[str]:
     """Serve `app` with uvicorn in a thread on 127.0.0.1; yields the base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_in_thread(app) as url:
+        yield url
 
 
 class DeviceClient:

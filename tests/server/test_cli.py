@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from jifang.cli import app as cli
 from server.db import make_engine
 from server.tables import Certificate, Site
-from tests.server.helpers import csv_bytes, free_port, office_rows
+from server.threaded import free_port
+from tests.server.helpers import csv_bytes, office_rows
 
 REPO = Path(__file__).resolve().parents[2]
 
