@@ -39,7 +39,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-THRESHOLD = 0.963
+THRESHOLD = 0.95
 
 
 @pytest.fixture

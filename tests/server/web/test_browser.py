@@ -77,7 +77,7 @@ def test_supervisor_filters_opens_decides_and_finds_the_decision(
         assert abs(drawn["x"] - (shown["x"] + x0 * scale)) < 4
         assert abs(drawn["width"] - (x1 - x0) * scale) < 4
         assert page.inner_text("#score") == "0.412"
-        assert page.inner_text("#threshold") == "0.963"
+        assert page.inner_text("#threshold") == "0.950"
         assert "张伟" in page.inner_text("#match")
         page.screenshot(path=str(output_dir / "review-event.png"), full_page=True)
 

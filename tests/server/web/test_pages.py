@@ -171,7 +171,7 @@ def test_queue_filters_counts_and_bad_values(seeded: Seeded) -> None:
 def test_event_page_shows_match_cylinder_timeline_and_audit(seeded: Seeded) -> None:
     client = _login(seeded.world, "supervisor")
     cab = client.get(f"/review/{seeded.no_match}").text
-    assert 'id="score">0.412<' in cab and 'id="threshold">0.963<' in cab and "低于阈值" in cab
+    assert 'id="score">0.412<' in cab and 'id="threshold">0.950<' in cab and "低于阈值" in cab
     assert f'href="/operators/{seeded.operator_id}">张伟<' in cab
     assert seeded.certificate_no in cab
     x0, y0, x1, y1 = seeded.face_box
@@ -305,7 +305,7 @@ def test_other_event_kinds_render(seeded: Seeded) -> None:
         reason=ReasonCode.DRIVER_CHANGED,
         payload=CabReverifyPayload(
             expected_operator_id=seeded.operator_id,
-            observed=MatchInfo(operator_id="op-stranger", score=0.97, threshold=0.963, margin=0.2),
+            observed=MatchInfo(operator_id="op-stranger", score=0.97, threshold=0.95, margin=0.2),
         ),
     )
     override = CabOverrideEvent(
