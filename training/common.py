@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.store import DEFAULT_PACK
+
 logger = logging.getLogger(__name__)
 
 ARGS_FILE = "args.json"
@@ -176,3 +178,44 @@ def torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def add_run_args(p: argparse.ArgumentParser, data_help: str, base_help: str) -> None:
+    """Where a run reads, writes and starts from (shared by every trainer)."""
+    p.add_argument("--data", type=Path, required=True, help=data_help)
+    p.add_argument("--out", type=Path, required=True, help="pack folder to write")
+    p.add_argument("--run-dir", type=Path, default=None, help="default: <out>.run beside --out")
+    p.add_argument("--base-pack", default=DEFAULT_PACK, help=base_help)
+    p.add_argument("--model-dir", type=Path, default=None, help="where --base-pack is looked up")
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    """Device, seed, resume and the written pack's identity (shared by every trainer)."""
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="CUDA only")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
+    p.add_argument("--name", default=None, help="pack name (default: the --out folder name)")
+    p.add_argument("--version", default="0.1.0")
+    p.add_argument("--license", default="LicenseRef-site-trained")
+    p.add_argument(
+        "--commercial-use",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="only when the training data's terms allow it",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+
+
+def check_options(args: argparse.Namespace, checks: list[tuple[str, bool, str]]) -> None:
+    """Raise TrainingError naming the first failed option; then check --data and the name."""
+    for option, ok, what in checks:
+        if not ok:
+            value = getattr(args, option[2:].replace("-", "_"))
+            raise TrainingError(f"{option} must be {what}, got {value}")
+    if not args.data.is_dir():
+        raise TrainingError(f"--data {args.data}: not a folder")
+    check_pack_name(args)

@@ -41,7 +41,7 @@ from models.manifest import (
     verify_pack,
     write_manifest,
 )
-from models.store import DEFAULT_PACK, default_model_dir, resolve_pack
+from models.store import default_model_dir, resolve_pack
 from models.types import Task
 from training import common
 from training.common import TrainingError
@@ -62,11 +62,7 @@ EXPORT_CHECK_FILE = "export_check.json"
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """Every option of a liveness training run."""
     p = argparse.ArgumentParser(description="Train the liveness classifier", add_help=add_help)
-    p.add_argument("--data", type=Path, required=True, help="live/ + spoof*/ folders, or sets")
-    p.add_argument("--out", type=Path, required=True, help="pack folder to write")
-    p.add_argument("--run-dir", type=Path, default=None, help="default: <out>.run beside --out")
-    p.add_argument("--base-pack", default=DEFAULT_PACK, help="pack whose files are copied")
-    p.add_argument("--model-dir", type=Path, default=None, help="where --base-pack is looked up")
+    common.add_run_args(p, "live/ + spoof*/ folders, or sets", "pack whose files are copied")
     p.add_argument("--input-size", type=int, default=80, help="crop side in pixels")
     p.add_argument(
         "--crop-scale", type=float, default=1.0, help="crop side / face box side (metadata)"
@@ -85,18 +81,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--brightness", type=float, default=0.3)
     p.add_argument("--contrast", type=float, default=0.3)
     p.add_argument("--gray-p", type=float, default=0.0)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="CUDA only")
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", type=Path, default=None)
-    p.add_argument("--name", default=None, help="pack name (default: the --out folder name)")
-    p.add_argument("--version", default="0.1.0")
-    p.add_argument("--license", default="LicenseRef-site-trained")
-    p.add_argument("--commercial-use", action=argparse.BooleanOptionalAction, default=False)
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    common.add_output_args(p)
     return p
 
 
@@ -112,13 +97,7 @@ def validate_args(args: argparse.Namespace) -> None:
         ("--threads", args.threads >= 1, "at least 1"),
         ("--max-steps", args.max_steps >= 0, "0 or more"),
     ]
-    for option, ok, what in checks:
-        if not ok:
-            value = getattr(args, option[2:].replace("-", "_"))
-            raise TrainingError(f"{option} must be {what}, got {value}")
-    if not args.data.is_dir():
-        raise TrainingError(f"--data {args.data}: not a folder")
-    common.check_pack_name(args)
+    common.check_options(args, checks)
 
 
 def load_data(

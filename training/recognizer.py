@@ -42,7 +42,7 @@ from models.manifest import (
     verify_pack,
     write_manifest,
 )
-from models.store import DEFAULT_PACK, default_model_dir, resolve_pack
+from models.store import default_model_dir, resolve_pack
 from models.types import Task
 from training import common
 from training.common import TrainingError
@@ -114,11 +114,7 @@ class RecognizerModel(nn.Module):
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """Every option of a recognizer fine-tuning run."""
     p = argparse.ArgumentParser(description="Fine-tune the recognizer", add_help=add_help)
-    p.add_argument("--data", type=Path, required=True, help="identity folders, or sets of them")
-    p.add_argument("--out", type=Path, required=True, help="pack folder to write")
-    p.add_argument("--run-dir", type=Path, default=None, help="default: <out>.run beside --out")
-    p.add_argument("--base-pack", default=DEFAULT_PACK, help="pack name or folder to start from")
-    p.add_argument("--model-dir", type=Path, default=None, help="where --base-pack is looked up")
+    common.add_run_args(p, "identity folders, or sets of them", "pack name or folder to start from")
     p.add_argument("--aligned", action="store_true", help="images are already aligned chips")
     p.add_argument("--val-fraction", type=float, default=0.3, help="identities held out per set")
     p.add_argument("--epochs", type=int, default=3)
@@ -143,23 +139,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--brightness", type=float, default=0.25)
     p.add_argument("--contrast", type=float, default=0.25)
     p.add_argument("--gray-p", type=float, default=0.2)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="CUDA only")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
-    p.add_argument("--name", default=None, help="pack name (default: the --out folder name)")
-    p.add_argument("--version", default="0.1.0")
-    p.add_argument("--license", default="LicenseRef-site-trained")
-    p.add_argument(
-        "--commercial-use",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="only when the training data's terms allow it",
-    )
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    common.add_output_args(p)
     return p
 
 
@@ -176,14 +156,7 @@ def validate_args(args: argparse.Namespace) -> None:
         ("--max-steps", args.max_steps >= 0, "0 or more"),
         ("--clip-grad-norm", args.clip_grad_norm >= 0, "0 or more"),
     ]
-    for option, ok, what in checks:
-        if not ok:
-            raise TrainingError(
-                f"{option} must be {what}, got {getattr(args, option[2:].replace('-', '_'))}"
-            )
-    if not args.data.is_dir():
-        raise TrainingError(f"--data {args.data}: not a folder")
-    common.check_pack_name(args)
+    common.check_options(args, checks)
 
 
 @dataclass(frozen=True)
