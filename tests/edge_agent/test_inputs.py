@@ -16,12 +16,7 @@ import pytest
 from contract.codes import GateState
 from edge_agent.config import InputsSection
 from edge_agent.inputs import InputError, Inputs, ModbusInputs, run_inputs
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from server.threaded import free_port
 
 
 def _wait(predicate, timeout_s: float = 60.0) -> bool:
@@ -48,7 +43,7 @@ def io_module() -> Iterator[IoModule]:
     from pymodbus.simulator import DataType, SimData, SimDevice
     from pymodbus.simulator.simutils import SimUtils
 
-    port = _free_port()
+    port = free_port()
     module = IoModule(f"127.0.0.1:{port}")
 
     async def action(fc, start, address, count, registers, values):  # noqa: ANN001, ANN202
@@ -119,7 +114,7 @@ def test_rising_edge_is_one_start_request_and_engine_level_follows(io_module: Io
 
 
 def test_unreachable_inputs_raise_input_error() -> None:
-    section = InputsSection(source="modbus", target=f"127.0.0.1:{_free_port()}")
+    section = InputsSection(source="modbus", target=f"127.0.0.1:{free_port()}")
     reader = ModbusInputs(section, timeout_s=0.5)
     with pytest.raises(InputError, match="cannot connect"):
         reader.read()

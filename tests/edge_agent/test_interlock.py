@@ -18,14 +18,9 @@ import pytest
 
 from edge_agent.config import InterlockSection
 from edge_agent.interlock import Heartbeat, SimulatedInterlock, build_interlock, run_watchdog
+from server.threaded import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for(predicate, timeout_s: float = 15.0, every_s: float = 0.05) -> bool:
@@ -48,7 +43,7 @@ def modbus_server() -> Iterator[str]:
     )
     from pymodbus.server import ModbusTcpServer
 
-    port = _free_port()
+    port = free_port()
     context = ModbusServerContext(
         devices=ModbusDeviceContext(co=ModbusSequentialDataBlock(1, [False] * 17)), single=True
     )
@@ -112,7 +107,7 @@ def test_modbus_coil_really_toggles(modbus_server: str, tmp_path: Path) -> None:
 def test_modbus_unreachable_is_an_interlock_error(tmp_path: Path) -> None:
     from edge_agent.interlock import InterlockError
 
-    section = InterlockSection(driver="modbus", target=f"127.0.0.1:{_free_port()}")
+    section = InterlockSection(driver="modbus", target=f"127.0.0.1:{free_port()}")
     interlock = build_interlock(section, tmp_path, timeout_s=0.5)
     with pytest.raises(InterlockError, match="cannot connect"):
         interlock.set_outputs(enable=True, alarm=False)
