@@ -231,6 +231,103 @@ def fit_adapter(
     return LinearMap(weight, bias, config.method, fit)
 
 
+SELECTION_GRID: tuple[tuple[float, float], ...] = tuple(
+    (w, b) for w in (0.6, 0.8, 1.0) for b in (0.5, 0.7, 0.9)
+)
+"""(whiten_shrinkage, shrinkage) pairs `select_config` chooses from by default."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The configuration chosen by identity-split cross-validation on the fitting data."""
+
+    config: AdapterConfig
+    scores: dict[tuple[float, float], float]
+    """Mean held-out FNMR at `fmr` for every (whiten_shrinkage, shrinkage) tried."""
+    fmr: float
+    inner_splits: int
+
+
+def _held_out_masks(
+    groups: npt.NDArray[np.str_], labels: npt.NDArray[np.str_], splits: int, seed: int
+) -> list[npt.NDArray[np.bool_]]:
+    """Per inner split: half (floor) of each group's multi-image identities held out."""
+    rng = np.random.default_rng(seed)
+    masks = []
+    for _ in range(splits):
+        held = np.zeros(len(labels), bool)
+        for group in np.unique(groups):
+            identities, counts = np.unique(labels[groups == group], return_counts=True)
+            several = identities[counts >= 2]
+            held |= np.isin(labels, rng.permutation(several)[: len(several) // 2])
+        masks.append(held)
+    return masks
+
+
+def select_config(
+    raw: npt.ArrayLike,
+    labels: list[str] | npt.NDArray[np.str_],
+    base: AdapterConfig | None = None,
+    grid: tuple[tuple[float, float], ...] = SELECTION_GRID,
+    fmr: float = 1e-3,
+    inner_splits: int = 3,
+    seed: int = 0,
+) -> Selection:
+    """Choose the shrinkages from the fitting data alone, by splitting it by identity.
+
+    Labels may carry a group prefix (`<set>/<identity>`, as `embed_raw` writes them): each
+    group's identities with two or more images are halved at random `inner_splits` times;
+    every candidate is fitted on the rest (singletons included) and scored by FNMR at `fmr`
+    on the held-out identities of each group, averaged over groups and splits. The held-out
+    people play no part in their own score's fit, so the choice says how a setting does on
+    people it has not seen. Ties go to the earlier grid entry.
+    """
+    # Imported here: calibration's metrics are the project's one definition of FNMR at FMR.
+    from calibration.metrics import rates_at, threshold_at_fmr
+
+    x = np.asarray(raw, np.float64)
+    names = np.asarray(labels, dtype=str)
+    if x.ndim != 2 or x.shape[0] != len(names):
+        raise ValueError(f"need one label per embedding row: {x.shape} vs {len(names)} labels")
+    if not grid:
+        raise ValueError("the selection grid is empty")
+    base = base or AdapterConfig()
+    groups = np.asarray([n.rsplit("/", 1)[0] if "/" in n else "" for n in names], dtype=str)
+    masks = _held_out_masks(groups, names, inner_splits, seed)
+    for held in masks:
+        if len(np.unique(names[held])) < 2:
+            raise ValueError(
+                "too few identities with two or more images to choose the shrinkages by "
+                "cross-validation (need at least four); give them explicitly instead"
+            )
+    scores: dict[tuple[float, float], float] = {}
+    for whiten, within in grid:
+        config = base.model_copy(update={"whiten_shrinkage": whiten, "shrinkage": within})
+        results = []
+        for held in masks:
+            linear = fit_adapter(x[~held], names[~held], config)
+            for group in np.unique(groups[held]):
+                rows = held & (groups == group)
+                vectors = linear.apply(x[rows])
+                sims = vectors @ vectors.T
+                upper = np.triu_indices(int(rows.sum()), k=1)
+                same = names[rows][upper[0]] == names[rows][upper[1]]
+                genuine, impostor = sims[upper][same], sims[upper][~same]
+                if genuine.size and impostor.size:
+                    results.append(rates_at(genuine, impostor, threshold_at_fmr(impostor, fmr))[0])
+        scores[(whiten, within)] = float(np.mean(results)) if results else float("nan")
+    best = min(grid, key=lambda key: (np.nan_to_num(scores[key], nan=np.inf), grid.index(key)))
+    chosen = base.model_copy(update={"whiten_shrinkage": best[0], "shrinkage": best[1]})
+    logger.info(
+        "selected whiten shrinkage %.2f, within shrinkage %.2f (held-out FNMR@%g %.4f)",
+        best[0],
+        best[1],
+        fmr,
+        scores[best],
+    )
+    return Selection(chosen, scores, fmr, inner_splits)
+
+
 def _lda(centred: FloatMatrix, sw: FloatMatrix, keep: int) -> FloatMatrix:
     """Directions maximising total over within-class variance, scaled to unit within-class."""
     d = centred.shape[1]

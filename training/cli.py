@@ -46,6 +46,14 @@ def adapter(
         bool,
         typer.Option(help="also embed each chip's mirror image and average (2x embed cost)"),
     ] = False,
+    select: Annotated[
+        bool,
+        typer.Option(
+            "--select",
+            help="choose both shrinkages by identity-split cross-validation on DATA itself "
+            "(replaces --whiten-shrinkage and --shrinkage; needs 4+ people with 2+ photos)",
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option(help="replace an existing pack of that name")] = False,
     threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
 ) -> None:
@@ -60,6 +68,7 @@ def adapter(
         build_adapted_pack,
         embed_raw,
         fit_adapter,
+        select_config,
     )
 
     directory = model_dir or default_model_dir()
@@ -78,6 +87,21 @@ def adapter(
     try:
         base = resolve_pack(pack, directory)
         fit_set = embed_raw(base, data, threads=threads, mirror=mirror)
+        if select:
+            selection = select_config(fit_set.raw, fit_set.labels, config)
+            typer.echo("whiten_shrinkage  shrinkage  held-out FNMR@1e-3")
+            for (whiten, within), score in selection.scores.items():
+                mark = (
+                    " <"
+                    if (whiten, within)
+                    == (
+                        selection.config.whiten_shrinkage,
+                        selection.config.shrinkage,
+                    )
+                    else ""
+                )
+                typer.echo(f"{whiten:16.2f}  {within:9.2f}  {score:18.4f}{mark}")
+            config = selection.config
         linear = fit_adapter(fit_set.raw, fit_set.labels, config)
         source = (
             f"{config.method.value} adapter (whiten shrinkage {config.whiten_shrinkage}, "

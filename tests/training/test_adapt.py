@@ -26,6 +26,7 @@ from training.adapt import (
     AdapterProvenance,
     build_adapted_pack,
     fit_adapter,
+    select_config,
 )
 
 DIM = 32
@@ -117,6 +118,33 @@ def test_bad_fit_data_is_refused() -> None:
         fit_adapter(bad, y, AdapterConfig(method=AdapterMethod.CENTER))
 
 
+def test_selection_prefers_the_setting_that_works_on_unseen_people() -> None:
+    # Strong per-photo nuisance: trusting the within-class estimate (0.0) beats ignoring it
+    # (1.0), whichever order the grid lists them in.
+    x, y = _population(0, people=60, shots=4)
+    labels = np.asarray([f"site/{label}" for label in y])
+    for grid in (((1.0, 0.0), (1.0, 1.0)), ((1.0, 1.0), (1.0, 0.0))):
+        selection = select_config(x, labels, grid=grid, fmr=1e-2, inner_splits=2, seed=1)
+        assert set(selection.scores) == set(grid)
+        assert selection.scores[(1.0, 0.0)] < selection.scores[(1.0, 1.0)]
+        assert (selection.config.whiten_shrinkage, selection.config.shrinkage) == (1.0, 0.0)
+    # Deterministic for a seed; other fields of the base configuration are kept.
+    base = AdapterConfig(min_identities=3)
+    a = select_config(x, labels, base=base, inner_splits=2, seed=5)
+    b = select_config(x, labels, base=base, inner_splits=2, seed=5)
+    assert a.scores == b.scores
+    assert a.config.min_identities == 3
+    assert a.scores[(a.config.whiten_shrinkage, a.config.shrinkage)] == min(a.scores.values())
+
+
+def test_selection_refuses_too_few_people() -> None:
+    x, y = _population(0, people=3, shots=3)
+    with pytest.raises(ValueError, match="too few identities with two or more images"):
+        select_config(x, y, base=AdapterConfig(min_identities=2))
+    with pytest.raises(ValueError, match="one label per embedding row"):
+        select_config(x, y[:-1])
+
+
 def test_adapted_pack_is_a_new_contract_and_keeps_the_base(
     default_pack: Path, tmp_path: Path
 ) -> None:
@@ -180,6 +208,33 @@ def test_train_adapter_command_builds_a_pack_the_engine_runs(
     assert same[np.triu_indices(4, 1)].min() > other.max()
 
 
+def test_train_adapter_select_prints_the_table_and_uses_the_choice(
+    default_pack: Path, tmp_path: Path
+) -> None:
+    # Four labelled "people" with two photos each (two per real face: plumbing, not accuracy).
+    data = write_set(tmp_path / "faces")
+    site = tmp_path / "site"
+    for person in ("astronaut", "cameraman"):
+        for i, image in enumerate(sorted((data / person).iterdir())):
+            folder = site / f"{person}-{i // 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / image.name).write_bytes(image.read_bytes())
+    models = tmp_path / "models"
+    args = ["--pack", str(default_pack), "--data", str(site), "--model-dir", str(models)]
+    result = CliRunner().invoke(
+        app,
+        ["train", "adapter", *args, "--out", "sel", "--select", "--min-identities", "2"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "held-out FNMR@1e-3" in result.output
+    chosen = [line for line in result.output.splitlines() if line.endswith(" <")]
+    assert len(chosen) == 1
+    whiten, within = (float(v) for v in chosen[0].split()[:2])
+    source = load_manifest(models / "sel").file(Task.ADAPTER)
+    assert source is not None
+    assert f"whiten shrinkage {whiten}, within shrinkage {within}" in source.source
+
+
 def test_train_adapter_refuses_bad_options(default_pack: Path, tmp_path: Path) -> None:
     data = write_set(tmp_path / "faces")
     runner = CliRunner()
@@ -202,6 +257,11 @@ def test_train_adapter_refuses_bad_options(default_pack: Path, tmp_path: Path) -
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     assert "needs at least 5 identities" in result.output
+    assert not (tmp_path / "m" / "x").exists()
+    # --select cannot cross-validate two people: a clear error and no pack.
+    result = runner.invoke(app, [*args, "--select", "--min-identities", "2"])
+    assert result.exit_code == 1
+    assert "too few identities" in result.output
     assert not (tmp_path / "m" / "x").exists()
     result = runner.invoke(app, [*args[:5], str(tmp_path / "nowhere"), *args[6:]])
     assert result.exit_code == 1
