@@ -1,24 +1,34 @@
 """Accuracy per population: the dlib reference against jifang's best configuration.
 
-Every face set in ../shared/data/faces is evaluated on its own. Identities are split with a
-fixed seed, repeated REPEATS times (each repeat draws a new split from the same seed
-sequence), and every figure is the mean over the repeats with its standard deviation in
-bench/results/population_detail.json.
+Every face set under the faces folder (default ../shared/data/faces, or --faces) is
+evaluated on its own. Identities are split with a fixed seed, repeated REPEATS times (each
+repeat draws a new split from the same seed sequence), and every figure is the mean over the
+repeats with its standard deviation in bench/results/population_detail.json.
 
-- East Asian sets with several images per person (casia_ea_dev, lfw_east_asian28_gray):
-  half of the identities (floor) are fit identities, the rest test identities.
-- cjk_singletons (one photo per person): half of the people are fit material, half test.
+Populations: a set whose name matches --east-asian-pattern is East Asian; a set where every
+identity has one image is a singleton set (between-person material only). Everything else
+is Western.
+
+- East Asian sets: half of the identities (floor) are fit identities, the rest test
+  identities. The singleton set: half of the people are fit material, half test.
 - jifang's configuration embeds each chip and its mirror image and averages the two unit
   descriptors (the pack's recognizer graph is wrapped to do so, training.adapt's
   `mirror_recognizer`); nothing is learned for that.
-- The population adapter for Chinese operators is fitted, per repeat, on the fit identities
-  of both East Asian sets plus the fit half of cjk_singletons (extra between-person
-  material), with training.adapt's defaults, exported to ONNX inside a real pack (mirrored
-  recognizer + adapter), and applied through the same wrapper the edge engine loads.
+- The population adapter for Chinese operators is what `jifang train adapter --select`
+  builds from the fit identities of the East Asian sets plus the fit half of the singletons:
+  its two shrinkages are chosen by `select_config`, an identity-split cross-validation inside
+  the fit identities, so the test identities play no part in any choice. It is exported to
+  ONNX inside a real pack (mirrored recognizer + adapter) and applied through the same
+  wrapper the edge engine loads.
 - Western sets: jifang's configuration for a Western population is the mirrored pack
   without adapter (the adapter is per population, like the calibration); nothing is fitted
   on them, so every identity is a test identity. What the East Asian adapter would do to
   them is reported in the detail file (`ea_adapter`).
+
+Image quality: a set may carry a QUALITY.tsv (path, flag, note) from whoever assembled it.
+Images flagged `severe` there (less than about half of the face in the frame) are left out
+of the pairs of both pipelines alike and out of the fit data; the figures on every image are
+kept beside them in the detail file (`all_images`).
 
 Scores: the dlib reference uses Euclidean distance of its descriptors (negated so higher
 means more alike); jifang uses cosine of L2-normalised embeddings. FNMR@1e-3 is measured
@@ -26,10 +36,10 @@ at the threshold where at most 0.1 % of the test impostor pairs are accepted; wh
 than 3,000 impostor pairs exist (rule of three) the figure rests on the top two or three
 impostor scores and is flagged `supported: false` in the detail file.
 
-cjk_singletons has no genuine pairs. Its row reports the East Asian operating point with a
-large impostor population: the threshold at FMR 1e-3 is set on all pairs among the test
+The singleton set has no genuine pairs. Its row reports the East Asian operating point with
+a large impostor population: the threshold at FMR 1e-3 is set on all pairs among the test
 singletons (about 286,000), and FNMR is the rejection rate of the genuine pairs of the
-test identities of casia_ea_dev and lfw_east_asian28_gray together at that threshold.
+test identities of the East Asian sets together at that threshold.
 
 Multi-template enrollment and multi-frame fusion are measured on the test identities of
 each set with several images per person (see `enrollment_figures`); they go to the detail
@@ -41,8 +51,10 @@ Writes bench/results/population.json and bench/results/population_detail.json.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,41 +80,89 @@ from training.adapt import (
     build_adapted_pack,
     fit_adapter,
     mirror_mean,
+    select_config,
 )
 
 logger = logging.getLogger(__name__)
 
 SEED = 20261129
-REPEATS = 10
+REPEATS = 50
 FMR = 1e-3
-EAST_ASIAN = ("casia_ea_dev", "lfw_east_asian28_gray")
-SINGLETONS = "cjk_singletons"
+EAST_ASIAN_PATTERN = r"east_asian|(^|_)ea(_|$)|cjk|casia|chinese|china"
+"""Set names taken as East Asian populations (case-insensitive search)."""
 FIT_FRACTION = 0.5
+INNER_SPLITS = 3
+"""Identity splits inside the fit identities that `select_config` averages over."""
 ENROLL_POOL = 3
 """Images per test identity kept for enrollment; the rest are probes."""
 MAX_FRAMES = 3
 """Most probe images fused into one attempt (a cab verification takes a few frames)."""
+QUALITY_FILE = "QUALITY.tsv"
+EXCLUDED_FLAG = "severe"
 NO_MIRROR = "adapter_without_mirror"
+FIXED_DEFAULTS = "fixed_defaults"
+ALL = ("ea", "singletons")
 VARIANTS: dict[str, tuple[AdapterConfig, tuple[str, ...]]] = {
-    NO_MIRROR: (AdapterConfig(), (*EAST_ASIAN, SINGLETONS)),
-    "wccn_ea_sets_only": (AdapterConfig(), EAST_ASIAN),
-    "whiten_singletons_only": (AdapterConfig(method=AdapterMethod.WHITEN), (SINGLETONS,)),
-    "center_only": (AdapterConfig(method=AdapterMethod.CENTER), (*EAST_ASIAN, SINGLETONS)),
-    "whiten_only": (AdapterConfig(method=AdapterMethod.WHITEN), (*EAST_ASIAN, SINGLETONS)),
-    "wccn_without_whitening": (
-        AdapterConfig(whiten_shrinkage=1.0, shrinkage=0.5),
-        (*EAST_ASIAN, SINGLETONS),
-    ),
-    "lda_64": (
-        AdapterConfig(method=AdapterMethod.LDA, output_dim=64, shrinkage=0.5),
-        (*EAST_ASIAN, SINGLETONS),
-    ),
+    FIXED_DEFAULTS: (AdapterConfig(), ALL),
+    NO_MIRROR: (AdapterConfig(), ALL),
+    "wccn_ea_sets_only": (AdapterConfig(), ("ea",)),
+    "whiten_singletons_only": (AdapterConfig(method=AdapterMethod.WHITEN), ("singletons",)),
+    "center_only": (AdapterConfig(method=AdapterMethod.CENTER), ALL),
+    "whiten_only": (AdapterConfig(method=AdapterMethod.WHITEN), ALL),
+    "wccn_without_whitening": (AdapterConfig(whiten_shrinkage=1.0, shrinkage=0.5), ALL),
+    "lda_64": (AdapterConfig(method=AdapterMethod.LDA, output_dim=64, shrinkage=0.5), ALL),
 }
-"""Alternatives to the shipped recipe, fitted on the same split (numpy reference of the
-graph): which fitting data and which transform. Reported so that what did not help shows."""
+"""Alternatives to jifang's recipe, fitted on the same split (numpy reference of the graph):
+which fitting data ("ea": fit identities of the East Asian sets, "singletons": the fit half
+of the singleton set) and which transform. `fixed_defaults` is the adapter with
+AdapterConfig's default shrinkages instead of selected ones. Reported so that what did not
+help shows."""
 
 Matrix = npt.NDArray[np.float64]
 Embed = Callable[[npt.NDArray[np.float32]], Matrix]
+
+
+@dataclass(frozen=True)
+class Populations:
+    """Which sets are East Asian (adapter fitted and applied) and which holds singletons."""
+
+    east_asian: tuple[str, ...]
+    singletons: str | None
+
+    def adapted(self, name: str) -> bool:
+        """Whether jifang's configuration for this set's population has the adapter."""
+        return name in self.east_asian or name == self.singletons
+
+
+def classify(sets: dict[str, SetEmbeddings], pattern: str) -> Populations:
+    """East Asian by name; the singleton set by shape (every identity has one image)."""
+    singles = [
+        name
+        for name, data in sets.items()
+        if re.search(pattern, name, re.IGNORECASE)
+        and np.unique(data.labels).size == data.labels.size
+    ]
+    east_asian = tuple(
+        name for name in sets if re.search(pattern, name, re.IGNORECASE) and name not in singles
+    )
+    if len(singles) > 1:
+        raise SystemExit(f"more than one East Asian singleton set: {', '.join(singles)}")
+    return Populations(east_asian, singles[0] if singles else None)
+
+
+def usable_rows(data: SetEmbeddings, set_root: Path) -> npt.NDArray[np.bool_]:
+    """False for images the set's QUALITY.tsv flags `severe`; all True without the file."""
+    usable = np.ones(len(data.paths), bool)
+    table = set_root / QUALITY_FILE
+    if not table.is_file():
+        return usable
+    with table.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    if rows and not {"path", "flag"} <= set(rows[0]):
+        raise SystemExit(f"{table}: needs the columns path and flag")
+    flagged = {str(set_root / row["path"]) for row in rows if row["flag"] == EXCLUDED_FLAG}
+    usable &= ~np.isin(data.paths, sorted(flagged))
+    return usable
 
 
 def _l2(x: npt.ArrayLike) -> Matrix:
@@ -157,8 +217,13 @@ class Split:
     fit_labels: list[str]
 
 
-def make_split(sets: dict[str, SetEmbeddings], rng: np.random.Generator) -> Split:
-    """Split East Asian sets by identity; Western sets are all test."""
+def make_split(
+    sets: dict[str, SetEmbeddings],
+    populations: Populations,
+    usable: dict[str, npt.NDArray[np.bool_]],
+    rng: np.random.Generator,
+) -> Split:
+    """Split East Asian sets and the singletons by identity; Western sets are all test."""
     test_rows: dict[str, npt.NDArray[np.bool_]] = {}
     fit_ids: dict[str, int] = {}
     test_ids: dict[str, int] = {}
@@ -167,16 +232,15 @@ def make_split(sets: dict[str, SetEmbeddings], rng: np.random.Generator) -> Spli
     fit_labels: list[str] = []
     for name, data in sets.items():
         identities = np.unique(data.labels)
-        if name in EAST_ASIAN or name == SINGLETONS:
+        if populations.adapted(name):
             chosen = rng.permutation(identities)[: int(len(identities) * FIT_FRACTION)]
             fit = np.isin(data.labels, chosen)
         else:
             fit = np.zeros(len(data.labels), bool)
-        acquired = ~np.isnan(data.raw[:, 0])
-        rows = fit & acquired
+        rows = fit & ~np.isnan(data.raw[:, 0]) & usable[name]
         fit_raw.append(mirror_mean(data.raw[rows], data.raw_mirror[rows]))
         fit_plain.append(data.raw[rows])
-        fit_labels += [f"{name}/{label}" for label in data.labels[fit & acquired]]
+        fit_labels += [f"{name}/{label}" for label in data.labels[rows]]
         test_rows[name] = ~fit
         fit_ids[name] = len(np.unique(data.labels[fit]))
         test_ids[name] = len(identities) - fit_ids[name]
@@ -191,44 +255,14 @@ def make_split(sets: dict[str, SetEmbeddings], rng: np.random.Generator) -> Spli
 
 
 def _fit_rows(
-    split: Split, sources: tuple[str, ...], mirror: bool = True
+    split: Split, populations: Populations, sources: tuple[str, ...], mirror: bool = True
 ) -> tuple[npt.NDArray[np.float64], list[str]]:
-    keep = [i for i, label in enumerate(split.fit_labels) if label.split("/")[0] in sources]
+    names = set(populations.east_asian) if "ea" in sources else set()
+    if "singletons" in sources and populations.singletons:
+        names.add(populations.singletons)
+    keep = [i for i, label in enumerate(split.fit_labels) if label.split("/")[0] in names]
     rows = split.fit_raw if mirror else split.fit_plain.astype(np.float64)
     return rows[keep], [split.fit_labels[i] for i in keep]
-
-
-NESTED_GRID = tuple(
-    AdapterConfig(whiten_shrinkage=w, shrinkage=b) for w in (0.6, 0.8, 1.0) for b in (0.5, 0.7, 0.9)
-)
-"""Shrinkage pairs a nested selection chooses from (the shipped defaults are one of them)."""
-NESTED = "nested_selection"
-
-
-def nested_choice(split: Split, rng: np.random.Generator) -> AdapterConfig:
-    """Choose the shrinkages using fit identities only (inner identity split), so that the
-    test identities play no part in the choice; scored by FNMR@1e-3 on the inner-held-out
-    identities of each East Asian set, averaged over the sets."""
-    labels = np.asarray(split.fit_labels)
-    sets = np.asarray([label.split("/")[0] for label in labels])
-    inner_test = np.zeros(len(labels), bool)
-    for name in EAST_ASIAN:
-        identities = np.unique(labels[sets == name])
-        held = rng.permutation(identities)[: len(identities) // 2]
-        inner_test |= np.isin(labels, held)
-    best: tuple[float, AdapterConfig] | None = None
-    for config in NESTED_GRID:
-        linear = fit_adapter(split.fit_raw[~inner_test], list(labels[~inner_test]), config)
-        scores = []
-        for name in EAST_ASIAN:
-            rows = inner_test & (sets == name)
-            g, i = cosine_pairs(linear.apply(split.fit_raw[rows]), labels[rows])
-            scores.append(rates_at(g, i, threshold_at_fmr(i, FMR))[0])
-        score = float(np.mean(scores))
-        if best is None or score < best[0]:
-            best = (score, config)
-    assert best is not None  # the grid is not empty
-    return best[1]
 
 
 def adapter_through_pack(linear: LinearMap, base: Path, work: Path, repeat: int) -> Embed:
@@ -345,8 +379,31 @@ def _average(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run(sets: dict[str, SetEmbeddings], repeats: int, work: Path) -> dict[str, Any]:
-    """Every repeat: split, fit, evaluate; returns per-repeat figures by set and config."""
+def _pipelines_on(
+    data: SetEmbeddings, rows: npt.NDArray[np.bool_], jifang: Embed | None
+) -> dict[str, Any]:
+    """Baseline and jifang figures on the given rows of a set (jifang None: mirror only)."""
+    base_g, base_i = euclidean_pairs(data.dlib[rows], data.labels[rows])
+    ok = rows & ~np.isnan(data.raw[:, 0])
+    mirrored = mirror_mean(data.raw[ok], data.raw_mirror[ok])
+    vectors = _l2(mirrored) if jifang is None else jifang(mirrored.astype(np.float32))
+    g, i = cosine_pairs(vectors, data.labels[ok])
+    out: dict[str, Any] = {}
+    if base_g.size:
+        out["baseline"] = rates(base_g, base_i)
+    if g.size:
+        out["jifang"] = rates(g, i)
+    return out
+
+
+def run(
+    sets: dict[str, SetEmbeddings],
+    populations: Populations,
+    usable: dict[str, npt.NDArray[np.bool_]],
+    repeats: int,
+    work: Path,
+) -> dict[str, Any]:
+    """Every repeat: split, select, fit, evaluate; returns per-repeat figures by set."""
     base = default_pack()
     # The Western configuration is a real pack too: it loads in the edge engine unchanged.
     FaceEngine(
@@ -357,26 +414,28 @@ def run(sets: dict[str, SetEmbeddings], repeats: int, work: Path) -> dict[str, A
     )
     rng = np.random.default_rng(SEED)
     per_repeat: list[dict[str, Any]] = []
-    nested_choices: list[dict[str, Any]] = []
-    config = AdapterConfig()
+    selections: list[dict[str, Any]] = []
+    singletons = populations.singletons
     for repeat in range(repeats):
-        split = make_split(sets, rng)
-        linear = fit_adapter(split.fit_raw, split.fit_labels, config)
+        split = make_split(sets, populations, usable, rng)
+        # What `jifang train adapter --select` does on the fit identities, and nothing else.
+        selection = select_config(
+            split.fit_raw, split.fit_labels, inner_splits=INNER_SPLITS, seed=SEED + repeat
+        )
+        selections.append(selection.config.model_dump(mode="json"))
+        linear = fit_adapter(split.fit_raw, split.fit_labels, selection.config)
         ea_adapter = adapter_through_pack(linear, base, work, repeat)
         variant_maps = {
-            key: fit_adapter(*_fit_rows(split, sources, key != NO_MIRROR), cfg)
+            key: fit_adapter(*_fit_rows(split, populations, sources, key != NO_MIRROR), cfg)
             for key, (cfg, sources) in VARIANTS.items()
         }
-        chosen = nested_choice(split, np.random.default_rng([SEED, repeat]))
-        variant_maps[NESTED] = fit_adapter(split.fit_raw, split.fit_labels, chosen)
-        nested_choices.append(chosen.model_dump(mode="json"))
         figures: dict[str, Any] = {}
-        singles = sets.get(SINGLETONS)
         outsiders = None
-        if singles is not None:
-            rows = split.test_rows[SINGLETONS] & ~np.isnan(singles.raw[:, 0])
+        if singletons is not None:
+            data = sets[singletons]
+            rows = split.test_rows[singletons] & ~np.isnan(data.raw[:, 0]) & usable[singletons]
             outsiders = ea_adapter(
-                mirror_mean(singles.raw[rows], singles.raw_mirror[rows]).astype(np.float32)
+                mirror_mean(data.raw[rows], data.raw_mirror[rows]).astype(np.float32)
             )
         pooled_genuine: dict[str, list[Matrix]] = {
             "baseline": [],
@@ -385,7 +444,7 @@ def run(sets: dict[str, SetEmbeddings], repeats: int, work: Path) -> dict[str, A
             "ea_adapter": [],
         }
         for name, data in sets.items():
-            test = split.test_rows[name]
+            test = split.test_rows[name] & usable[name]
             ok = test & ~np.isnan(data.raw[:, 0])
             labels = data.labels[ok]
             raw = data.raw[ok]
@@ -399,12 +458,13 @@ def run(sets: dict[str, SetEmbeddings], repeats: int, work: Path) -> dict[str, A
                 key: variant_maps[key].apply(raw if key == NO_MIRROR else mirrored)
                 for key in variant_maps
             }
-            population = "ea_adapter" if name in EAST_ASIAN or name == SINGLETONS else "mirror"
+            population = "ea_adapter" if populations.adapted(name) else "mirror"
             base_g, base_i = euclidean_pairs(data.dlib[test], data.labels[test])
             record: dict[str, Any] = {
                 "fit_identities": split.fit_ids[name],
                 "test_identities": split.test_ids[name],
                 "failure_to_acquire": int(test.sum() - ok.sum()),
+                "excluded_by_quality_flag": int((split.test_rows[name] & ~usable[name]).sum()),
                 "jifang_config": population,
             }
             if base_g.size:
@@ -424,39 +484,51 @@ def run(sets: dict[str, SetEmbeddings], repeats: int, work: Path) -> dict[str, A
                     configs[population],
                     labels,
                     record["jifang"]["threshold"],
-                    rng,
-                    outsiders if name in EAST_ASIAN else None,
+                    # Its own generator: the identity splits depend on the seed alone.
+                    np.random.default_rng([SEED, repeat, 1]),
+                    outsiders if name in populations.east_asian else None,
                 )
-            if name in EAST_ASIAN:
+                if not usable[name].all():
+                    record["all_images"] = _pipelines_on(
+                        data,
+                        split.test_rows[name],
+                        ea_adapter if populations.adapted(name) else None,
+                    )
+            if name in populations.east_asian:
                 pooled_genuine["baseline"].append(base_g)
                 for key, vectors in configs.items():
                     pooled_genuine[key].append(cosine_pairs(vectors, labels)[0])
             figures[name] = record
-        if SINGLETONS in sets:
-            figures[SINGLETONS] |= _singleton_row(
-                sets[SINGLETONS], split, ea_adapter, pooled_genuine
+        if singletons is not None and pooled_genuine["baseline"]:
+            figures[singletons] |= _singleton_row(
+                sets[singletons], split, usable[singletons], ea_adapter, pooled_genuine
             )
         for record in figures.values():
-            if "jifang" in record and "baseline" in record:
-                # Paired per split: the same test identities for both pipelines.
-                record["jifang_minus_baseline"] = {
-                    key: record["jifang"][key] - record["baseline"][key]
-                    for key in ("fnmr@1e-3", "eer")
-                }
-                record["jifang_better"] = {
-                    key: float(record["jifang"][key] < record["baseline"][key])
-                    for key in ("fnmr@1e-3", "eer")
-                }
+            for block in (record, record.get("all_images", {})):
+                if "jifang" in block and "baseline" in block:
+                    # Paired per split: the same test identities for both pipelines.
+                    block["jifang_minus_baseline"] = {
+                        key: block["jifang"][key] - block["baseline"][key]
+                        for key in ("fnmr@1e-3", "eer")
+                    }
+                    block["jifang_better"] = {
+                        key: float(block["jifang"][key] < block["baseline"][key])
+                        for key in ("fnmr@1e-3", "eer")
+                    }
         per_repeat.append(figures)
         logger.info("repeat %d done", repeat)
-    return {"repeats": per_repeat, "nested_choices": nested_choices}
+    return {"repeats": per_repeat, "selections": selections}
 
 
 def _singleton_row(
-    data: SetEmbeddings, split: Split, adapter: Embed, pooled: dict[str, list[Matrix]]
+    data: SetEmbeddings,
+    split: Split,
+    usable: npt.NDArray[np.bool_],
+    adapter: Embed,
+    pooled: dict[str, list[Matrix]],
 ) -> dict[str, Any]:
     """Threshold on the test singletons' impostor pairs; FNMR on the East Asian genuine pairs."""
-    test = split.test_rows[SINGLETONS]
+    test = split.test_rows[data.name] & usable
     _, base_i = euclidean_pairs(data.dlib[test], data.labels[test])
     ok = test & ~np.isnan(data.raw[:, 0])
     labels = data.labels[ok]
@@ -478,7 +550,9 @@ def _strip(tree: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: _strip(v, key) if isinstance(v, dict) else v for k, v in tree.items() if k != key}
 
 
-def summarise(result: dict[str, Any], repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def summarise(
+    result: dict[str, Any], populations: Populations, repeats: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The acceptance JSON (means) and the detail JSON (mean and sd of everything)."""
     # Thresholds learned from the internal sets are never written to the repository.
     detail = _strip(_average(result["repeats"]), "threshold")
@@ -490,27 +564,31 @@ def summarise(result: dict[str, Any], repeats: int) -> tuple[dict[str, Any], dic
             "fit_identities": int(round(record["fit_identities"]["mean"])),
             "test_identities": int(round(record["test_identities"]["mean"])),
         }
+    chosen = [(s["whiten_shrinkage"], s["shrinkage"]) for s in result["selections"]]
     detail["_protocol"] = {
         "seed": SEED,
         "repeats": repeats,
         "figures": "mean and sd over repeated identity splits; pairs among test identities",
+        "east_asian_sets": list(populations.east_asian),
+        "singleton_set": populations.singletons,
         "east_asian_split": f"{FIT_FRACTION:.0%} of identities fit (floor), the rest test",
-        "adapter": AdapterConfig().model_dump(mode="json"),
-        "adapter_fit_data": "fit identities of " + " + ".join(EAST_ASIAN) + f" + fit half of "
-        f"{SINGLETONS}",
+        "adapter": "wccn (training.adapt), shrinkages chosen per repeat by select_config on "
+        f"the fit identities only ({INNER_SPLITS} inner identity splits, held-out FNMR@1e-3); "
+        f"chosen (whiten_shrinkage, shrinkage) per repeat: {json.dumps(chosen)}",
+        "adapter_fit_data": "fit identities of the East Asian sets + fit half of the singleton set",
+        "quality_exclusion": f"images flagged {EXCLUDED_FLAG!r} in a set's {QUALITY_FILE} are "
+        "left out of both pipelines' pairs and of the fit data; all_images holds the "
+        "figures with them",
         "configs": "raw: base pack; mirror: base pack with the mirrored recognizer (chip and "
         "its mirror image, mean of unit descriptors); ea_adapter: mirror + East Asian adapter",
-        "east_asian_sets": "jifang = ea_adapter",
+        "east_asian_jifang": "jifang = ea_adapter",
         "western_sets": "jifang = mirror (no adapter, nothing fitted: all identities test); "
         "ea_adapter shows what the East Asian adapter does to them",
-        SINGLETONS: "threshold at FMR 1e-3 on impostor pairs among the test singletons; FNMR "
+        "singletons": "threshold at FMR 1e-3 on impostor pairs among the test singletons; FNMR "
         "on the pooled genuine pairs of the East Asian sets' test identities",
         "baseline": "dlib-bin: HOG (upsample 1), 5-point shape, 150 px chip, ResNet v1, "
         "Euclidean distance",
         "enrollment": enrollment_figures.__doc__,
-        NESTED: (nested_choice.__doc__ or "")
-        + " Chosen per repeat: "
-        + json.dumps(result["nested_choices"]),
     }
     return summary, detail
 
@@ -521,17 +599,29 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=REPEATS)
+    parser.add_argument("--faces", type=Path, default=SHARED_FACES, help="folder of face sets")
+    parser.add_argument(
+        "--east-asian-pattern",
+        default=EAST_ASIAN_PATTERN,
+        help="regular expression: set names taken as East Asian populations",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not SHARED_FACES.is_dir():
-        raise SystemExit(f"no face sets at {SHARED_FACES}")
+    if not args.faces.is_dir():
+        raise SystemExit(f"no face sets at {args.faces}")
     engine = FaceEngine(default_pack(), threads=2)
     reference = DlibReference()
-    sets = {s.name: load_or_compute(s, engine, reference) for s in find_sets(SHARED_FACES)}
+    face_sets = find_sets(args.faces)
+    sets = {s.name: load_or_compute(s, engine, reference) for s in face_sets}
+    usable = {s.name: usable_rows(sets[s.name], s.root) for s in face_sets}
+    populations = classify(sets, args.east_asian_pattern)
+    if not populations.east_asian:
+        raise SystemExit(f"no set name matches {args.east_asian_pattern!r}: nothing to adapt")
+    logger.info("East Asian: %s; singletons: %s", populations.east_asian, populations.singletons)
     model_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=model_dir(), prefix=".population-") as tmp:
-        result = run(sets, args.repeats, Path(tmp))
-    summary, detail = summarise(result, args.repeats)
+        result = run(sets, populations, usable, args.repeats, Path(tmp))
+    summary, detail = summarise(result, populations, args.repeats)
     write_result("population_detail", detail)
     # population.json holds exactly one record per face set (the acceptance format); the
     # machine and date are in population_detail.json's _meta.
