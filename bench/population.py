@@ -14,7 +14,7 @@ is Western.
 - jifang's configuration embeds each chip and its mirror image and averages the two unit
   descriptors (the pack's recognizer graph is wrapped to do so, training.adapt's
   `mirror_recognizer`); nothing is learned for that.
-- The population adapter for Chinese operators is what `jifang train adapter --select`
+- The population adapter for Chinese operators is what `jifang train adapter`
   builds from the fit identities of the East Asian sets plus the fit half of the singletons:
   its two shrinkages are chosen by `select_config`, an identity-split cross-validation inside
   the fit identities, so the test identities play no part in any choice. It is exported to

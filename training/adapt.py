@@ -80,9 +80,8 @@ class AdapterConfig(BaseModel):
         default=AdapterMethod.WCCN,
         description="center, whiten, wccn or lda (see training.adapt)",
     )
-    # Defaults from bench/population.py (repeated identity splits of the East Asian sets):
-    # FNMR@1e-3 varied by about one point across 0.6..0.9 for both, so they are not tuned
-    # to the last digit.
+    # `jifang train adapter` chooses both shrinkages on the site's own photos (select_config)
+    # unless they are given; these values are used when the photos are too few to choose.
     whiten_shrinkage: float = Field(
         default=0.8,
         ge=0.0,
@@ -237,6 +236,10 @@ SELECTION_GRID: tuple[tuple[float, float], ...] = tuple(
 """(whiten_shrinkage, shrinkage) pairs `select_config` chooses from by default."""
 
 
+class SelectionError(ValueError):
+    """The fitting data is too small to choose settings by cross-validation."""
+
+
 @dataclass(frozen=True)
 class Selection:
     """The configuration chosen by identity-split cross-validation on the fitting data."""
@@ -296,9 +299,9 @@ def select_config(
     masks = _held_out_masks(groups, names, inner_splits, seed)
     for held in masks:
         if len(np.unique(names[held])) < 2:
-            raise ValueError(
+            raise SelectionError(
                 "too few identities with two or more images to choose the shrinkages by "
-                "cross-validation (need at least four); give them explicitly instead"
+                "cross-validation (need at least four)"
             )
     scores: dict[tuple[float, float], float] = {}
     for whiten, within in grid:

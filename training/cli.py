@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from training.commands import register
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from training.adapt import AdapterConfig
 
 app = typer.Typer(
     help="Train models on our own data: recognizers, liveness models, population adapters.",
@@ -27,11 +33,15 @@ def adapter(
     ] = None,
     method: Annotated[str, typer.Option(help="center, whiten, wccn or lda")] = "wccn",
     whiten_shrinkage: Annotated[
-        float, typer.Option(help="0..1, weight of the isotropic prior on total variation")
-    ] = 0.8,
+        float | None,
+        typer.Option(help="0..1, weight of the isotropic prior on total variation [selected]"),
+    ] = None,
     shrinkage: Annotated[
-        float, typer.Option(help="0..1, weight of the isotropic prior on within-class variation")
-    ] = 0.7,
+        float | None,
+        typer.Option(
+            help="0..1, weight of the isotropic prior on within-class variation [selected]"
+        ),
+    ] = None,
     output_dim: Annotated[int | None, typer.Option(help="lda: directions kept")] = None,
     min_identities: Annotated[
         int, typer.Option(help="identities with 2+ images needed (wccn, lda)")
@@ -49,11 +59,11 @@ def adapter(
     select: Annotated[
         bool,
         typer.Option(
-            "--select",
-            help="choose both shrinkages by identity-split cross-validation on DATA itself "
-            "(replaces --whiten-shrinkage and --shrinkage; needs 4+ people with 2+ photos)",
+            help="wccn without explicit shrinkages: choose both by identity-split "
+            "cross-validation on DATA itself (needs 4+ people with 2+ photos; with fewer, the "
+            "built-in values are used and the command says so)",
         ),
-    ] = False,
+    ] = True,
     force: Annotated[bool, typer.Option(help="replace an existing pack of that name")] = False,
     threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
 ) -> None:
@@ -64,21 +74,22 @@ def adapter(
     from models.store import default_model_dir, resolve_pack
     from training.adapt import (
         AdapterConfig,
+        AdapterMethod,
         AdapterProvenance,
         build_adapted_pack,
         embed_raw,
         fit_adapter,
-        select_config,
     )
 
     directory = model_dir or default_model_dir()
     try:
+        given = {
+            key: value
+            for key, value in (("whiten_shrinkage", whiten_shrinkage), ("shrinkage", shrinkage))
+            if value is not None
+        }
         config = AdapterConfig(
-            method=method,
-            whiten_shrinkage=whiten_shrinkage,
-            shrinkage=shrinkage,
-            output_dim=output_dim,
-            min_identities=min_identities,
+            method=method, output_dim=output_dim, min_identities=min_identities, **given
         )
     except ValidationError as err:
         for e in err.errors():
@@ -87,21 +98,8 @@ def adapter(
     try:
         base = resolve_pack(pack, directory)
         fit_set = embed_raw(base, data, threads=threads, mirror=mirror)
-        if select:
-            selection = select_config(fit_set.raw, fit_set.labels, config)
-            typer.echo("whiten_shrinkage  shrinkage  held-out FNMR@1e-3")
-            for (whiten, within), score in selection.scores.items():
-                mark = (
-                    " <"
-                    if (whiten, within)
-                    == (
-                        selection.config.whiten_shrinkage,
-                        selection.config.shrinkage,
-                    )
-                    else ""
-                )
-                typer.echo(f"{whiten:16.2f}  {within:9.2f}  {score:18.4f}{mark}")
-            config = selection.config
+        if select and not given and config.method == AdapterMethod.WCCN:
+            config = _selected(fit_set.raw, fit_set.labels, config)
         linear = fit_adapter(fit_set.raw, fit_set.labels, config)
         source = (
             f"{config.method.value} adapter (whiten shrinkage {config.whiten_shrinkage}, "
@@ -128,6 +126,28 @@ def adapter(
         f"{manifest.name}: {built} (contract {manifest.contract_id}); {source}; "
         f"{fit_set.skipped} image(s) without a face skipped"
     )
+
+
+def _selected(
+    raw: npt.NDArray[np.float32], labels: list[str], config: AdapterConfig
+) -> AdapterConfig:
+    """`config` with the shrinkages chosen on the data, or unchanged when it is too small."""
+    from training.adapt import SelectionError, select_config
+
+    try:
+        selection = select_config(raw, labels, config)
+    except SelectionError as err:
+        typer.echo(
+            f"note: {err}; using whiten shrinkage {config.whiten_shrinkage} and within "
+            f"shrinkage {config.shrinkage}"
+        )
+        return config
+    chosen = (selection.config.whiten_shrinkage, selection.config.shrinkage)
+    typer.echo("whiten_shrinkage  shrinkage  held-out FNMR@1e-3")
+    for (whiten, within), score in selection.scores.items():
+        mark = " <" if (whiten, within) == chosen else ""
+        typer.echo(f"{whiten:16.2f}  {within:9.2f}  {score:18.4f}{mark}")
+    return selection.config
 
 
 register(app)
