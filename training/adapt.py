@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
 
 from models.errors import ModelError
 from models.manifest import (
@@ -582,7 +583,10 @@ def embed_raw(pack_dir: Path, data: Path, threads: int = 2, mirror: bool = False
     labels: list[str] = []
     skipped = 0
     for face_set in find_sets(data):
-        for path, identity in zip(face_set.images, face_set.labels, strict=True):
+        items = zip(face_set.images, face_set.labels, strict=True)
+        for path, identity in tqdm(
+            items, total=len(face_set.images), desc=f"embed {face_set.name}", unit="img"
+        ):
             try:
                 image = read_image(str(path))
             except ModelError as err:
