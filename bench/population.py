@@ -77,6 +77,7 @@ from training.adapt import (
     AdapterMethod,
     AdapterProvenance,
     LinearMap,
+    SelectionError,
     build_adapted_pack,
     fit_adapter,
     mirror_mean,
@@ -396,6 +397,31 @@ def _pipelines_on(
     return out
 
 
+def _selected(split: Split, repeat: int) -> AdapterConfig:
+    """As `jifang train adapter` does: selected shrinkages, or the built-in ones when the fit
+    identities are too few to cross-validate."""
+    try:
+        return select_config(
+            split.fit_raw, split.fit_labels, inner_splits=INNER_SPLITS, seed=SEED + repeat
+        ).config
+    except SelectionError as err:
+        logger.warning("repeat %d: %s; built-in shrinkages used", repeat, err)
+        return AdapterConfig()
+
+
+def _variant_maps(split: Split, populations: Populations) -> dict[str, LinearMap]:
+    """Every variant whose fitting data this run has (e.g. no singleton set, no such row)."""
+    maps = {}
+    for key, (config, sources) in VARIANTS.items():
+        try:
+            maps[key] = fit_adapter(
+                *_fit_rows(split, populations, sources, key != NO_MIRROR), config
+            )
+        except ValueError as err:
+            logger.info("variant %s not fitted: %s", key, err)
+    return maps
+
+
 def run(
     sets: dict[str, SetEmbeddings],
     populations: Populations,
@@ -419,16 +445,11 @@ def run(
     for repeat in range(repeats):
         split = make_split(sets, populations, usable, rng)
         # What `jifang train adapter --select` does on the fit identities, and nothing else.
-        selection = select_config(
-            split.fit_raw, split.fit_labels, inner_splits=INNER_SPLITS, seed=SEED + repeat
-        )
-        selections.append(selection.config.model_dump(mode="json"))
-        linear = fit_adapter(split.fit_raw, split.fit_labels, selection.config)
+        chosen = _selected(split, repeat)
+        selections.append(chosen.model_dump(mode="json"))
+        linear = fit_adapter(split.fit_raw, split.fit_labels, chosen)
         ea_adapter = adapter_through_pack(linear, base, work, repeat)
-        variant_maps = {
-            key: fit_adapter(*_fit_rows(split, populations, sources, key != NO_MIRROR), cfg)
-            for key, (cfg, sources) in VARIANTS.items()
-        }
+        variant_maps = _variant_maps(split, populations)
         figures: dict[str, Any] = {}
         outsiders = None
         if singletons is not None:
