@@ -244,8 +244,12 @@ def quantize(
     calibration_chips: Annotated[int, typer.Option(min=1, max=10_000)] = 200,
     method: Annotated[str, typer.Option(help="minmax, entropy or percentile")] = "minmax",
     reduce_range: Annotated[
-        bool, typer.Option(help="7-bit weights (x86 CPUs without VNNI)")
-    ] = False,
+        bool,
+        typer.Option(
+            help="7-bit weights: needed on x86 CPUs without VNNI; --no-reduce-range only when "
+            "every device has VNNI (or is ARM)"
+        ),
+    ] = True,
     threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
     timing_runs: Annotated[int, typer.Option(min=10, max=100_000)] = 300,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
