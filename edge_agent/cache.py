@@ -68,8 +68,13 @@ class LocalGallery:
         return np.asarray(rows, np.float32).reshape(len(rows), self.dim)
 
     def operators_with_templates(self) -> int:
-        """How many operators could be matched 1:N (the N of the false-match risk)."""
+        """How many operators could be matched 1:N."""
         return len({t.operator_id for t in self.templates.values()})
+
+    def template_count(self) -> int:
+        """How many templates a 1:N search compares a probe with: the N of the false-match
+        risk, since a match against any template of any operator is a match."""
+        return len(self.templates)
 
 
 def _verified(public_key: Ed25519PublicKey, envelope: SignedEnvelope) -> str:

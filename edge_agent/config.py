@@ -187,8 +187,9 @@ class ClaimsSection(_Section):
         default=0.01,
         ge=0.0,
         le=1.0,
-        description="1:N without a claim only while calibrated FMR x operators in the gallery "
-        "stays at or below this; otherwise a claim is required (0 = always require one)",
+        description="1:N without a claim only while calibrated FMR x templates in the gallery "
+        "(every template is a chance of a false match) stays at or below this; otherwise a "
+        "claim is required (0 = always require one)",
     )
     claim_valid_s: float = Field(
         default=60.0,
@@ -224,7 +225,9 @@ class LivenessSection(LivenessPolicyConfig):
         description="languages the challenge prompt is shown and spoken in, in order",
     )
     challenge_poll_s: float = Field(
-        default=0.25, ge=0.01, le=5.0,
+        default=0.25,
+        ge=0.01,
+        le=5.0,
         description="longest wait for one frame while a challenge runs (the step timeout "
         "itself is challenge.step_timeout_s, on the frame clock)",
     )

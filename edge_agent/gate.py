@@ -104,7 +104,11 @@ def resolve_policy(
 
 
 def one_to_n_allowed(policy: MatchPolicy, gallery_size: int, claims: ClaimsSection) -> bool:
-    """1:N without a claim only when calibrated FMR x gallery size stays within the bound."""
+    """1:N without a claim only when calibrated FMR x gallery size stays within the bound.
+
+    The gallery size counts templates: the calibrated FMR is per comparison, and a probe is
+    compared with every template (several per operator raise the risk about in proportion).
+    """
     if policy.fmr is None:
         return False
     return policy.fmr * gallery_size <= claims.max_1n_risk
@@ -252,9 +256,7 @@ class Verifier:
         best_image: np.ndarray | None = None
         first_t: float | None = None
         deadline = time.monotonic() + window_s
-        while len(good) < needed or (
-            for_liveness and self.liveness.frames_needed(live_frames)
-        ):
+        while len(good) < needed or (for_liveness and self.liveness.frames_needed(live_frames)):
             if self.on_progress is not None:
                 self.on_progress()
             remaining = max(0.0, deadline - time.monotonic())
@@ -298,14 +300,17 @@ class Verifier:
                 resolved = resolve_claim(claim, gallery)
             except GateFault as fault:
                 return Decision(fault.reason, fault.detail, claim=claim)
-        elif not one_to_n_allowed(self.policy, gallery.operators_with_templates(), self.claims):
+        elif not one_to_n_allowed(self.policy, gallery.template_count(), self.claims):
             return Decision(
                 ReasonCode.CLAIM_REQUIRED,
-                _risk_detail(self.policy, gallery.operators_with_templates(), self.claims),
+                _risk_detail(
+                    self.policy,
+                    gallery.template_count(),
+                    gallery.operators_with_templates(),
+                    self.claims,
+                ),
             )
-        got = self.collect(
-            feed, self.gate.window_s, self.gate.frames_required, for_liveness=True
-        )
+        got = self.collect(feed, self.gate.window_s, self.gate.frames_required, for_liveness=True)
         if len(got.good) < self.gate.frames_required:
             return Decision(
                 got.worst,
@@ -456,10 +461,10 @@ def _cert_detail(reason: ReasonCode, cert: CertificateInfo | None) -> str:
     )
 
 
-def _risk_detail(policy: MatchPolicy, size: int, claims: ClaimsSection) -> str:
+def _risk_detail(policy: MatchPolicy, size: int, operators: int, claims: ClaimsSection) -> str:
     if policy.fmr is None:
         return "threshold overridden below calibration: FMR unknown, 1:N disabled; present a claim"
     return (
-        f"calibrated FMR {policy.fmr:.2g} x {size} operators = {policy.fmr * size:.3g} > "
-        f"claims.max_1n_risk {claims.max_1n_risk:.3g}; present a claim"
+        f"calibrated FMR {policy.fmr:.2g} x {size} templates ({operators} operators) = "
+        f"{policy.fmr * size:.3g} > claims.max_1n_risk {claims.max_1n_risk:.3g}; present a claim"
     )

@@ -98,12 +98,17 @@ class Signer:
         operators: list[GalleryOperator] | None = None,
         with_cameraman_template: bool = False,
         generated_at: datetime | None = None,
+        extra_astro_templates: int = 0,
         version: int = 1,
         device_id: str = DEVICE,
     ) -> SignedEnvelope:
         if operators is None:
             operators = [astro_operator()]
         templates = [self._template("t-astro", "op-astro", self.astro_template)]
+        templates += [
+            self._template(f"t-astro-{i}", "op-astro", self.astro_template)
+            for i in range(extra_astro_templates)
+        ]
         if with_cameraman_template:
             templates.append(self._template("t-cam", "op-cam", self.camera_template))
         snap = GallerySnapshot(

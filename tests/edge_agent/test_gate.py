@@ -325,12 +325,30 @@ def test_one_to_n_refused_when_fmr_times_gallery_exceeds_bound(make_gate, frames
     )
     decision = parts.gate.request_start(ReplayFeed(frames["astro"], fps=10))
     assert decision.reason == ReasonCode.CLAIM_REQUIRED
-    assert "2 operators" in decision.detail
+    assert "2 templates (2 operators)" in decision.detail
     assert parts.interlock.read()["enable"] is False
     # The same face with a claim goes through.
     claim = ClaimInfo(kind=ClaimKind.EMPLOYEE_NO, value="E100")
     assert (
         parts.gate.request_start(ReplayFeed(frames["astro"], fps=10), claim).reason
+        == ReasonCode.AUTHORIZED
+    )
+
+
+def test_one_to_n_risk_counts_templates_not_operators(make_gate, frames, signer) -> None:
+    # One operator, three templates: a probe gets three chances of a false match, so
+    # FMR 1e-3 x 3 = 3e-3 > 2e-3 requires a claim although only one person is enrolled.
+    parts = make_gate(
+        snapshot=signer.snapshot([astro_operator()], extra_astro_templates=2),
+        claims={"max_1n_risk": 2e-3},
+    )
+    decision = parts.gate.request_start(ReplayFeed(frames["astro"], fps=10))
+    assert decision.reason == ReasonCode.CLAIM_REQUIRED
+    assert "3 templates (1 operators)" in decision.detail
+    # With one template the same bound allows 1:N.
+    single = make_gate(snapshot=signer.snapshot([astro_operator()]), claims={"max_1n_risk": 2e-3})
+    assert (
+        single.gate.request_start(ReplayFeed(frames["astro"], fps=10)).reason
         == ReasonCode.AUTHORIZED
     )
 
