@@ -316,7 +316,7 @@ def test_unknown_claim(make_gate, frames) -> None:
 
 
 def test_one_to_n_refused_when_fmr_times_gallery_exceeds_bound(make_gate, frames, signer) -> None:
-    # FMR 1e-3 x 2 operators = 2e-3 > 1e-3: 1:N is not allowed, a claim is required.
+    # FMR 1e-3 x 2 templates (2 operators) = 2e-3 > 1e-3: 1:N is not allowed, a claim is required.
     parts = make_gate(
         snapshot=signer.snapshot(
             [astro_operator(), camera_operator()], with_cameraman_template=True
