@@ -137,17 +137,11 @@ class Populations:
 
 def classify(sets: dict[str, SetEmbeddings], pattern: str) -> Populations:
     """East Asian by name; the singleton set by shape (every identity has one image)."""
-    singles = [
-        name
-        for name, data in sets.items()
-        if re.search(pattern, name, re.IGNORECASE)
-        and np.unique(data.labels).size == data.labels.size
-    ]
-    east_asian = tuple(
-        name for name in sets if re.search(pattern, name, re.IGNORECASE) and name not in singles
-    )
+    named = [name for name in sets if re.search(pattern, name, re.IGNORECASE)]
+    singles = [n for n in named if np.unique(sets[n].labels).size == sets[n].labels.size]
     if len(singles) > 1:
         raise SystemExit(f"more than one East Asian singleton set: {', '.join(singles)}")
+    east_asian = tuple(n for n in named if n not in singles)
     return Populations(east_asian, singles[0] if singles else None)
 
 

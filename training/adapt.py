@@ -287,7 +287,7 @@ def select_config(
     people it has not seen. Ties go to the earlier grid entry.
     """
     # Imported here: calibration's metrics are the project's one definition of FNMR at FMR.
-    from calibration.metrics import rates_at, threshold_at_fmr
+    from calibration.metrics import pair_scores, rates_at, threshold_at_fmr
 
     x = np.asarray(raw, np.float64)
     names = np.asarray(labels, dtype=str)
@@ -312,11 +312,9 @@ def select_config(
             linear = fit_adapter(x[~held], names[~held], config)
             for group in np.unique(groups[held]):
                 rows = held & (groups == group)
-                vectors = linear.apply(x[rows])
-                sims = vectors @ vectors.T
-                upper = np.triu_indices(int(rows.sum()), k=1)
-                same = names[rows][upper[0]] == names[rows][upper[1]]
-                genuine, impostor = sims[upper][same], sims[upper][~same]
+                genuine, impostor = pair_scores(
+                    linear.apply(x[rows]).astype(np.float32), list(names[rows])
+                )
                 if genuine.size and impostor.size:
                     results.append(rates_at(genuine, impostor, threshold_at_fmr(impostor, fmr))[0])
         scores[(whiten, within)] = float(np.mean(results)) if results else float("nan")
