@@ -211,8 +211,17 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 
 
 def check_options(args: argparse.Namespace, checks: list[tuple[str, bool, str]]) -> None:
-    """Raise TrainingError naming the first failed option; then check --data and the name."""
-    for option, ok, what in checks:
+    """Raise TrainingError naming the first failed option (the options every trainer has,
+    then the trainer's own `checks`); then check --data and the pack name."""
+    shared = [
+        ("--epochs", args.epochs >= 1, "at least 1"),
+        ("--batch-size", args.batch_size >= 2, "at least 2"),
+        ("--lr", args.lr > 0 and math.isfinite(args.lr), "positive"),
+        ("--val-fraction", 0.0 <= args.val_fraction < 1.0, "in [0, 1)"),
+        ("--threads", args.threads >= 1, "at least 1"),
+        ("--max-steps", args.max_steps >= 0, "0 or more"),
+    ]
+    for option, ok, what in [*shared, *checks]:
         if not ok:
             value = getattr(args, option[2:].replace("-", "_"))
             raise TrainingError(f"{option} must be {what}, got {value}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import random
 from collections import Counter
@@ -42,6 +43,30 @@ class Augment:
     brightness: float = 0.25
     contrast: float = 0.25
     gray_p: float = 0.2
+
+    @staticmethod
+    def add_args(p: argparse.ArgumentParser, defaults: Augment) -> None:
+        """A trainer's augmentation options, with that trainer's defaults."""
+        p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=defaults.flip)
+        p.add_argument("--rotate-deg", type=float, default=defaults.rotate_deg)
+        p.add_argument("--shift", type=float, default=defaults.shift, help="fraction of the image")
+        p.add_argument("--scale-jitter", type=float, default=defaults.scale)
+        p.add_argument("--brightness", type=float, default=defaults.brightness)
+        p.add_argument("--contrast", type=float, default=defaults.contrast)
+        p.add_argument("--gray-p", type=float, default=defaults.gray_p)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Augment:
+        """The augmentation the options of `add_args` describe."""
+        return cls(
+            args.flip,
+            args.rotate_deg,
+            args.shift,
+            args.scale_jitter,
+            args.brightness,
+            args.contrast,
+            args.gray_p,
+        )
 
     def transform(self) -> v2.Transform:
         """A torchvision v2 pipeline over uint8 CHW tensors."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import shutil
 import time
 from datetime import date
@@ -59,6 +58,12 @@ EXPORT_MAX_DIFF = 1e-4
 EXPORT_CHECK_FILE = "export_check.json"
 
 
+LIVENESS_AUGMENT = Augment(
+    rotate_deg=8.0, shift=0.05, scale=0.1, brightness=0.3, contrast=0.3, gray_p=0.0
+)
+"""The liveness trainer's augmentation defaults (face crops, not aligned chips)."""
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """Every option of a liveness training run."""
     p = argparse.ArgumentParser(description="Train the liveness classifier", add_help=add_help)
@@ -74,13 +79,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--dropout", type=float, default=0.2)
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--rotate-deg", type=float, default=8.0)
-    p.add_argument("--shift", type=float, default=0.05)
-    p.add_argument("--scale-jitter", type=float, default=0.1)
-    p.add_argument("--brightness", type=float, default=0.3)
-    p.add_argument("--contrast", type=float, default=0.3)
-    p.add_argument("--gray-p", type=float, default=0.0)
+    Augment.add_args(p, LIVENESS_AUGMENT)
     common.add_output_args(p)
     return p
 
@@ -88,14 +87,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def validate_args(args: argparse.Namespace) -> None:
     """Reject values that would silently train nothing; TrainingError names the option."""
     checks = [
-        ("--epochs", args.epochs >= 1, "at least 1"),
-        ("--batch-size", args.batch_size >= 2, "at least 2"),
-        ("--lr", args.lr > 0 and math.isfinite(args.lr), "positive"),
-        ("--val-fraction", 0.0 <= args.val_fraction < 1.0, "in [0, 1)"),
         ("--input-size", 16 <= args.input_size <= 512, "in [16, 512]"),
         ("--crop-scale", 0.5 <= args.crop_scale <= 4.0, "in [0.5, 4]"),
-        ("--threads", args.threads >= 1, "at least 1"),
-        ("--max-steps", args.max_steps >= 0, "0 or more"),
     ]
     common.check_options(args, checks)
 
@@ -109,15 +102,7 @@ def load_data(
     except ValueError as err:
         raise TrainingError(f"--data {args.data}: {err}") from err
     train_idx, val_idx = stratified_split(images.labels, args.val_fraction, args.seed)
-    augment = Augment(
-        args.flip,
-        args.rotate_deg,
-        args.shift,
-        args.scale_jitter,
-        args.brightness,
-        args.contrast,
-        args.gray_p,
-    )
+    augment = Augment.from_args(args)
     train = ImageDataset(images.crops[train_idx], [images.labels[i] for i in train_idx], augment)
     val_labels = [images.labels[i] for i in val_idx]
     record = {

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -132,13 +131,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument(
         "--train-layers", type=int, default=0, help="train only the last N learned layers (0: all)"
     )
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--rotate-deg", type=float, default=5.0)
-    p.add_argument("--shift", type=float, default=0.03, help="fraction of the chip")
-    p.add_argument("--scale-jitter", type=float, default=0.05)
-    p.add_argument("--brightness", type=float, default=0.25)
-    p.add_argument("--contrast", type=float, default=0.25)
-    p.add_argument("--gray-p", type=float, default=0.2)
+    Augment.add_args(p, Augment())
     common.add_output_args(p)
     return p
 
@@ -146,14 +139,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def validate_args(args: argparse.Namespace) -> None:
     """Reject values that would silently train nothing; TrainingError names the option."""
     checks = [
-        ("--epochs", args.epochs >= 1, "at least 1"),
-        ("--batch-size", args.batch_size >= 2, "at least 2"),
-        ("--lr", args.lr > 0 and math.isfinite(args.lr), "positive"),
-        ("--val-fraction", 0.0 <= args.val_fraction < 1.0, "in [0, 1)"),
         ("--margin", 0.0 <= args.margin < 1.0, "in [0, 1)"),
         ("--scale", args.scale > 0, "positive"),
-        ("--threads", args.threads >= 1, "at least 1"),
-        ("--max-steps", args.max_steps >= 0, "0 or more"),
         ("--clip-grad-norm", args.clip_grad_norm >= 0, "0 or more"),
     ]
     common.check_options(args, checks)
@@ -407,15 +394,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         head = MarginHead(backbone.dim, len(data.classes), args.head, args.scale, args.margin)
         model = RecognizerModel(backbone, head).to(device)
         codes, _ = data.train.label_codes()
-        augment = Augment(
-            args.flip,
-            args.rotate_deg,
-            args.shift,
-            args.scale_jitter,
-            args.brightness,
-            args.contrast,
-            args.gray_p,
-        )
+        augment = Augment.from_args(args)
         loader = DataLoader(
             ImageDataset(data.train.chips, codes, augment),
             batch_size=args.batch_size,
