@@ -33,6 +33,17 @@ class CertificateStatus(StrEnum):
     SUSPENDED = "suspended"
 
 
+class CylinderStatus(StrEnum):
+    """Registry lifecycle of a gas cylinder; a station files inspection_due as in service."""
+
+    # At a station the due date itself decides INSPECTION_OVERDUE (edge_agent/station/sync.py).
+
+    IN_SERVICE = "in_service"
+    INSPECTION_DUE = "inspection_due"
+    SUSPENDED = "suspended"
+    SCRAPPED = "scrapped"
+
+
 class GateState(StrEnum):
     """States of the cab agent's start interlock."""
 

@@ -23,6 +23,7 @@ from contract.codes import (
     CertificateStatus,
     ClaimKind,
     CodeSystem,
+    CylinderStatus,
     DeviceKind,
     EventKind,
     GateState,
@@ -452,7 +453,7 @@ class StationCylinder(_Model):
     code: str = Field(min_length=1, max_length=128)
     type_code: str = Field(min_length=1, max_length=32)
     owner_station_id: str = Field(min_length=1, max_length=64)
-    status: Literal["in_service", "inspection_due", "suspended", "scrapped"]
+    status: CylinderStatus
     manufactured_on: date
     design_life_years: int = Field(ge=1, le=50)
     next_inspection_due: date | None = Field(

@@ -35,15 +35,6 @@ class ReviewStatus(StrEnum):
     DECIDED = "decided"
 
 
-class CylinderStatus(StrEnum):
-    """Lifecycle of a cylinder."""
-
-    IN_SERVICE = "in_service"
-    INSPECTION_DUE = "inspection_due"
-    SUSPENDED = "suspended"
-    SCRAPPED = "scrapped"
-
-
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 _ID_PATTERN = re.compile(r"^\d{17}[\dX]$")

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contract.codes import CertificateStatus, DeviceKind
+from contract.codes import CertificateStatus, CylinderStatus, DeviceKind
 from contract.messages import CategoryRule, DeviceId
-from server.domain import CylinderStatus, Outcome, Role
+from server.domain import Outcome, Role
 
 Slug = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

@@ -59,7 +59,7 @@ def registry_slice(session: Session, device: Device) -> StationRegistry:
             code=c.code,
             type_code=c.type_code,
             owner_station_id=c.station_id,
-            status=c.status,  # pydantic checks it against the Literal
+            status=c.status,  # pydantic checks it against CylinderStatus
             manufactured_on=c.manufactured_on,
             design_life_years=c.design_life_years,
             next_inspection_due=c.next_inspection,

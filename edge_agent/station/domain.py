@@ -6,13 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
-
-class CylinderStatus(StrEnum):
-    """Registry state of a cylinder."""
-
-    IN_SERVICE = "in_service"
-    SUSPENDED = "suspended"
-    SCRAPPED = "scrapped"
+from contract.codes import CylinderStatus
 
 
 class LoginMethod(StrEnum):

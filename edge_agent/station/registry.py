@@ -9,9 +9,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from contract.codes import CylinderStatus
 from edge_agent.station.domain import (
     CylinderRecord,
-    CylinderStatus,
     CylinderType,
     FillerCertificate,
 )

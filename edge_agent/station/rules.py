@@ -13,12 +13,11 @@ from datetime import date, timedelta, timezone
 from enum import StrEnum
 from typing import Protocol
 
-from contract.codes import ReasonCode
+from contract.codes import CylinderStatus, ReasonCode
 from contract.messages import StationFillPayload, StationViolationPayload
 from edge_agent.station.config import StationConfig
 from edge_agent.station.domain import (
     CodeScan,
-    CylinderStatus,
     FillerLogin,
     ScaleReading,
     ZoneObservation,

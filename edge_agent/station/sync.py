@@ -19,11 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from contract.auth import SignatureError, verify_envelope
-from contract.codes import CertificateStatus
+from contract.codes import CertificateStatus, CylinderStatus
 from contract.messages import SignedEnvelope, StationFiller, StationRegistry
 from edge_agent.station.domain import (
     CylinderRecord,
-    CylinderStatus,
     CylinderType,
     FillerCertificate,
 )

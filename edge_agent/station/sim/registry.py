@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+from contract.codes import CylinderStatus
 from edge_agent.station.domain import (
     CylinderRecord,
-    CylinderStatus,
     CylinderType,
     FillerCertificate,
 )

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from contract.auth import public_key_b64, sign_envelope
-from contract.codes import CertificateStatus
+from contract.codes import CertificateStatus, CylinderStatus
 from contract.messages import (
     SignedEnvelope,
     StationCylinder,
@@ -19,7 +19,7 @@ from contract.messages import (
 )
 from edge_agent.config import ConfigError, parse_config
 from edge_agent.station.agent import StationAgent
-from edge_agent.station.domain import CodeScan, CylinderStatus, ScaleReading
+from edge_agent.station.domain import CodeScan, ScaleReading
 from edge_agent.station.pipeline import StationInputs
 from edge_agent.station.scale import ScaleSet
 from edge_agent.station.sim import registry as reg
