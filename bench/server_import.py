@@ -20,6 +20,8 @@ from pathlib import Path
 
 from _common import write_result
 
+from contract.citizen_id import make_gb11643
+
 PG_URL = os.environ.get("JIFANG_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 HEADER = [
     "姓名",
@@ -31,14 +33,13 @@ HEADER = [
     "发证机关",
     "工作场所",
 ]
-WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 
 def _id_number(serial: int) -> str:
     # Region, birth date spread over 1960-1999, then a 3-digit sequence: unique per serial.
     year = 1960 + serial // 1000 % 40
-    body = f"{370100 + serial // 40000 % 100:06d}{year}0{1 + serial % 9}1{serial % 9}{serial % 1000:03d}"
-    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, WEIGHTS, strict=True)) % 11]
+    region = f"{370100 + serial // 40000 % 100:06d}"
+    return make_gb11643(region, f"{year}0{1 + serial % 9}1{serial % 9}", serial)
 
 
 def office_csv(rows: int) -> bytes:

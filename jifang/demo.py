@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from contract.citizen_id import make_gb11643
+
 if TYPE_CHECKING:
     import numpy as np
     from fastapi import FastAPI
@@ -61,9 +63,7 @@ FORKLIFT, STATION_DEVICE = "FL-DEMO-01", "ST-DEMO-01"
 
 def id_number(serial: int, birth: str = "19850612", region: str = "370102") -> str:
     """A valid GB 11643 resident ID number (Jinan prefix) for a serial number."""
-    body = f"{region}{birth}{serial % 1000:03d}"
-    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, weights, strict=True)) % 11]
+    return make_gb11643(region, birth, serial)
 
 
 # --- faces that installed packages ship ----------------------------------------------------

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-from datetime import date
 from enum import StrEnum
 
+from contract.citizen_id import validate_gb11643
 from contract.codes import EventKind, ReasonCode, Severity
 
 
@@ -35,24 +34,9 @@ class ReviewStatus(StrEnum):
     DECIDED = "decided"
 
 
-_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_ID_CHECK = "10X98765432"
-_ID_PATTERN = re.compile(r"^\d{17}[\dX]$")
-
-
 def id_number_problem(value: str) -> str | None:
     """Why `value` is not a valid GB 11643 citizen ID number, or None when it is."""
-    if not _ID_PATTERN.match(value):
-        return "must be 17 digits and a check character (0-9 or X)"
-    try:
-        date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
-    except ValueError:
-        return f"birth date {value[6:14]} is not a date"
-    total = sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS, strict=True))
-    expected = _ID_CHECK[total % 11]
-    if value[17] != expected:
-        return f"check digit is {value[17]}, GB 11643 gives {expected}"
-    return None
+    return validate_gb11643(value)
 
 
 def normalize_id_number(value: str) -> str:

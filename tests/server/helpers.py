@@ -15,6 +15,7 @@ import httpx
 from fastapi import FastAPI
 
 from contract.auth import HEADER_DEVICE, HEADER_SIGNATURE, HEADER_TIMESTAMP, request_mac
+from contract.citizen_id import make_gb11643
 from contract.codes import EventKind, ReasonCode, Severity
 from contract.ids import uuid7
 from contract.messages import (
@@ -41,9 +42,7 @@ HEADER = [
 
 def id_number(serial: int, birth: str = "19850612") -> str:
     """A valid GB 11643 ID number (Jinan prefix) for a serial number."""
-    body = f"370102{birth}{serial % 1000:03d}"
-    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, weights, strict=True)) % 11]
+    return make_gb11643("370102", birth, serial)
 
 
 def office_rows(n: int, photo: bool = False, site: str = "site-1") -> list[list[str]]:

@@ -14,6 +14,7 @@ from datetime import date
 
 import httpx
 
+from contract.citizen_id import make_gb11643
 from edge_agent.station.sim import registry as reg
 
 logger = logging.getLogger(__name__)
@@ -44,9 +45,7 @@ class SeededStation:
 
 def _id_number(serial: int) -> str:
     """A GB 11643-valid ID number (Jinan prefix) for a demo filler."""
-    body = f"370102198806{serial % 28 + 1:02d}{serial % 1000:03d}"
-    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, weights, strict=True)) % 11]
+    return make_gb11643("370102", f"198806{serial % 28 + 1:02d}", serial)
 
 
 def _ok(response: httpx.Response, what: str, also: tuple[int, ...] = ()) -> None:
