@@ -97,7 +97,8 @@ def main() -> None:
     from edge_agent.agent import build_gate
     from edge_agent.config import parse_config
     from models.engine import FaceEngine
-    from models.manifest import Calibration, CalibrationBlock
+    from models.manifest import CalibrationBlock
+    from models.placeholder import placeholder_calibration
 
     pack = default_pack()
     engine = FaceEngine(pack, threads=2)
@@ -163,18 +164,7 @@ def main() -> None:
                 "liveness": LIVENESS_VARIANTS[args.liveness],
             }
         )
-        block = CalibrationBlock(
-            calibrations={
-                "bench": Calibration(
-                    threshold=0.92,
-                    target_fmr=1e-3,
-                    genuine_pairs=1000,
-                    impostor_pairs=100_000,
-                    data="bench placeholder",
-                    contract_id=engine.contract_id,
-                )
-            }
-        )
+        block = CalibrationBlock(calibrations={"bench": placeholder_calibration(engine.contract_id)})
         parts = build_gate(config, engine=engine, calibrations=block)
         snapshot = GallerySnapshot(
             device_id="BENCH-1",

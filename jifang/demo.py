@@ -47,13 +47,6 @@ logger = logging.getLogger(__name__)
 app = typer.Typer(help="Run the end-to-end demo on the embedded defaults.")
 
 DEMO_CALIBRATION = "demo"
-DEMO_THRESHOLD = 0.92
-"""Cosine threshold of the demo's placeholder calibration (the value the test fixtures use).
-
-The open pack ships without a calibration; `jifang calibrate threshold` makes a real one
-from a site's photos. This placeholder only lets 1:N run in the demo."""
-DEMO_IMPOSTOR_PAIRS = 3000
-"""Declared so that the placeholder nominally supports FMR 1e-3 (rule of three)."""
 FPS = 15.0
 PASSWORD_BYTES = 12
 SERVER_START_S = 20.0
@@ -123,26 +116,10 @@ def photo_jpeg(photo: np.ndarray) -> bytes:
 
 
 def demo_pack(default_pack: Path, root: Path, contract_id: str) -> Path:
-    """The default pack linked into `root`, plus the demo's placeholder calibration."""
-    from models.manifest import Calibration, CalibrationBlock, write_calibration
+    """The default pack linked into `root`, plus the placeholder calibration."""
+    from models.placeholder import placeholder_pack
 
-    pack = root / default_pack.name
-    pack.mkdir(parents=True, exist_ok=True)
-    for item in default_pack.iterdir():
-        target = pack / item.name
-        if item.name != "calibration.yaml" and not target.exists():
-            target.symlink_to(item.resolve())
-    placeholder = Calibration(
-        threshold=DEMO_THRESHOLD,
-        target_fmr=1e-3,
-        genuine_pairs=0,
-        impostor_pairs=DEMO_IMPOSTOR_PAIRS,
-        data="demo placeholder: NOT a calibration; never deploy",
-        contract_id=contract_id,
-        method="fixed value for the demo",
-    )
-    write_calibration(pack, CalibrationBlock(calibrations={DEMO_CALIBRATION: placeholder}))
-    return pack
+    return placeholder_pack(default_pack, root, contract_id, DEMO_CALIBRATION)
 
 
 # --- the server ----------------------------------------------------------------------------
@@ -463,6 +440,7 @@ def run_demo(
     from edge_agent.uplink import Uplink
     from models.build_default import build_default_pack
     from models.engine import FaceEngine
+    from models.placeholder import PLACEHOLDER_THRESHOLD
     from models.store import default_model_dir
     from server.settings import ServerSettings
 
@@ -470,7 +448,7 @@ def run_demo(
     base_engine = FaceEngine(default)
     pack = demo_pack(default, work / "packs", base_engine.contract_id)
     engine = FaceEngine(pack)
-    echo(f"pack {engine.manifest.name} {engine.manifest.version}; threshold {DEMO_THRESHOLD} "
+    echo(f"pack {engine.manifest.name} {engine.manifest.version}; threshold {PLACEHOLDER_THRESHOLD} "
          "is a demo placeholder, not a calibration")
     settings = ServerSettings(data_dir=work / "server", model_dir=pack.parent)
     photos = shipped_faces()

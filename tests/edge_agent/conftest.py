@@ -208,6 +208,7 @@ def make_gate(tmp_path: Path, engine: Any, signer: Signer) -> Iterator[Callable[
     from edge_agent.agent import build_gate
     from edge_agent.config import parse_config
     from models.manifest import Calibration, CalibrationBlock
+    from models.placeholder import placeholder_calibration
 
     built: list[Any] = []
 
@@ -218,14 +219,7 @@ def make_gate(tmp_path: Path, engine: Any, signer: Signer) -> Iterator[Callable[
         **sections: dict[str, Any],
     ) -> Any:
         config = parse_config(base_config(tmp_path, signer.public_b64, **sections))
-        cal = calibration or Calibration(
-            threshold=0.92,
-            target_fmr=1e-3,
-            genuine_pairs=2000,
-            impostor_pairs=200_000,
-            data="test fixture (not a real calibration)",
-            contract_id=engine.contract_id,
-        )
+        cal = calibration or placeholder_calibration(engine.contract_id)
         parts = build_gate(
             config, engine=engine, calibrations=CalibrationBlock(calibrations={"test": cal})
         )

@@ -15,7 +15,8 @@ import httpx
 import yaml
 
 from edge_agent.cache import GalleryCache
-from models.manifest import Calibration, CalibrationBlock, write_calibration
+from models.manifest import CalibrationBlock, write_calibration
+from models.placeholder import placeholder_calibration, placeholder_pack
 from tests.edge_agent.conftest import DEVICE, base_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,25 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _pack_with_calibration(default_pack: Path, root: Path, contract_id: str) -> Path:
     """The default pack's files linked into a new folder, plus a calibration.yaml."""
-    pack = root / "packs" / default_pack.name
-    pack.mkdir(parents=True)
-    for item in default_pack.iterdir():
-        if item.name != "calibration.yaml":
-            (pack / item.name).symlink_to(item.resolve())
-    block = CalibrationBlock(
-        calibrations={
-            "site": Calibration(
-                threshold=0.92,
-                target_fmr=1e-3,
-                genuine_pairs=2000,
-                impostor_pairs=200_000,
-                data="test fixture (not a real calibration)",
-                contract_id=contract_id,
-            )
-        }
-    )
-    write_calibration(pack, block)
-    return pack
+    return placeholder_pack(default_pack, root / "packs", contract_id, "site")
 
 
 def test_edge_run_authorizes_and_stops_on_sigterm(
@@ -121,15 +104,7 @@ def test_edge_run_refuses_calibration_too_thin_for_target_fmr(
 
     pack = _pack_with_calibration(default_pack, tmp_path, engine.contract_id)
     thin = CalibrationBlock(
-        calibrations={
-            "site": Calibration(
-                threshold=0.92,
-                target_fmr=1e-3,
-                genuine_pairs=50,
-                impostor_pairs=1200,
-                contract_id=engine.contract_id,
-            )
-        }
+        calibrations={"site": placeholder_calibration(engine.contract_id, impostor_pairs=1200)}
     )
     write_calibration(pack, thin)
     data = base_config(

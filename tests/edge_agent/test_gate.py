@@ -354,15 +354,9 @@ def test_one_to_n_risk_counts_templates_not_operators(make_gate, frames, signer)
 
 
 def test_calibration_without_enough_pairs_is_refused(make_gate, frames, engine) -> None:
-    from models.manifest import Calibration
+    from models.placeholder import placeholder_calibration
 
-    thin = Calibration(
-        threshold=0.92,
-        target_fmr=1e-3,
-        genuine_pairs=100,
-        impostor_pairs=1000,
-        contract_id=engine.contract_id,
-    )
+    thin = placeholder_calibration(engine.contract_id, impostor_pairs=1000)
     parts = make_gate(calibration=thin)
     assert parts.calibration_fault is not None
     assert "supports FMR" in parts.calibration_fault.detail
