@@ -186,6 +186,7 @@ def main() -> None:
             accepted_categories=(CategoryRule(category="N1"),),
         )
         parts.cache.install_config(sign_envelope(key, "k", "device.config", cfg.model_dump_json()))
+        from edge_agent.liveness import SimulatedDisplay
         from edge_agent.simclip import SimulatedOperator
         from models.liveness import observe
 
@@ -196,10 +197,15 @@ def main() -> None:
         verifier = gate.verifier
         assert verifier is not None
         display = verifier.liveness.display
+        # The simulated operator answers what the simulated screen shows; its log of shown
+        # prompts counts the challenges.
+        if not isinstance(display, SimulatedDisplay):
+            raise SystemExit(f"the bench needs the simulated cab display, not {type(display)}")
+        screen: SimulatedDisplay = display
 
         def operator() -> SimulatedOperator:
             return SimulatedOperator(
-                scene, seen.face.detection.box, seen.dense.points, display, config.camera.fps
+                scene, seen.face.detection.box, seen.dense.points, screen, config.camera.fps
             )
 
         gate.request_start(PacedFeed(operator(), config.camera.fps))  # warm-up
@@ -207,7 +213,7 @@ def main() -> None:
         decision_ms, processing_ms, frames_used = [], [], []
         challenges = 0
         for _ in range(args.runs):
-            shown = len(getattr(display, "shown", []))
+            shown = len(screen.shown)
             feed = PacedFeed(operator(), config.camera.fps)
             decision = gate.request_start(feed)
             done = time.monotonic()
@@ -215,7 +221,7 @@ def main() -> None:
             assert feed.first_face_t is not None
             decision_ms.append((done - feed.first_face_t) * 1000)
             frames_used.append(feed.index)
-            challenges += len(getattr(display, "shown", [])) > shown
+            challenges += len(screen.shown) > shown
             gate.engine_stopped()
             # The same decision without camera pacing: pure processing cost.
             unpaced = operator()

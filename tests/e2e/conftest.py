@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jifang.demo import (
+from jifang.demo_kit import (
     FORKLIFT,
     Admin,
     DeviceKey,

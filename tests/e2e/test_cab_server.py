@@ -10,7 +10,7 @@ from edge_agent.config import parse_config
 from edge_agent.simclip import SimulatedOperator
 from edge_agent.sources import ReplayFeed
 from edge_agent.uplink import Uplink
-from jifang.demo import FORKLIFT, cab_config, deliver_all, server_events
+from jifang.demo_kit import FORKLIFT, cab_config, deliver_all, server_events
 from models.liveness import observe
 from models.liveness.synthetic import rigid_sequence
 from models.manifest import load_calibration

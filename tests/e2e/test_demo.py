@@ -7,7 +7,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from jifang.cli import app
-from jifang.demo import FORKLIFT, run_demo, server_events
+from jifang.demo import run_demo
+from jifang.demo_kit import FORKLIFT, server_events
 
 EXPECTED = [
     ("certified forklift operator", "AUTHORIZED"),

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from edge_agent.simclip import live_clip
-from jifang.demo import FORKLIFT, cab_config, server_events
+from jifang.demo_kit import FORKLIFT, cab_config, server_events
 from tests.e2e.conftest import CabWorld
 
 REPO = Path(__file__).resolve().parents[2]
