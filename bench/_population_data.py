@@ -11,7 +11,6 @@ scores are kept for quality-gated enrollment figures. The cache lives in
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -21,6 +20,7 @@ from face_pipeline import DlibReference
 from tqdm import tqdm
 
 from calibration.datasets import FaceSet
+from calibration.protocol import SetEmbeddings
 from models.engine import FaceEngine
 from models.errors import ModelError
 from models.runtime.image import read_image
@@ -33,26 +33,6 @@ MAX_SIDE = 1280
 HOG with upsampling takes seconds on a 7 MP photo, and no face in the sets needs more."""
 REFERENCE_UPSAMPLE = 1
 """As bench/face_pipeline.py: one upsampling lets HOG find the 40-80 px faces."""
-
-
-@dataclass(frozen=True)
-class SetEmbeddings:
-    """Per-image embeddings of one set; rows where a pipeline failed hold NaN."""
-
-    name: str
-    labels: npt.NDArray[np.str_]
-    paths: npt.NDArray[np.str_]
-    dlib: npt.NDArray[np.float64]
-    """Nx128 dlib reference descriptors."""
-    raw: npt.NDArray[np.float32]
-    """Nx128 jifang recognizer outputs before adapter and normalisation."""
-    raw_mirror: npt.NDArray[np.float32]
-    """The same for the mirror image of each chip."""
-    method: npt.NDArray[np.str_]
-    """How jifang acquired the face: detected, padded, whole_crop, none."""
-    sharpness: npt.NDArray[np.float32]
-    face_px: npt.NDArray[np.float32]
-    yaw: npt.NDArray[np.float32]
 
 
 def _shrink(image: np.ndarray) -> np.ndarray:

@@ -99,6 +99,7 @@ def main() -> None:
     from models.engine import FaceEngine
     from models.manifest import CalibrationBlock
     from models.placeholder import placeholder_calibration
+    from models.vectors import l2_normalize
 
     pack = default_pack()
     engine = FaceEngine(pack, threads=2)
@@ -109,11 +110,7 @@ def main() -> None:
     today = datetime.now(UTC).date()
     operators, templates = [], []
     for i in range(args.gallery):
-        if i == 0:
-            vec = enrolled
-        else:
-            vec = rng.normal(size=enrolled.shape).astype(np.float32)
-            vec /= np.linalg.norm(vec)
+        vec = enrolled if i == 0 else l2_normalize(rng.normal(size=enrolled.shape), np.float32)
         operators.append(
             GalleryOperator(
                 operator_id=f"op-{i}",

@@ -26,6 +26,7 @@ from calibration.datasets import FaceSet, find_sets
 from calibration.metrics import fmr_key, pair_scores, score_report
 from models.engine import FaceEngine
 from models.runtime.image import read_image
+from models.vectors import l2_normalize
 
 FMRS = (1e-2, 1e-3)
 FRAME = (640, 480)
@@ -117,7 +118,7 @@ def fnmr_for(face_set: FaceSet, embed: Callable[[np.ndarray], np.ndarray | None]
             labels.append(identity)
     matrix = np.stack(vectors).astype(np.float64)
     if normalise:
-        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+        matrix = l2_normalize(matrix)
         genuine, impostor = pair_scores(matrix.astype(np.float32), labels)
     else:
         # dlib's native score: smaller Euclidean distance is closer; negate to rank like a

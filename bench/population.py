@@ -45,33 +45,50 @@ Multi-template enrollment and multi-frame fusion are measured on the test identi
 each set with several images per person (see `enrollment_figures`); they go to the detail
 file.
 
+The protocol (populations, quality exclusion, splits, pair scoring) is calibration.protocol.
+
 Writes bench/results/population.json and bench/results/population_detail.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
-import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from _common import RESULTS, SHARED_FACES, default_pack, model_dir, write_result
-from _population_data import SetEmbeddings, load_or_compute
+from _population_data import load_or_compute
 
 from calibration.datasets import find_sets
 from calibration.metrics import equal_error_rate, rates_at, supports, threshold_at_fmr
+from calibration.protocol import (
+    EAST_ASIAN_PATTERN,
+    EXCLUDED_FLAG,
+    FIT_FRACTION,
+    FMR,
+    QUALITY_FILE,
+    Populations,
+    ProtocolError,
+    SetEmbeddings,
+    Split,
+    classify,
+    cosine_pairs,
+    euclidean_pairs,
+    make_split,
+    rates,
+    usable_rows,
+)
 from models.engine import FaceEngine
 from models.manifest import load_manifest
 from models.runtime.registry import build_component
 from models.types import Task
+from models.vectors import l2_normalize, mirror_mean
 from training.adapt import (
     AdapterConfig,
     AdapterMethod,
@@ -80,7 +97,6 @@ from training.adapt import (
     SelectionError,
     build_adapted_pack,
     fit_adapter,
-    mirror_mean,
     select_config,
 )
 
@@ -88,18 +104,12 @@ logger = logging.getLogger(__name__)
 
 SEED = 20261129
 REPEATS = 50
-FMR = 1e-3
-EAST_ASIAN_PATTERN = r"east_asian|(^|_)ea(_|$)|cjk|casia|chinese|china"
-"""Set names taken as East Asian populations (case-insensitive search)."""
-FIT_FRACTION = 0.5
 INNER_SPLITS = 3
 """Identity splits inside the fit identities that `select_config` averages over."""
 ENROLL_POOL = 3
 """Images per test identity kept for enrollment; the rest are probes."""
 MAX_FRAMES = 3
 """Most probe images fused into one attempt (a cab verification takes a few frames)."""
-QUALITY_FILE = "QUALITY.tsv"
-EXCLUDED_FLAG = "severe"
 NO_MIRROR = "adapter_without_mirror"
 FIXED_DEFAULTS = "fixed_defaults"
 ALL = ("ea", "singletons")
@@ -121,132 +131,6 @@ help shows."""
 
 Matrix = npt.NDArray[np.float64]
 Embed = Callable[[npt.NDArray[np.float32]], Matrix]
-
-
-@dataclass(frozen=True)
-class Populations:
-    """Which sets are East Asian (adapter fitted and applied) and which holds singletons."""
-
-    east_asian: tuple[str, ...]
-    singletons: str | None
-
-    def adapted(self, name: str) -> bool:
-        """Whether jifang's configuration for this set's population has the adapter."""
-        return name in self.east_asian or name == self.singletons
-
-
-def classify(sets: dict[str, SetEmbeddings], pattern: str) -> Populations:
-    """East Asian by name; the singleton set by shape (every identity has one image)."""
-    named = [name for name in sets if re.search(pattern, name, re.IGNORECASE)]
-    singles = [n for n in named if np.unique(sets[n].labels).size == sets[n].labels.size]
-    if len(singles) > 1:
-        raise SystemExit(f"more than one East Asian singleton set: {', '.join(singles)}")
-    east_asian = tuple(n for n in named if n not in singles)
-    return Populations(east_asian, singles[0] if singles else None)
-
-
-def usable_rows(data: SetEmbeddings, set_root: Path) -> npt.NDArray[np.bool_]:
-    """False for images the set's QUALITY.tsv flags `severe`; all True without the file."""
-    usable = np.ones(len(data.paths), bool)
-    table = set_root / QUALITY_FILE
-    if not table.is_file():
-        return usable
-    with table.open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    if rows and not {"path", "flag"} <= set(rows[0]):
-        raise SystemExit(f"{table}: needs the columns path and flag")
-    flagged = {str(set_root / row["path"]) for row in rows if row["flag"] == EXCLUDED_FLAG}
-    usable &= ~np.isin(data.paths, sorted(flagged))
-    return usable
-
-
-def _l2(x: npt.ArrayLike) -> Matrix:
-    m = np.asarray(x, np.float64)
-    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
-
-
-def _pairs(scores: Matrix, labels: npt.NDArray[np.str_]) -> tuple[Matrix, Matrix]:
-    codes = np.unique(labels, return_inverse=True)[1]
-    upper = np.triu_indices(len(labels), k=1)
-    same = codes[upper[0]] == codes[upper[1]]
-    values = scores[upper]
-    return values[same], values[~same]
-
-
-def cosine_pairs(vectors: Matrix, labels: npt.NDArray[np.str_]) -> tuple[Matrix, Matrix]:
-    """Genuine and impostor cosine scores among normalised vectors (each pair once)."""
-    return _pairs(vectors @ vectors.T, labels)
-
-
-def euclidean_pairs(vectors: Matrix, labels: npt.NDArray[np.str_]) -> tuple[Matrix, Matrix]:
-    """dlib's native score: minus the Euclidean distance."""
-    sq = np.sum(vectors**2, axis=1)
-    dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * vectors @ vectors.T, 0.0))
-    return _pairs(-dist, labels)
-
-
-def rates(genuine: Matrix, impostor: Matrix) -> dict[str, Any]:
-    """FNMR at FMR 1e-3 (flagged when the impostor pairs cannot support it) and EER."""
-    threshold = threshold_at_fmr(impostor, FMR)
-    return {
-        "fnmr@1e-3": rates_at(genuine, impostor, threshold)[0],
-        "eer": equal_error_rate(genuine, impostor),
-        "genuine_pairs": int(genuine.size),
-        "impostor_pairs": int(impostor.size),
-        "supported": supports(impostor.size, FMR),
-        "threshold": threshold,
-    }
-
-
-@dataclass(frozen=True)
-class Split:
-    """Which rows of each set are test rows in one repeat (and what was fitted on)."""
-
-    test_rows: dict[str, npt.NDArray[np.bool_]]
-    fit_ids: dict[str, int]
-    test_ids: dict[str, int]
-    fit_raw: npt.NDArray[np.float64]
-    """Fit rows as the mirrored recognizer outputs them (what the shipped adapter sees)."""
-    fit_plain: npt.NDArray[np.float32]
-    """Fit rows of the plain recognizer (for the no-mirror variant)."""
-    fit_labels: list[str]
-
-
-def make_split(
-    sets: dict[str, SetEmbeddings],
-    populations: Populations,
-    usable: dict[str, npt.NDArray[np.bool_]],
-    rng: np.random.Generator,
-) -> Split:
-    """Split East Asian sets and the singletons by identity; Western sets are all test."""
-    test_rows: dict[str, npt.NDArray[np.bool_]] = {}
-    fit_ids: dict[str, int] = {}
-    test_ids: dict[str, int] = {}
-    fit_raw: list[npt.NDArray[np.float64]] = []
-    fit_plain: list[npt.NDArray[np.float32]] = []
-    fit_labels: list[str] = []
-    for name, data in sets.items():
-        identities = np.unique(data.labels)
-        if populations.adapted(name):
-            chosen = rng.permutation(identities)[: int(len(identities) * FIT_FRACTION)]
-            fit = np.isin(data.labels, chosen)
-        else:
-            fit = np.zeros(len(data.labels), bool)
-        rows = fit & ~np.isnan(data.raw[:, 0]) & usable[name]
-        fit_raw.append(mirror_mean(data.raw[rows], data.raw_mirror[rows]))
-        fit_plain.append(data.raw[rows])
-        fit_labels += [f"{name}/{label}" for label in data.labels[rows]]
-        test_rows[name] = ~fit
-        fit_ids[name] = len(np.unique(data.labels[fit]))
-        test_ids[name] = len(identities) - fit_ids[name]
-    return Split(
-        test_rows,
-        fit_ids,
-        test_ids,
-        np.concatenate(fit_raw),
-        np.concatenate(fit_plain),
-        fit_labels,
-    )
 
 
 def _fit_rows(
@@ -282,7 +166,7 @@ def adapter_through_pack(linear: LinearMap, base: Path, work: Path, repeat: int)
     adapter = build_component(pack, entry, 1)
 
     def embed(mirrored: npt.NDArray[np.float32]) -> Matrix:
-        return _l2(adapter.transform(mirrored))
+        return l2_normalize(adapter.transform(mirrored))
 
     return embed
 
@@ -329,11 +213,11 @@ def enrollment_figures(
                 for a, templates in enroll.items():
                     gallery = templates[:k]
                     if rule == "mean_template":
-                        gallery = _l2(gallery.mean(axis=0, keepdims=True))
+                        gallery = l2_normalize(gallery.mean(axis=0, keepdims=True))
                     for b, probe_rows in probes.items():
                         # Every window of n consecutive probe images is one fused attempt.
                         for start in range(len(probe_rows) - n + 1):
-                            probe = _l2(probe_rows[start : start + n].mean(axis=0, keepdims=True))
+                            probe = l2_normalize(probe_rows[start : start + n].mean(axis=0, keepdims=True))
                             score = float(np.max(gallery @ probe[0]))
                             (genuine if a == b else impostor).append(score)
                 g, i = np.asarray(genuine), np.asarray(impostor)
@@ -347,7 +231,7 @@ def enrollment_figures(
                 }
                 if outsiders is not None and n == 1:
                     galleries = [
-                        _l2(t[:k].mean(axis=0, keepdims=True)) if rule == "mean_template" else t[:k]
+                        l2_normalize(t[:k].mean(axis=0, keepdims=True)) if rule == "mean_template" else t[:k]
                         for t in enroll.values()
                     ]
                     extra = np.concatenate([np.max(gal @ outsiders.T, axis=0) for gal in galleries])
@@ -381,7 +265,7 @@ def _pipelines_on(
     base_g, base_i = euclidean_pairs(data.dlib[rows], data.labels[rows])
     ok = rows & ~np.isnan(data.raw[:, 0])
     mirrored = mirror_mean(data.raw[ok], data.raw_mirror[ok])
-    vectors = _l2(mirrored) if jifang is None else jifang(mirrored.astype(np.float32))
+    vectors = l2_normalize(mirrored) if jifang is None else jifang(mirrored.astype(np.float32))
     g, i = cosine_pairs(vectors, data.labels[ok])
     out: dict[str, Any] = {}
     if base_g.size:
@@ -465,8 +349,8 @@ def run(
             raw = data.raw[ok]
             mirrored = mirror_mean(raw, data.raw_mirror[ok])
             configs = {
-                "raw": _l2(raw),
-                "mirror": _l2(mirrored),
+                "raw": l2_normalize(raw),
+                "mirror": l2_normalize(mirrored),
                 "ea_adapter": ea_adapter(mirrored.astype(np.float32)),
             }
             variants = {
@@ -548,8 +432,8 @@ def _singleton_row(
     ok = test & ~np.isnan(data.raw[:, 0])
     labels = data.labels[ok]
     mirrored = mirror_mean(data.raw[ok], data.raw_mirror[ok])
-    _, raw_i = cosine_pairs(_l2(data.raw[ok]), labels)
-    _, mirror_i = cosine_pairs(_l2(mirrored), labels)
+    _, raw_i = cosine_pairs(l2_normalize(data.raw[ok]), labels)
+    _, mirror_i = cosine_pairs(l2_normalize(mirrored), labels)
     _, ours_i = cosine_pairs(adapter(mirrored.astype(np.float32)), labels)
     ours = rates(np.concatenate(pooled["ea_adapter"]), ours_i)
     return {
@@ -628,8 +512,11 @@ def main() -> None:
     reference = DlibReference()
     face_sets = find_sets(args.faces)
     sets = {s.name: load_or_compute(s, engine, reference) for s in face_sets}
-    usable = {s.name: usable_rows(sets[s.name], s.root) for s in face_sets}
-    populations = classify(sets, args.east_asian_pattern)
+    try:
+        usable = {s.name: usable_rows(sets[s.name], s.root) for s in face_sets}
+        populations = classify(sets, args.east_asian_pattern)
+    except ProtocolError as err:
+        raise SystemExit(str(err)) from err
     if not populations.east_asian:
         raise SystemExit(f"no set name matches {args.east_asian_pattern!r}: nothing to adapt")
     logger.info("East Asian: %s; singletons: %s", populations.east_asian, populations.singletons)

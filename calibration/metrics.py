@@ -8,6 +8,7 @@ zero errors in n trials the 95% upper bound on the rate is about 3/n).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,15 +96,26 @@ class PairScores:
     identities: tuple[str, ...]
 
 
-def labelled_pair_scores(embeddings: npt.NDArray[np.float32], labels: list[str]) -> PairScores:
+Labels = Sequence[str] | npt.NDArray[np.str_]
+Embeddings = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+
+
+def labelled_pair_scores(embeddings: Embeddings, labels: Labels) -> PairScores:
     """All genuine and impostor cosine scores among L2-normalised embeddings (each pair once)."""
     if len(labels) != len(embeddings):
         raise ValueError("one label per embedding")
     sims = embeddings.astype(np.float64) @ embeddings.astype(np.float64).T
+    return matrix_pair_scores(sims, labels)
+
+
+def matrix_pair_scores(scores: FloatArray, labels: Labels) -> PairScores:
+    """The pairs of a square matrix of scores between images (each pair once, i < j)."""
+    if scores.shape != (len(labels), len(labels)):
+        raise ValueError(f"need a {len(labels)}x{len(labels)} score matrix, got {scores.shape}")
     names, codes = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
     first, second = np.triu_indices(len(labels), k=1)
     same = codes[first] == codes[second]
-    values = sims[first, second]
+    values = scores[first, second]
     return PairScores(
         genuine=values[same],
         genuine_identity=codes[first[same]],
@@ -113,9 +125,7 @@ def labelled_pair_scores(embeddings: npt.NDArray[np.float32], labels: list[str])
     )
 
 
-def pair_scores(
-    embeddings: npt.NDArray[np.float32], labels: list[str]
-) -> tuple[FloatArray, FloatArray]:
+def pair_scores(embeddings: Embeddings, labels: Labels) -> tuple[FloatArray, FloatArray]:
     """All genuine and impostor cosine scores among L2-normalised embeddings (each pair once)."""
     scores = labelled_pair_scores(embeddings, labels)
     return scores.genuine, scores.impostor

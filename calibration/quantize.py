@@ -47,6 +47,7 @@ from models.manifest import (
 )
 from models.runtime.dlib_recognizer import INPUT_NAME, DlibResNetRecognizer
 from models.types import Task
+from models.vectors import l2_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -287,11 +288,6 @@ def time_models(
     return timing("fp32"), timing("int8")
 
 
-def _normalised(raw: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    norms = np.linalg.norm(raw, axis=1, keepdims=True)
-    return np.asarray(raw / np.maximum(norms, 1e-12), np.float32)
-
-
 def compare_set(
     fp32: EmbeddedSet, int8: EmbeddedSet, root: Path, th: ThresholdSettings
 ) -> tuple[SetComparison, SetThresholds | None]:
@@ -429,8 +425,8 @@ def quantize_pack(
         cosines: list[npt.NDArray[np.float32]] = []
         dim = manifest.embedding.dim
         for s in sets:
-            a = embed_chip_set(s, lambda c: _normalised(fp32.embed_chips(c)), dim)
-            b = embed_chip_set(s, lambda c: _normalised(int8.embed_chips(c)), dim)
+            a = embed_chip_set(s, lambda c: l2_normalize(fp32.embed_chips(c), np.float32), dim)
+            b = embed_chip_set(s, lambda c: l2_normalize(int8.embed_chips(c), np.float32), dim)
             cosines.append(np.sum(a.embeddings * b.embeddings, axis=1))
             comparison, int8_thresholds = compare_set(a, b, s.root or Path(s.name), th)
             comparisons.append(comparison)

@@ -27,6 +27,7 @@ from models.runtime.facemesh import DenseLandmarks, FaceMesh
 from models.runtime.image import to_bgr, to_gray
 from models.runtime.registry import build_component
 from models.types import Detection, Face, FloatArray, Image, Task
+from models.vectors import l2_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +208,7 @@ class FaceEngine:
         raw = self.recognizer.embed_chips(chips)
         if self.adapter is not None:
             raw = self.adapter.transform(raw)
-        norms = np.linalg.norm(raw, axis=1, keepdims=True)
-        return np.asarray(raw / np.maximum(norms, 1e-12), np.float32)
+        return l2_normalize(raw, np.float32)
 
     def embed(self, image: np.ndarray, face: Face) -> FloatArray:
         """One face -> its L2-normalised embedding."""

@@ -51,6 +51,7 @@ from models.manifest import (
     write_manifest,
 )
 from models.types import Task
+from models.vectors import l2_normalize, mirror_mean
 
 logger = logging.getLogger(__name__)
 
@@ -144,13 +145,9 @@ class LinearMap:
 
     def apply(self, raw: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """The numpy reference of the ONNX graph, L2-normalised like the engine does."""
-        x = _l2(np.asarray(raw, np.float64))
+        x = l2_normalize(raw)
         y = x @ self.weight + self.bias
-        return _l2(y)
-
-
-def _l2(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return l2_normalize(y)
 
 
 def _within_scatter(x: FloatMatrix, codes: npt.NDArray[np.intp]) -> tuple[FloatMatrix, int, int]:
@@ -194,7 +191,7 @@ def fit_adapter(
         raise ValueError("need at least two embeddings to fit an adapter")
     if not np.isfinite(x).all():
         raise ValueError("embeddings contain non-finite values")
-    x = _l2(x)
+    x = l2_normalize(x)
     codes = np.unique(np.asarray(labels), return_inverse=True)[1]
     mean = x.mean(axis=0)
     centred = x - mean
@@ -373,11 +370,6 @@ def export_onnx(linear: LinearMap, path: Path) -> Path:
 
 
 MIRROR_FILE = "recognizer_mirror.onnx"
-
-
-def mirror_mean(raw: npt.ArrayLike, raw_mirror: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """The numpy reference of the mirrored recognizer: mean of the two unit descriptors."""
-    return (_l2(np.asarray(raw, np.float64)) + _l2(np.asarray(raw_mirror, np.float64))) / 2.0
 
 
 def mirror_recognizer(src: Path, dst: Path) -> Path:

@@ -43,6 +43,7 @@ from models.manifest import (
 )
 from models.store import default_model_dir, resolve_pack
 from models.types import Task
+from models.vectors import l2_normalize
 from training import common
 from training.common import TrainingError
 from training.data import (
@@ -209,7 +210,7 @@ def evaluate(
         if not np.isfinite(vectors).all():
             raise TrainingError(f"held-out embeddings of {set_name} are not finite: stopping")
         norm = float(np.linalg.norm(vectors.astype(np.float64), axis=1).mean())
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = l2_normalize(vectors, np.float32)
         genuine, impostor = pair_scores(vectors, part.labels)
         report = asdict(score_report(genuine, impostor))
         report["identities"] = len(set(part.labels))
@@ -293,7 +294,7 @@ def init_head_from_means(
     """Start each class centre at its identity's mean embedding, so early steps refine the
     pretrained space instead of tearing it apart to fit random centres."""
     vectors = embed(backbone, data.chips, device, args.batch_size)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    vectors = l2_normalize(vectors, np.float32)
     codes, _ = data.label_codes()
     centres = np.zeros((len(classes), vectors.shape[1]), np.float32)
     for code, vector in zip(codes, vectors, strict=True):

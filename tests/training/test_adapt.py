@@ -322,8 +322,9 @@ def test_mirrored_recognizer_matches_reference_and_is_mirror_symmetric(
     default_pack: Path, engine: FaceEngine, tmp_path: Path
 ) -> None:
     from models.runtime.dlib_recognizer import DlibResNetRecognizer
+    from models.vectors import mirror_mean
     from tests.models.faces import astronaut
-    from training.adapt import mirror_mean, mirror_recognizer
+    from training.adapt import mirror_recognizer
 
     recognizer = load_manifest(default_pack).file(Task.RECOGNIZER)
     assert recognizer is not None

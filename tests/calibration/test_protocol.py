@@ -1,18 +1,15 @@
-"""bench/population.py's protocol: which sets are adapted, which images are left out, splits."""
+"""The population protocol (bench/population.py): which sets are adapted, which images are
+left out, splits, pair scores."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.append(str(BENCH))  # after the packages: bench modules never shadow them
-
-population = pytest.importorskip("population")
-from _population_data import SetEmbeddings  # noqa: E402
+from calibration import protocol as population
+from calibration.protocol import ProtocolError, SetEmbeddings
 
 
 def _set(root: Path, name: str, people: int, shots: int, seed: int) -> SetEmbeddings:
@@ -83,5 +80,28 @@ def test_quality_file_without_the_columns_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "casia_ea_dev"
     root.mkdir()
     (root / "QUALITY.tsv").write_text("file\tproblem\np0/0.png\tsevere\n", encoding="utf-8")
-    with pytest.raises(SystemExit, match="QUALITY.tsv: needs the columns path and flag"):
+    with pytest.raises(ProtocolError, match="QUALITY.tsv: needs the columns path and flag"):
         population.usable_rows(data, root)
+
+
+def test_two_singleton_sets_are_refused(tmp_path: Path) -> None:
+    sets = {
+        "cjk_singletons": _set(tmp_path, "cjk_singletons", 5, 1, 0),
+        "casia_singletons": _set(tmp_path, "casia_singletons", 5, 1, 1),
+    }
+    with pytest.raises(ProtocolError, match="more than one East Asian singleton set"):
+        population.classify(sets, population.EAST_ASIAN_PATTERN)
+
+
+def test_pair_scores_of_both_pipelines() -> None:
+    labels = np.asarray(["a", "a", "b", "c"])
+    vectors = np.asarray([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]])
+    genuine, impostor = population.cosine_pairs(vectors, labels)
+    assert genuine.tolist() == pytest.approx([0.6])
+    assert sorted(impostor.tolist()) == pytest.approx([-1.0, -0.6, 0.0, 0.0, 0.8])
+    genuine, impostor = population.euclidean_pairs(vectors, labels)
+    # Higher means more alike: minus the distance.
+    assert genuine.tolist() == pytest.approx([-np.sqrt(0.16 + 0.64)])
+    assert impostor.size == 5 and impostor.max() <= 0.0
+    figures = population.rates(np.asarray([0.9, 0.1]), np.linspace(0.0, 0.5, 4000))
+    assert figures["fnmr@1e-3"] == 0.5 and figures["supported"]
