@@ -211,6 +211,7 @@ def threshold(
         block = put_calibrations(
             pack_dir,
             {names[r.name]: calibration_record(r, engine.contract_id) for r in results},
+            engine.manifest,
         )
     except (ModelError, ValueError) as err:
         raise _fail(err) from err

@@ -39,13 +39,13 @@ from models.manifest import (
     FileEntry,
     PackManifest,
     compute_contract_id,
-    load_manifest,
     sha256_file,
     verify_pack,
     write_calibration,
     write_manifest,
 )
 from models.runtime.dlib_recognizer import INPUT_NAME, DlibResNetRecognizer
+from models.store import pack_manifest
 from models.types import Task
 from models.vectors import l2_normalize
 
@@ -361,7 +361,7 @@ def write_int8_pack(
     """Copy the pack with the INT8 recognizer into `out_dir` (built aside, then renamed)."""
     if out_dir.exists() and not force:
         raise ModelError(f"{out_dir} exists (use --force to replace it)")
-    manifest = load_manifest(pack_dir)
+    manifest = pack_manifest(pack_dir)
     entry = next(f for f in manifest.files if f.task == Task.RECOGNIZER and not f.optional)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))

@@ -54,11 +54,10 @@ def verify(
 ) -> None:
     """Check a pack's manifest and the checksum of every file."""
     from models.errors import ModelError
-    from models.manifest import verify_pack
-    from models.store import resolve_pack
+    from models.store import resolve_pack, verified_manifest
 
     try:
-        manifest = verify_pack(resolve_pack(pack, _dir(model_dir)))
+        manifest = verified_manifest(resolve_pack(pack, _dir(model_dir)))
     except ModelError as err:
         raise _fail(str(err)) from err
     typer.echo(f"{manifest.name} {manifest.version}: OK ({len(manifest.files)} files verified)")
@@ -70,12 +69,12 @@ def info(
 ) -> None:
     """Show a pack's files, licences, embedding contract and calibrations."""
     from models.errors import ModelError
-    from models.manifest import load_calibration, load_manifest
-    from models.store import resolve_pack
+    from models.manifest import load_calibration
+    from models.store import pack_manifest, resolve_pack
 
     try:
         path = resolve_pack(pack, _dir(model_dir))
-        m = load_manifest(path)
+        m = pack_manifest(path)
         calibration = load_calibration(path)
     except ModelError as err:
         raise _fail(str(err)) from err

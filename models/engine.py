@@ -19,13 +19,12 @@ from models.manifest import (
     CalibrationBlock,
     PackManifest,
     load_calibration,
-    load_manifest,
-    verify_pack,
 )
 from models.runtime.base import Adapter, Detector, LandmarkModel, Recognizer
 from models.runtime.facemesh import DenseLandmarks, FaceMesh
 from models.runtime.image import to_bgr, to_gray
 from models.runtime.registry import build_component
+from models.store import pack_manifest, verified_manifest
 from models.types import Detection, Face, FloatArray, Image, Task
 from models.vectors import l2_normalize
 
@@ -85,7 +84,7 @@ class FaceEngine:
 
     def __init__(self, pack_dir: Path, threads: int = 2, verify: bool = True) -> None:
         self.pack_dir = pack_dir
-        self.manifest: PackManifest = verify_pack(pack_dir) if verify else load_manifest(pack_dir)
+        self.manifest: PackManifest = verified_manifest(pack_dir) if verify else pack_manifest(pack_dir)
         self.calibration: CalibrationBlock = load_calibration(pack_dir)
         files = {f.task: f for f in self.manifest.files}
         self.detector: Detector = build_component(pack_dir, files[Task.DETECTOR], threads)

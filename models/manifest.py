@@ -178,13 +178,12 @@ def _format_errors(path: Path, err: ValidationError) -> ModelError:
 
 
 def load_manifest(pack_dir: Path) -> PackManifest:
-    """Read and validate a pack's manifest (checksums are checked by `verify_pack`)."""
+    """Read and validate a pack's manifest.yaml (checksums are checked by `verify_pack`).
+
+    Only the file: a vendor folder without one is recognised by `models.store.pack_manifest`.
+    """
     path = pack_dir / MANIFEST_NAME
     if not path.is_file():
-        from models.insightface_packs import insightface_manifest, looks_like_insightface_pack
-
-        if looks_like_insightface_pack(pack_dir):
-            return insightface_manifest(pack_dir)
         raise ModelError(f"{pack_dir}: not a model pack (no {MANIFEST_NAME})")
     try:
         return PackManifest.model_validate(_load_yaml(path))
@@ -223,14 +222,22 @@ def write_calibration(pack_dir: Path, block: CalibrationBlock) -> Path:
     return path
 
 
-def put_calibration(pack_dir: Path, name: str, calibration: Calibration) -> CalibrationBlock:
+def put_calibration(
+    pack_dir: Path, name: str, calibration: Calibration, manifest: PackManifest | None = None
+) -> CalibrationBlock:
     """Add or replace one named calibration in a pack's block and write it (one revision up)."""
-    return put_calibrations(pack_dir, {name: calibration})
+    return put_calibrations(pack_dir, {name: calibration}, manifest)
 
 
-def put_calibrations(pack_dir: Path, calibrations: dict[str, Calibration]) -> CalibrationBlock:
-    """Add or replace several named calibrations in one write (all or none)."""
-    manifest = load_manifest(pack_dir)
+def put_calibrations(
+    pack_dir: Path, calibrations: dict[str, Calibration], manifest: PackManifest | None = None
+) -> CalibrationBlock:
+    """Add or replace several named calibrations in one write (all or none).
+
+    `manifest` is the pack's (default: its manifest.yaml); the calibrations must match its
+    contract id.
+    """
+    manifest = manifest or load_manifest(pack_dir)
     block = load_calibration(pack_dir)
     merged = dict(block.calibrations)
     for name, cal in calibrations.items():
@@ -249,9 +256,13 @@ def put_calibrations(pack_dir: Path, calibrations: dict[str, Calibration]) -> Ca
     return updated
 
 
-def verify_pack(pack_dir: Path) -> PackManifest:
-    """Validate the manifest and every file's checksum; raise ModelError naming the file."""
-    manifest = load_manifest(pack_dir)
+def verify_pack(pack_dir: Path, manifest: PackManifest | None = None) -> PackManifest:
+    """Check every file's checksum against the manifest; raise ModelError naming the file.
+
+    `manifest` defaults to the pack's manifest.yaml (`models.store.verified_manifest` also
+    takes vendor folders without one).
+    """
+    manifest = manifest or load_manifest(pack_dir)
     for entry in manifest.files:
         path = pack_dir / entry.path
         if not path.is_file():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import ModelError
-from models.manifest import PackManifest, load_manifest, verify_pack
+from models.manifest import MANIFEST_NAME, PackManifest, load_manifest, verify_pack
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,25 @@ def default_model_dir() -> Path:
     if env:
         return Path(env)
     return Path.home() / ".local" / "share" / "jifang" / "models"
+
+
+def pack_manifest(pack_dir: Path) -> PackManifest:
+    """A pack folder's manifest: its manifest.yaml, else one derived from a vendor's folder.
+
+    insightface's model folders (e.g. buffalo_l) carry no manifest; theirs is built from the
+    file names. Anything else without a manifest.yaml is not a pack (ModelError).
+    """
+    if not (pack_dir / MANIFEST_NAME).is_file():
+        from models.insightface_packs import insightface_manifest, looks_like_insightface_pack
+
+        if looks_like_insightface_pack(pack_dir):
+            return insightface_manifest(pack_dir)
+    return load_manifest(pack_dir)
+
+
+def verified_manifest(pack_dir: Path) -> PackManifest:
+    """`pack_manifest`, after every file's checksum and every calibration's contract is checked."""
+    return verify_pack(pack_dir, pack_manifest(pack_dir))
 
 
 @dataclass(frozen=True)
@@ -44,7 +63,7 @@ def list_packs(model_dir: Path) -> list[PackInfo]:
         p for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
     ):
         try:
-            found.append(PackInfo(child, load_manifest(child)))
+            found.append(PackInfo(child, pack_manifest(child)))
         except ModelError as err:
             found.append(PackInfo(child, None, str(err)))
     return found
@@ -64,7 +83,7 @@ def resolve_pack(name_or_path: str, model_dir: Path) -> Path:
 
 def export_pack(pack_dir: Path, archive: Path) -> Path:
     """Verify a pack and write it as one .tar.gz to carry to an offline site."""
-    manifest = verify_pack(pack_dir)
+    manifest = verified_manifest(pack_dir)
     archive.parent.mkdir(parents=True, exist_ok=True)
     tmp = archive.with_name(archive.name + ".part")
     with tarfile.open(tmp, "w:gz") as tar:
@@ -89,7 +108,7 @@ def import_pack(archive: Path, model_dir: Path, force: bool = False) -> Path:
         tops = [p for p in Path(tmp).iterdir() if p.is_dir()]
         if len(tops) != 1:
             raise ModelError(f"{archive}: expected one pack folder inside, found {len(tops)}")
-        manifest = verify_pack(tops[0])
+        manifest = verified_manifest(tops[0])
         target = model_dir / manifest.name
         if target.exists():
             if not force:

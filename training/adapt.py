@@ -50,6 +50,7 @@ from models.manifest import (
     verify_pack,
     write_manifest,
 )
+from models.store import verified_manifest
 from models.types import Task
 from models.vectors import l2_normalize, mirror_mean
 
@@ -454,7 +455,7 @@ def build_adapted_pack(
     """
     if linear is None and not mirror:
         raise ModelError("nothing to add: give an adapter, the mirror option, or both")
-    base = verify_pack(base_pack)
+    base = verified_manifest(base_pack)
     if base.file(Task.ADAPTER) is not None:
         raise ModelError(f"{base.name}: already has an adapter; fit on a pack without one")
     recognizer = base.file(Task.RECOGNIZER)

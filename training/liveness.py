@@ -40,7 +40,7 @@ from models.manifest import (
     verify_pack,
     write_manifest,
 )
-from models.store import default_model_dir, resolve_pack
+from models.store import default_model_dir, resolve_pack, verified_manifest
 from models.types import Task
 from training import common
 from training.common import TrainingError
@@ -194,7 +194,7 @@ def export_pack(
     args: argparse.Namespace, net: LivenessNet, base_dir: Path, check: np.ndarray, run_dir: Path
 ) -> dict[str, Any]:
     """Write the base pack plus liveness.onnx, after checking ONNX against torch."""
-    base = verify_pack(base_dir)
+    base = verified_manifest(base_dir)
     net = net.cpu().eval()
     model = build_onnx(net, args.input_size)
     with staged_pack(args.out, args.force) as work:

@@ -23,7 +23,8 @@ from models.convert.dlib_resnet import (
     Layer,
     parse_dlib_resnet,
 )
-from models.manifest import FileEntry, PackManifest, verify_pack
+from models.manifest import FileEntry, PackManifest
+from models.store import verified_manifest
 from models.types import Task
 from training.common import TrainingError
 
@@ -83,7 +84,7 @@ def dlib_net_from_pack(pack_dir: Path, wheel_cache: Path | None = None) -> DlibN
     reads); every weight is then taken from the pack's ONNX graph by the node names the
     converter gives them, so a pack fine-tuned earlier can be fine-tuned again.
     """
-    manifest = verify_pack(pack_dir)
+    manifest = verified_manifest(pack_dir)
     entry = manifest.file(Task.RECOGNIZER)
     if entry is None or entry.wrapper != DLIB_WRAPPER:
         found = None if entry is None else entry.wrapper

@@ -38,10 +38,9 @@ from models.manifest import (
     PackManifest,
     compute_contract_id,
     sha256_file,
-    verify_pack,
     write_manifest,
 )
-from models.store import default_model_dir, resolve_pack
+from models.store import default_model_dir, resolve_pack, verified_manifest
 from models.types import Task
 from models.vectors import l2_normalize
 from training import common
@@ -318,7 +317,7 @@ def export_pack(
     run_dir: Path,
 ) -> dict[str, Any]:
     """Write the pack (base detector/landmarks + new recognizer) after checking the export."""
-    base = verify_pack(base_dir)
+    base = verified_manifest(base_dir)
     model = build_onnx(backbone.to_dlib_net())
     with staged_pack(args.out, args.force) as work:
         recognizer_path = work / "recognizer.onnx"

@@ -22,6 +22,7 @@ from models.manifest import (
     sha256_file,
     write_manifest,
 )
+from models.store import pack_manifest
 from models.types import Task
 from tests.models import faces
 
@@ -67,7 +68,10 @@ def test_insightface_pack_loads_through_the_same_interface(tmp_path: Path) -> No
     export_arcface_format(pack / "w600k_mbf.onnx")
     (pack / "genderage.onnx").write_bytes(b"unused by jifang")
 
-    manifest = load_manifest(pack)
+    # The schema module reads manifest.yaml only; the store recognises the vendor's folder.
+    with pytest.raises(ModelError, match=r"not a model pack \(no manifest\.yaml\)"):
+        load_manifest(pack)
+    manifest = pack_manifest(pack)
     assert not manifest.commercial_use
     assert all("non-commercial" in f.license for f in manifest.files)
     assert {f.wrapper for f in manifest.files} == {"insightface_scrfd", "insightface_arcface"}
@@ -88,7 +92,7 @@ def test_unknown_file_in_an_insightface_pack_is_named(tmp_path: Path) -> None:
     shutil.copy(_shared("scrfd_noncommercial/scrfd_500m_bnkps.onnx"), pack / "det_500m.onnx")
     (pack / "mystery.onnx").write_bytes(b"?")
     with pytest.raises(ModelError, match=r"odd/mystery\.onnx: not a known insightface file"):
-        load_manifest(pack)
+        pack_manifest(pack)
 
 
 def _user_detector_pack(default_pack: Path, target: Path, detector: Path, wrapper: str,
