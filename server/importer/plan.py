@@ -12,8 +12,9 @@ fields count (`FieldChange.field`):
 
 A row whose certificate is new is `CREATE`; a changed row that moves its certificate to
 revoked or suspended is `REVOKE`; any other changed row is `UPDATE`; the rest `UNCHANGED`.
-Operator-level changes (name, site link, template) are listed on every row that implies
-them, and written once: `Writes` holds the deduplicated writes that apply performs.
+Name and site-link changes are listed on every row that implies them and written once:
+`Writes` holds the deduplicated writes that apply performs. A photo that two rows give one
+operator yields one template, on the first of them.
 """
 
 from __future__ import annotations
