@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from server.tables import AuditEntry, Certificate, Operator, Template
+from server import gallery
+from server.importer import ImportSource, PlanNotApplicable, RowAction, apply_plan, plan_import
+from server.tables import AuditEntry, Certificate, Operator, OperatorSite, Template
 from tests.models.faces import astronaut
 from tests.server.conftest import World
 from tests.server.helpers import csv_bytes, id_number, office_rows, xlsx_bytes, zip_bytes
@@ -216,3 +219,115 @@ def test_photos_in_a_folder_of_the_zip_are_found(world: World) -> None:
     response = _upload(world, "a.csv", csv_bytes(rows), photos)
     assert response.status_code == 200, response.text
     assert response.json()["templates_added"] == 1
+
+
+def _gallery_version(world: World) -> int:
+    with world.app.state.sessions() as session:
+        return gallery.current_version(session)
+
+
+def test_dry_run_counts_equal_what_apply_does(world: World) -> None:
+    # A name-only and a site-link-only change were counted by the old diff but not by the old
+    # apply; both now come from one plan, and the writes match what it reports.
+    rows = office_rows(4)
+    assert _upload(world, "a.csv", csv_bytes(rows)).status_code == 200
+    with world.app.state.sessions() as session:
+        before = dict(session.execute(select(Certificate.number, Certificate.updated_at)).all())
+    version = _gallery_version(world)
+    rows[0][0] = "改名后"  # name only
+    rows[1][8] = "site-2"  # site link only (site-1 stays linked)
+    rows[2][5] = "2029-01-01"  # a certificate field
+    dry = _upload(world, "b.csv", csv_bytes(rows), dry_run="true").json()
+    expected_changed = [rows[0][2], rows[1][2], rows[2][2]]
+    assert (dry["added"], dry["changed"], dry["revoked"]) == ([], expected_changed, [])
+    assert dry["unchanged"] == [rows[3][2]]
+    assert _gallery_version(world) == version
+    done = _upload(world, "b.csv", csv_bytes(rows))
+    assert done.status_code == 200, done.text
+    applied = done.json()
+    assert applied["applied"] is True
+    for key in ("added", "changed", "revoked", "unchanged", "templates_added", "rows"):
+        assert applied[key] == dry[key], key
+    # Each changed row's operator got a new gallery version; nothing else did.
+    assert _gallery_version(world) == version + 3
+    with world.app.state.sessions() as session:
+        names = {o.id_number: o.name for o in session.scalars(select(Operator))}
+        assert names[id_number(0)] == "改名后"
+        op1 = session.scalars(select(Operator).where(Operator.id_number == id_number(1))).one()
+        sites = set(
+            session.scalars(select(OperatorSite.site_id).where(OperatorSite.operator_id == op1.id))
+        )
+        assert sites == {"site-1", "site-2"}
+        after = dict(session.execute(select(Certificate.number, Certificate.updated_at)).all())
+        assert str(session.get(Certificate, rows[2][2]).expiry_date) == "2029-01-01"
+    # Name and link changes write the operator and its links, not the certificate row.
+    assert [n for n in before if after[n] != before[n]] == [rows[2][2]]
+    again = _upload(world, "b.csv", csv_bytes(rows), dry_run="true").json()
+    assert (again["changed"], len(again["unchanged"])) == ([], 4)
+
+
+def test_plan_summary_equals_the_writes_of_apply(world: World) -> None:
+    rows = office_rows(3)
+    assert _upload(world, "a.csv", csv_bytes(rows)).status_code == 200
+    rows[0][0] = "新名字"
+    rows[1][8] = "site-2"
+    second_cert = [*office_rows(5)[4][:2], "T3799999999", *office_rows(5)[4][3:]]
+    rows += [office_rows(5)[4], second_cert]  # one new operator with two certificates
+    data = csv_bytes(rows)
+    with world.app.state.sessions() as session:
+        plan = plan_import(session, "b.csv", data)
+        summary = plan.summary()
+        assert [r.action for r in plan.rows] == [
+            RowAction.UPDATE,
+            RowAction.UPDATE,
+            RowAction.UNCHANGED,
+            RowAction.CREATE,
+            RowAction.CREATE,
+        ]
+        assert [c.field for c in plan.rows[0].changes] == ["name"]
+        assert [(c.field, c.old, c.new) for c in plan.rows[1].changes] == [
+            ("site_id", None, "site-2")
+        ]
+        # Serialisable as it is, for a preview page.
+        preview = {"summary": dataclasses.asdict(summary), "rows": [r.as_dict() for r in plan.rows]}
+        assert json.loads(json.dumps(preview))["summary"]["changed"] == [rows[0][2], rows[1][2]]
+        source = ImportSource("b.csv", data)
+        result = apply_plan(session, plan, source, actor="test", partial=False)
+        session.commit()
+    counts = dataclasses.asdict(result)
+    counts.pop("gallery_version")
+    assert counts == {
+        "operators_created": 1,
+        "operators_renamed": 1,
+        "certificates_created": 2,
+        "certificates_updated": 0,
+        "links_added": 2,  # site-2 for operator 1; site-1 once for the new operator's two rows
+        "templates_added": 0,
+    }
+    assert counts == {k: getattr(summary, k) for k in counts}
+    assert _count(world, Operator) == 4
+    assert _count(world, Certificate) == 5
+
+
+def test_one_photo_on_two_certificates_gives_one_template(world: World) -> None:
+    rows = office_rows(1, photo=True)
+    rows.append([*rows[0][:2], "T3799999999", *rows[0][3:]])
+    data, photos = csv_bytes(rows), zip_bytes(_photos(1))
+    dry = _upload(world, "a.csv", data, photos, dry_run="true").json()
+    done = _upload(world, "a.csv", data, photos).json()
+    assert dry["templates_added"] == done["templates_added"] == 1
+    assert _count(world, Template) == 1
+
+
+def test_a_rejected_plan_is_not_applied(world: World) -> None:
+    rows = office_rows(3)
+    rows[1][4] = "2024-13-01"
+    data = csv_bytes(rows)
+    with world.app.state.sessions() as session:
+        plan = plan_import(session, "a.csv", data)
+        assert plan.rejected_rows == (3,)
+        assert [r.row for r in plan.rows] == [2, 4]
+        with pytest.raises(PlanNotApplicable):
+            apply_plan(session, plan, ImportSource("a.csv", data), actor="test", partial=False)
+        session.rollback()
+    assert _count(world, Certificate) == 0
