@@ -2,9 +2,10 @@
 
 Layout: `DIR/live`, `DIR/spoof_print`, `DIR/spoof_replay`, each holding images or short
 videos. One file is one presentation (ISO/IEC 30107-3 terms): an image is scored once; a
-video's frames are scored and the presentation's score is their median, so one odd frame
-does not decide. A presentation in which no face is found scores 0: for a live one that is a
-bona fide rejection (the gate would refuse the operator), for an attack it is not accepted.
+video's frames are scored and the presentation's score is their median over the frames with a
+face, so one odd frame does not decide. A presentation in which no face is found is rejected
+at every threshold: for a live one that is a bona fide rejection (the gate would refuse the
+operator), for an attack it is not accepted.
 
 BPCER = rejected bona fide / bona fide; APCER per attack type = accepted attacks / attacks,
 each at `score >= threshold`. A class whose folder is missing or empty has a null rate.
@@ -45,6 +46,10 @@ class Presentation:
     score: float
     frames: int
     faces: int
+
+    def accepted(self, threshold: float) -> bool:
+        """Taken as live: a face was found and its score reaches the threshold."""
+        return self.faces > 0 and self.score >= threshold
 
 
 def presentations(root: Path) -> dict[str, list[Path]]:
@@ -122,13 +127,13 @@ def rates(items: list[Presentation], threshold: float) -> dict[str, Any]:
     """The result document at `threshold`."""
     by_label = {label: [p for p in items if p.label == label] for label in CLASSES}
     live = by_label["live"]
-    bpcer = sum(p.score < threshold for p in live) / len(live) if live else None
+    bpcer = sum(not p.accepted(threshold) for p in live) / len(live) if live else None
     apcer: dict[str, float | None] = {}
     for label, attack in CLASSES.items():
         if attack is None:
             continue
         group = by_label[label]
-        apcer[attack] = sum(p.score >= threshold for p in group) / len(group) if group else None
+        apcer[attack] = sum(p.accepted(threshold) for p in group) / len(group) if group else None
     return {
         "bpcer": bpcer,
         "apcer": apcer,
