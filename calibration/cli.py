@@ -444,3 +444,38 @@ def check_drift_cmd(
     codes = {DriftStatus.OK: 0, DriftStatus.MOVED: 3, DriftStatus.UNVERIFIABLE: 4}
     if codes[result.status]:
         raise typer.Exit(code=codes[result.status])
+
+
+@eval_app.command("liveness")
+def liveness(
+    pack: PackOption,
+    data: Annotated[
+        Path, typer.Option("--data", help="folder with live/, spoof_print/, spoof_replay/")
+    ],
+    json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="live probability to accept [the pack's own]"),
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, max=64)] = 1,
+    model_dir: ModelDir = None,
+) -> None:
+    """BPCER and APCER per attack type of the pack's passive PAD (one file = one presentation)."""
+    from calibration.liveness_eval import evaluate_liveness
+    from models.errors import ModelError
+    from models.store import default_model_dir, resolve_pack
+
+    try:
+        pack_dir = resolve_pack(pack, model_dir or default_model_dir())
+        result = evaluate_liveness(pack_dir, data, threshold=threshold, threads=threads)
+    except (ModelError, ValueError) as err:
+        raise _fail(err) from err
+    counts = result["counts"]
+    typer.echo(
+        f"threshold {result['threshold']:.3f}: BPCER {_pct(result['bpcer'])} of "
+        f"{counts['live']} live; APCER print {_pct(result['apcer']['print'])} of "
+        f"{counts['spoof_print']}, replay {_pct(result['apcer']['replay'])} of "
+        f"{counts['spoof_replay']}"
+    )
+    if json_out is not None:
+        _write_json(json_out, result)

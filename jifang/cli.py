@@ -18,6 +18,7 @@ from models.cli import app as models_app
 from models.face_cli import app as face_app
 from server.cli import app as server_app
 from training.cli import app as train_app
+from training.cli import import_pad
 
 app = typer.Typer(
     name="jifang",
@@ -29,6 +30,8 @@ app = typer.Typer(
 
 app.add_typer(server_app, name="server")
 app.add_typer(edge_app, name="edge")
+# import-pad converts with torch, so it lives with the trainers; it is a `models` verb for users.
+models_app.command("import-pad")(import_pad)
 app.add_typer(models_app, name="models")
 app.add_typer(face_app, name="face")
 app.add_typer(eval_app, name="eval")

@@ -151,3 +151,36 @@ def _selected(
 
 
 register(app)
+
+
+def import_pad(
+    pack: Annotated[str, typer.Option(help="base pack: name in the model directory, or folder")],
+    weights: Annotated[
+        Path,
+        typer.Option(
+            help="folder with 2.7_80x80_MiniFASNetV2.pth and 4_0_0_80x80_MiniFASNetV1SE.pth"
+        ),
+    ],
+    out: Annotated[str, typer.Option(help="name of the new pack (written to the model dir)")],
+    model_dir: Annotated[
+        Path | None, typer.Option(help="model directory (default $JIFANG_MODEL_DIR)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="replace an existing pack")] = False,
+) -> None:
+    """Add user-supplied MiniFASNet PAD weights to a copy of a pack (torch needed here only)."""
+    from models.errors import ModelError
+    from models.store import default_model_dir, resolve_pack
+    from training.common import TrainingError
+    from training.pad_import import import_pad as run_import
+
+    root = model_dir or default_model_dir()
+    try:
+        base = resolve_pack(pack, root)
+        result = run_import(base, weights, root / out, force=force)
+    except (ModelError, TrainingError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from err
+    typer.echo(
+        f"wrote {result.pack_dir} ({result.file}; ONNX vs torch max |diff| "
+        f"{result.max_abs_diff:.1e} on {result.checked_crops} crops)"
+    )

@@ -41,6 +41,31 @@ class PadParams(BaseModel):
     output: Literal["probability", "softmax"] = "probability"
     live_index: int = Field(default=1, ge=0, le=15, description="live class column for softmax")
     threads: int = Field(default=1, ge=1, le=16)
+    crop_scales: tuple[float, ...] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4,
+        description="several crops of the same face, stacked on the channel axis in this order "
+        "(input N x 3k x S x S); unset: the one crop of `crop_scale`",
+    )
+    crop_fit: bool = Field(
+        default=False,
+        description="crop the box's own width and height times the scale, shrinking the scale "
+        "so the crop stays inside the image and shifting it inward (no padding), then resize "
+        "to S x S; false: a square of the longer side, padded with black",
+    )
+    live_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="live probability at or above which one frame counts as live, as the pack "
+        "carries it (jifang eval liveness uses it unless --threshold is given)",
+    )
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        """The crop scales in input order."""
+        return self.crop_scales or (self.crop_scale,)
 
 
 class OnnxPad:
@@ -54,37 +79,56 @@ class OnnxPad:
             raise ModelError(f"{path.name}: a PAD model has one input and one output")
         shape = inputs[0].shape
         size = params.input_size
-        expected = (3, size, size)
+        expected = (3 * len(params.scales), size, size)
         if len(shape) != 4 or any(
             isinstance(d, int) and d != e for d, e in zip(shape[1:], expected, strict=True)
         ):
             raise ModelError(
-                f"{path.name}: input shape {shape} does not match N x 3 x {size} x {size}"
+                f"{path.name}: input shape {shape} does not match N x {expected[0]} x {size} x {size}"
             )
         self._input = inputs[0].name
-        self.score_crops(np.zeros((1, size, size, 3), np.uint8))
+        self.score_crops(np.zeros((1, size, size, expected[0]), np.uint8))
 
     def crop(self, image: Image, box: Box) -> Image:
-        """The square RGB crop the model takes."""
+        """The RGB crop(s) the model takes, S x S x 3k (one per crop scale)."""
         bgr = to_bgr(image)
+        crops = [self._one_crop(bgr, box, scale) for scale in self.params.scales]
+        rgb = [cv2.cvtColor(c, cv2.COLOR_BGR2RGB) for c in crops]
+        return np.asarray(np.concatenate(rgb, axis=2), np.uint8)
+
+    def _one_crop(self, bgr: Image, box: Box, crop_scale: float) -> Image:
         x0, y0, x1, y1 = box
-        side = self.params.crop_scale * max(x1 - x0, y1 - y0)
         size = self.params.input_size
-        scale = size / side
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        matrix = np.array(
-            [[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]], np.float64
+        if self.params.crop_fit:
+            height, width = bgr.shape[:2]
+            w, h = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
+            # The models were trained on crops that never leave the frame: the scale shrinks
+            # for a face near the border or filling the image, and the window moves inward.
+            s = min((height - 1) / h, (width - 1) / w, crop_scale)
+            cw, ch = w * s, h * s
+            left = min(max(cx - cw / 2, 0.0), width - 1 - cw)
+            top = min(max(cy - ch / 2, 0.0), height - 1 - ch)
+            sx, sy = size / cw, size / ch
+            matrix = np.array([[sx, 0, -sx * left], [0, sy, -sy * top]], np.float64)
+        else:
+            scale = size / (crop_scale * max(x1 - x0, y1 - y0))
+            matrix = np.array(
+                [[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]], np.float64
+            )
+        return np.asarray(
+            cv2.warpAffine(bgr, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT),
+            np.uint8,
         )
-        crop = cv2.warpAffine(bgr, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT)
-        return np.asarray(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), np.uint8)
 
     def score_crops(self, crops: np.ndarray) -> FloatArray:
-        """N x S x S x 3 uint8 RGB crops -> N live probabilities in [0, 1]."""
+        """N x S x S x 3k uint8 RGB crops -> N live probabilities in [0, 1]."""
         scaled = crops.astype(np.float32) / 255.0
-        normed = (scaled - np.asarray(self.params.mean, np.float32)) / np.asarray(
-            self.params.std, np.float32
-        )
+        k = len(self.params.scales)
+        mean = np.tile(np.asarray(self.params.mean, np.float32), k)
+        std = np.tile(np.asarray(self.params.std, np.float32), k)
+        normed = (scaled - mean) / std
         blob = np.ascontiguousarray(normed.transpose(0, 3, 1, 2), dtype=np.float32)
         try:
             (raw,) = self._session.run(None, {self._input: blob})
