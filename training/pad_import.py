@@ -35,6 +35,7 @@ from models.manifest import (
     verify_pack,
     write_manifest,
 )
+from models.store import verified_manifest
 from models.types import Task
 from training.common import TrainingError
 from training.nets.minifasnet import (
@@ -279,7 +280,7 @@ def import_pad(
     base_dir: Path, weights: Path, out: Path, force: bool = False, check_crops: int = 16
 ) -> ImportedPad:
     """Write pack `out` = base pack + the fused MiniFASNet PAD; nothing written on failure."""
-    base: PackManifest = verify_pack(base_dir)
+    base: PackManifest = verified_manifest(base_dir)
     files = [weights / name for name, _ in MODELS]
     nets = [load_weights(path) for path in files]
     model = build_onnx(nets)
