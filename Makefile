@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.jifang-installed
 PIP_QUIET ?= -qq
 
-.PHONY: demo test test-fast lint bench sysdeps venv schema clean
+.PHONY: demo test test-fast lint format bench sysdeps venv schema clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found: install Python 3.11"; exit 1; }
@@ -34,9 +34,15 @@ test: sysdeps venv
 test-fast: venv
 	$(PY) -m pytest -m "not slow"
 
+# Format, lint rules and strict typing; .ci/run runs this before the tests.
 lint: venv
+	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m mypy contract models edge_agent server training calibration jifang
+
+format: venv
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 bench: venv
 	@mkdir -p bench/results

@@ -192,6 +192,17 @@ def cue_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return table
 
 
+def check_result(result: dict[str, Any]) -> None:
+    """Refuse to write a result file that lacks the agreed fields or holds a rate outside [0, 1]."""
+    if set(result) != {"policy", "bpcer", "bona_fide", "apcer", "attacks"}:
+        raise ValueError(f"liveness.json fields {sorted(result)} are not the agreed ones")
+    if set(result["apcer"]) != {"print", "replay"} or set(result["attacks"]) != {"print", "replay"}:
+        raise ValueError("apcer and attacks must name exactly print and replay")
+    rates = (result["bpcer"], *result["apcer"].values())
+    if not all(0.0 <= v <= 1.0 for v in rates):
+        raise ValueError(f"a rate lies outside [0, 1]: {rates}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the bench and write the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -220,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "apcer": {k: accepted[k] / counts[k] if counts[k] else 1.0 for k in ("print", "replay")},
         "attacks": {k: counts[k] for k in ("print", "replay")},
     }
+    check_result(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "liveness.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
