@@ -40,7 +40,7 @@ def run(
     import signal
     import threading
 
-    from edge_agent.agent import Agent, build_gate
+    from edge_agent.cab.agent import Agent, build_gate
     from edge_agent.config import ConfigError, load_config
     from edge_agent.uplink import Uplink
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from contract.auth import SignatureError, load_public_key_b64
 from contract.messages import Event, Heartbeat
-from edge_agent.agent import AGENT_VERSION
+from edge_agent.cab.agent import AGENT_VERSION
 from edge_agent.config import AgentConfig
 from edge_agent.delivery import run_delivery
 from edge_agent.outbox import Outbox

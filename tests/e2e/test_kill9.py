@@ -26,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from edge_agent.simclip import live_clip
+from edge_agent.cab.simclip import live_clip
 from jifang.demo import FORKLIFT, cab_config, server_events
 from tests.e2e.conftest import CabWorld
 

@@ -24,7 +24,7 @@ def _wait(predicate, timeout_s: float = 60.0) -> bool:
 
 
 def test_agent_runs_start_to_stop_through_local_endpoint(make_gate, frames, tmp_path: Path) -> None:
-    from edge_agent.agent import Agent
+    from edge_agent.cab.agent import Agent
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -61,7 +61,7 @@ def test_agent_runs_start_to_stop_through_local_endpoint(make_gate, frames, tmp_
 
 
 def test_events_of_a_run_are_in_the_outbox(make_gate, frames) -> None:
-    from edge_agent.sources import ReplayFeed
+    from edge_agent.cab.sources import ReplayFeed
 
     parts = make_gate()
     parts.gate.request_start(ReplayFeed(frames["astro"], fps=10))
@@ -98,7 +98,7 @@ def test_run_refuses_pack_without_the_named_calibration(
 
 @pytest.mark.parametrize("kind", ["bogus"])
 def test_claim_endpoint_rejects_unknown_kind(make_gate, kind: str) -> None:
-    from edge_agent.agent import Agent
+    from edge_agent.cab.agent import Agent
 
     parts = make_gate()
     agent = Agent(parts.config, parts, uplink=None)
@@ -112,7 +112,7 @@ def test_claim_endpoint_rejects_unknown_kind(make_gate, kind: str) -> None:
 
 
 def test_presence_trigger_and_camera_fault_events(make_gate, frames, tmp_path: Path) -> None:
-    from edge_agent.agent import Agent
+    from edge_agent.cab.agent import Agent
 
     folder = tmp_path / "frames"
     folder.mkdir()  # empty: the camera gives nothing yet
@@ -146,7 +146,7 @@ def test_presence_trigger_and_camera_fault_events(make_gate, frames, tmp_path: P
 
 def test_stale_claim_is_discarded_and_a_claim_is_used_once(make_gate) -> None:
     from contract.codes import ClaimKind
-    from edge_agent.agent import Agent
+    from edge_agent.cab.agent import Agent
 
     parts = make_gate(claims={"claim_valid_s": 5.0})
     agent = Agent(parts.config, parts, uplink=None)

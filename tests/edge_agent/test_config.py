@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from edge_agent.config import ConfigError, load_config, parse_config
 from jifang.cli import app
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "edge_agent" / "examples" / "cab.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "edge_agent" / "cab" / "examples" / "cab.yaml"
 ENV = {"JIFANG_DEVICE_KEY": "k" * 32}
 
 

@@ -14,8 +14,8 @@ import cv2
 import pytest
 
 from contract.codes import GateState
+from edge_agent.cab.inputs import InputError, Inputs, ModbusInputs, run_inputs
 from edge_agent.config import InputsSection
-from edge_agent.inputs import InputError, Inputs, ModbusInputs, run_inputs
 from server.threaded import free_port
 
 
@@ -123,7 +123,7 @@ def test_unreachable_inputs_raise_input_error() -> None:
 def test_agent_starts_on_ignition_input(
     io_module: IoModule, make_gate, frames, tmp_path: Path
 ) -> None:
-    from edge_agent.agent import Agent
+    from edge_agent.cab.agent import Agent
 
     folder = tmp_path / "frames"
     folder.mkdir()

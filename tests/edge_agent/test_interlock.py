@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.cab.interlock import Heartbeat, SimulatedInterlock, build_interlock, run_watchdog
 from edge_agent.config import InterlockSection
-from edge_agent.interlock import Heartbeat, SimulatedInterlock, build_interlock, run_watchdog
 from server.threaded import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,7 +105,7 @@ def test_modbus_coil_really_toggles(modbus_server: str, tmp_path: Path) -> None:
 
 
 def test_modbus_unreachable_is_an_interlock_error(tmp_path: Path) -> None:
-    from edge_agent.interlock import InterlockError
+    from edge_agent.cab.interlock import InterlockError
 
     section = InterlockSection(driver="modbus", target=f"127.0.0.1:{free_port()}")
     interlock = build_interlock(section, tmp_path, timeout_s=0.5)
@@ -161,9 +161,9 @@ AGENT_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from edge_agent.agent import start_watchdog
+    from edge_agent.cab.agent import start_watchdog
     from edge_agent.config import parse_config
-    from edge_agent.interlock import Heartbeat, build_interlock
+    from edge_agent.cab.interlock import Heartbeat, build_interlock
 
     target, store = sys.argv[1], Path(sys.argv[2])
     config = parse_config({

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from contract.codes import ReasonCode
+from edge_agent.cab.sources import CaptureWorker, QueueFeed, ReplayFeed, SourceError, open_capture
+from edge_agent.cab.types import GateFault
 from edge_agent.config import CameraSection
-from edge_agent.sources import CaptureWorker, QueueFeed, ReplayFeed, SourceError, open_capture
-from edge_agent.types import GateFault
 
 
 def _video(path: Path, frames: int = 20) -> Path:

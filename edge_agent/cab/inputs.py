@@ -12,8 +12,8 @@ import threading
 from dataclasses import dataclass, field
 
 from contract.messages import ClaimInfo
+from edge_agent.cab.interlock import host_port
 from edge_agent.config import InputsSection
-from edge_agent.interlock import host_port
 
 logger = logging.getLogger(__name__)
 

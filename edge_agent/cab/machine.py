@@ -34,13 +34,13 @@ from contract.messages import (
     EvidenceRef,
     MatchInfo,
 )
-from edge_agent.cache import GalleryCache
+from edge_agent.cab.cache import GalleryCache
+from edge_agent.cab.gate import FrameFeed, Verifier, fuse_embeddings
+from edge_agent.cab.interlock import Interlock, InterlockError
+from edge_agent.cab.override import redeem_code
+from edge_agent.cab.types import Decision, GateFault
 from edge_agent.config import AgentConfig
-from edge_agent.gate import FrameFeed, Verifier, fuse_embeddings
-from edge_agent.interlock import Interlock, InterlockError
 from edge_agent.outbox import Outbox
-from edge_agent.override import redeem_code
-from edge_agent.types import Decision, GateFault
 
 logger = logging.getLogger(__name__)
 

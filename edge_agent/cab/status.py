@@ -19,10 +19,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from contract.codes import ClaimKind, GateState
-from edge_agent.types import GateFault
+from edge_agent.cab.types import GateFault
 
 if TYPE_CHECKING:
-    from edge_agent.agent import Agent
+    from edge_agent.cab.agent import Agent
 
 logger = logging.getLogger(__name__)
 

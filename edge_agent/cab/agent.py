@@ -19,18 +19,18 @@ from pathlib import Path
 from contract.auth import SignatureError, load_public_key_b64
 from contract.codes import ClaimKind, GateState, ReasonCode
 from contract.messages import ClaimInfo, GalleryUpdateRequired, Heartbeat
-from edge_agent.cache import GalleryCache
-from edge_agent.claims import QueueCardReader, claim_info
+from edge_agent.cab.cache import GalleryCache
+from edge_agent.cab.claims import QueueCardReader, claim_info
+from edge_agent.cab.gate import FrameAnalyzer, Verifier, resolve_policy
+from edge_agent.cab.inputs import Inputs, ModbusInputs, run_inputs
+from edge_agent.cab.interlock import Heartbeat as LifeSign
+from edge_agent.cab.interlock import Interlock, build_interlock, run_watchdog
+from edge_agent.cab.liveness import build_liveness
+from edge_agent.cab.machine import CabGate, ClockGuard
+from edge_agent.cab.status import StatusServer
+from edge_agent.cab.types import GateFault
 from edge_agent.config import AgentConfig
-from edge_agent.gate import FrameAnalyzer, Verifier, resolve_policy
-from edge_agent.inputs import Inputs, ModbusInputs, run_inputs
-from edge_agent.interlock import Heartbeat as LifeSign
-from edge_agent.interlock import Interlock, build_interlock, run_watchdog
-from edge_agent.liveness import build_liveness
-from edge_agent.machine import CabGate, ClockGuard
 from edge_agent.outbox import Outbox
-from edge_agent.status import StatusServer
-from edge_agent.types import GateFault
 from edge_agent.uplink import Uplink, UplinkError
 from models.errors import ModelError
 from models.manifest import CalibrationBlock
@@ -165,7 +165,7 @@ class Agent:
     """The running cab agent."""
 
     def __init__(self, config: AgentConfig, parts: GateParts, uplink: Uplink | None) -> None:
-        from edge_agent.sources import CaptureWorker, QueueFeed
+        from edge_agent.cab.sources import CaptureWorker, QueueFeed
 
         self.config = config
         self.parts = parts
