@@ -1,4 +1,7 @@
-"""The edge agent's configuration: one pydantic tree, loaded from YAML with env placeholders.
+"""Configuration of both edge agents, loaded from YAML with env placeholders.
+
+`AgentConfig` is `CabAgentConfig | StationAgentConfig`, chosen by `device.kind`; both share
+`AgentConfigBase` (device, server, store). A section of the other agent is refused by name.
 
 Secrets never sit in the YAML file itself: write `${JIFANG_DEVICE_KEY}` (or
 `${NAME:-default}`) and the value is taken from the environment when the file is loaded.
@@ -14,7 +17,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 from contract.codes import DeviceKind
 from edge_agent.station.config import StationConfig
@@ -313,12 +327,6 @@ class StoreSection(_Section):
     evidence_max_mb: int = Field(default=2048, ge=16, le=1_000_000)
     retry_initial_s: float = Field(default=1.0, ge=0.05, le=600.0)
     retry_max_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
-    max_gallery_deltas: int = Field(
-        default=50,
-        ge=1,
-        le=10_000,
-        description="signed deltas kept on top of the snapshot before a full snapshot is fetched",
-    )
     delivered_keep_days: int = Field(
         default=7, ge=0, le=3650, description="delivered events are purged after this"
     )
@@ -331,38 +339,55 @@ class StatusSection(_Section):
     port: int = Field(default=8765, ge=0, le=65535)
 
 
-class AgentConfig(_Section):
-    """The whole edge agent configuration."""
+class CabStoreSection(StoreSection):
+    """Local state of a cab: the shared store plus the signed gallery chain."""
+
+    max_gallery_deltas: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="signed deltas kept on top of the snapshot before a full snapshot is fetched",
+    )
+
+
+class AgentConfigBase(_Section):
+    """What both agents read: who the device is, how it reaches the server, its local store."""
 
     device: DeviceSection
     server: ServerSection
+    store: StoreSection = StoreSection()
+
+    @model_validator(mode="after")
+    def _store_retry(self) -> AgentConfigBase:
+        if self.store.retry_max_s < self.store.retry_initial_s:
+            raise ValueError("store.retry_max_s is smaller than store.retry_initial_s")
+        return self
+
+
+_CAB_KINDS = frozenset({DeviceKind.CRANE, DeviceKind.FORKLIFT})
+
+
+class CabAgentConfig(AgentConfigBase):
+    """The cab agent (crane, forklift): camera, face gate, interlock, claims, liveness."""
+
+    store: CabStoreSection = CabStoreSection()
     models: ModelsSection = ModelsSection()
     camera: CameraSection
     quality: QualitySection = QualitySection()
     gate: GateSection = GateSection()
     interlock: InterlockSection = InterlockSection()
     inputs: InputsSection = InputsSection()
-    store: StoreSection = StoreSection()
     status: StatusSection = StatusSection()
     claims: ClaimsSection = ClaimsSection()
     liveness: LivenessSection = LivenessSection()
     override: OverrideSection = OverrideSection()
-    station: StationConfig | None = Field(
-        default=None, description="filling stations only: cameras, zones, scales, scanners, rules"
-    )
 
     @model_validator(mode="after")
-    def _consistent(self) -> AgentConfig:
-        if self.device.kind == DeviceKind.FILLING_STATION and self.station is None:
-            raise ValueError("station: section is required when device.kind is filling_station")
-        if self.device.kind != DeviceKind.FILLING_STATION and self.station is not None:
-            raise ValueError(
-                f"station: section is only for filling_station devices, not {self.device.kind.value}"
-            )
+    def _consistent(self) -> CabAgentConfig:
+        if self.device.kind not in _CAB_KINDS:
+            raise ValueError(f"device.kind {self.device.kind.value} is not a cab (crane, forklift)")
         if self.camera.reconnect_max_s < self.camera.reconnect_initial_s:
             raise ValueError("camera.reconnect_max_s is smaller than camera.reconnect_initial_s")
-        if self.store.retry_max_s < self.store.retry_initial_s:
-            raise ValueError("store.retry_max_s is smaller than store.retry_initial_s")
         if self.interlock.driver != "simulated" and not self.interlock.target:
             raise ValueError(f"interlock.target is required for the {self.interlock.driver} driver")
         if self.inputs.source == "modbus" and not re.fullmatch(r".+:\d+", self.inputs.target):
@@ -372,7 +397,7 @@ class AgentConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _qr_pattern(self) -> AgentConfig:
+    def _qr_pattern(self) -> CabAgentConfig:
         try:
             pattern = re.compile(self.claims.cert_qr_pattern)
         except re.error as err:
@@ -380,6 +405,53 @@ class AgentConfig(_Section):
         if "no" not in pattern.groupindex:
             raise ValueError("claims.cert_qr_pattern has no named group 'no'")
         return self
+
+
+class StationAgentConfig(AgentConfigBase):
+    """The filling-station agent: the shared sections plus `station:`; no cab sections."""
+
+    station: StationConfig = Field(description="cameras, zones, scales, scanners and rules")
+
+    @model_validator(mode="after")
+    def _is_station(self) -> StationAgentConfig:
+        if self.device.kind != DeviceKind.FILLING_STATION:
+            raise ValueError(f"device.kind {self.device.kind.value} is not a filling_station")
+        return self
+
+
+_KIND_ERROR = "device_kind"
+
+
+def _agent_tag(data: Any) -> str | None:
+    """'cab' or 'station' from device.kind; None (a device.kind error) when missing or unknown."""
+    if isinstance(data, AgentConfigBase):
+        kind: Any = data.device.kind
+    elif isinstance(data, dict):
+        device = data.get("device")
+        kind = device.get("kind") if isinstance(device, dict) else None
+    else:
+        return None
+    try:
+        parsed = DeviceKind(kind)
+    except ValueError:
+        return None
+    return "station" if parsed == DeviceKind.FILLING_STATION else "cab"
+
+
+AgentConfig = Annotated[
+    Annotated[CabAgentConfig, Tag("cab")] | Annotated[StationAgentConfig, Tag("station")],
+    Discriminator(
+        _agent_tag,
+        custom_error_type=_KIND_ERROR,
+        custom_error_message="device.kind must be one of "
+        + ", ".join(k.value for k in DeviceKind)
+        + " (it decides between the cab and the station config)",
+    ),
+]
+"""The agent config: `CabAgentConfig` or `StationAgentConfig`, chosen by `device.kind`."""
+
+_AGENT_CONFIG: TypeAdapter[CabAgentConfig | StationAgentConfig] = TypeAdapter(AgentConfig)
+_TAGS = frozenset({"cab", "station"})
 
 
 def _substitute(node: Any, path: str, env: Mapping[str, str], errors: list[tuple[str, str]]) -> Any:
@@ -405,13 +477,27 @@ def _substitute(node: Any, path: str, env: Mapping[str, str], errors: list[tuple
     return node
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(root)"
+def _error(error: ErrorDetails) -> tuple[str, str]:
+    """(field path, message) of one error; the union tag is dropped from the path."""
+    if error["type"] == _KIND_ERROR:
+        return "device.kind", error["msg"]
+    loc = error["loc"]
+    tag = loc[0] if loc and loc[0] in _TAGS else None
+    if tag is not None:
+        loc = loc[1:]
+    path = ".".join(str(part) for part in loc) or "(root)"
+    if error["type"] == "extra_forbidden" and len(loc) == 1:
+        # A whole section of the other agent: say so, rather than only "extra input".
+        if tag == "station" and loc[0] in CabAgentConfig.model_fields:
+            return path, "a cab section; not allowed when device.kind is filling_station"
+        if tag == "cab" and loc[0] in StationAgentConfig.model_fields:
+            return path, "a filling-station section; not allowed on a crane or forklift"
+    return path, error["msg"]
 
 
 def parse_config(
     data: Any, source: str = "<config>", env: Mapping[str, str] | None = None
-) -> AgentConfig:
+) -> CabAgentConfig | StationAgentConfig:
     """Validate an already-parsed YAML tree; raise ConfigError listing every bad field."""
     errors: list[tuple[str, str]] = []
     if not isinstance(data, dict):
@@ -420,12 +506,14 @@ def parse_config(
     if errors:
         raise ConfigError(source, errors)
     try:
-        return AgentConfig.model_validate(resolved)
+        return _AGENT_CONFIG.validate_python(resolved)
     except ValidationError as err:
-        raise ConfigError(source, [(_loc(e["loc"]), e["msg"]) for e in err.errors()]) from err
+        raise ConfigError(source, [_error(e) for e in err.errors()]) from err
 
 
-def load_config(path: Path, env: Mapping[str, str] | None = None) -> AgentConfig:
+def load_config(
+    path: Path, env: Mapping[str, str] | None = None
+) -> CabAgentConfig | StationAgentConfig:
     """Read and validate an agent YAML file."""
     try:
         text = path.read_text(encoding="utf-8")

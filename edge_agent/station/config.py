@@ -1,6 +1,6 @@
 """The filling-station section of the agent config: cameras, zones, scales, scanners, rules.
 
-The integrator mounts `StationConfig` as the optional `station:` section of the agent config;
+`StationConfig` is the required `station:` section of `StationAgentConfig` (edge_agent.config);
 zone polygons come from calibration, thresholds from the tables here.
 """
 
@@ -239,7 +239,7 @@ class RuleConfig(_Section):
 
 
 class StationConfig(_Section):
-    """Everything station-specific; mounted as `station:` in the agent config."""
+    """Everything station-specific; the `station:` section of a filling-station agent config."""
 
     station_id: Ident = Field(description="this station's id in the cylinder registry")
     cameras: list[StationCameraConfig] = Field(default_factory=list, max_length=16)

@@ -373,7 +373,6 @@ def test_edge_run_station_yaml_against_server(station: Station, tmp_path: Path) 
             "sync_interval_s": 30,
             "heartbeat_interval_s": 5,
         },
-        "camera": {"source": 0},
         "store": {"dir": str(store), "retry_initial_s": 0.2},
         "station": {
             "station_id": reg.STATION_ID,
