@@ -1,7 +1,10 @@
 """Wiring of the cab agent: build the gate from config, then run the named workers.
 
-Workers (threads, each `(config, stop_event)`): camera-capture, gate-loop, outbox-delivery,
-gallery-sync, heartbeat; the watchdog runs in its own process so that it outlives the agent.
+Named workers (threads, each `(config, stop_event)` plus its collaborators): gate-loop,
+inputs-poll (modbus inputs only), gallery-sync, heartbeat and outbox-delivery (with an uplink;
+the last two are the shared `edge_agent.heartbeat` / `edge_agent.delivery` workers). Camera
+capture and the status endpoint run their own threads; the interlock watchdog runs in its own
+process so that it outlives the agent.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -27,24 +32,25 @@ from edge_agent.cab.interlock import Heartbeat as LifeSign
 from edge_agent.cab.interlock import Interlock, build_interlock, run_watchdog
 from edge_agent.cab.liveness import build_liveness
 from edge_agent.cab.machine import CabGate, ClockGuard
-from edge_agent.cab.status import StatusServer
+from edge_agent.cab.sources import CaptureWorker, QueueFeed
+from edge_agent.cab.status import AgentSnapshot, StatusServer
 from edge_agent.cab.types import GateFault
-from edge_agent.config import AgentConfig
+from edge_agent.config import CabAgentConfig
+from edge_agent.delivery import run_delivery
+from edge_agent.heartbeat import run_heartbeat
 from edge_agent.outbox import Outbox
 from edge_agent.uplink import Uplink, UplinkError
+from edge_agent.version import AGENT_VERSION
 from models.errors import ModelError
 from models.manifest import CalibrationBlock
 
 logger = logging.getLogger(__name__)
 
-AGENT_VERSION = "0.1.0"
-
-
 @dataclass
 class GateParts:
     """Everything the gate needs, built from one config."""
 
-    config: AgentConfig
+    config: CabAgentConfig
     gate: CabGate
     outbox: Outbox
     interlock: Interlock
@@ -59,7 +65,7 @@ class GateParts:
 
 
 def build_gate(
-    config: AgentConfig,
+    config: CabAgentConfig,
     engine: object | None = None,
     calibrations: CalibrationBlock | None = None,
     interlock: Interlock | None = None,
@@ -161,54 +167,37 @@ def sync_once(gate: CabGate, uplink: Uplink) -> None:
         cache.apply_delta(answer)
 
 
-class Agent:
-    """The running cab agent."""
+class GateLoop:
+    """The gate-loop worker's collaborators and timers; `step()` is one pass."""
 
-    def __init__(self, config: AgentConfig, parts: GateParts, uplink: Uplink | None) -> None:
-        from edge_agent.cab.sources import CaptureWorker, QueueFeed
-
+    def __init__(
+        self,
+        config: CabAgentConfig,
+        gate: CabGate,
+        capture: CaptureWorker,
+        feed: QueueFeed,
+        inputs: Inputs,
+        card_reader: QueueCardReader,
+        life: LifeSign,
+    ) -> None:
         self.config = config
-        self.parts = parts
-        self.gate = parts.gate
-        self.uplink = uplink
-        self.stop_event = threading.Event()
-        self.inputs = Inputs()
-        self.card_reader = QueueCardReader()
-        self.capture = CaptureWorker(config.camera, self.stop_event)
-        self.feed = QueueFeed(self.capture)
-        self.started = time.monotonic()
-        self.life = LifeSign(config.store.dir / "heartbeat")
-        if self.gate.verifier is not None:
-            self.gate.verifier.on_progress = self.life.beat
-        self.threads: list[threading.Thread] = []
-        self.watchdog: BaseProcess | None = None
-        self.status_server: StatusServer | None = None
-        self._camera_lost = False
-        self._sync_fault: str | None = None
+        self.gate = gate
+        self.capture = capture
+        self.feed = feed
+        self.inputs = inputs
+        self.card_reader = card_reader
+        self.life = life
+        self.next_reverify = 0.0
+        self.next_presence = 0.0
+        self.was_running = False
+        self.camera_lost = False
 
-    def present_claim(self, kind: ClaimKind, value: str) -> ClaimInfo:
-        """A claim from the QR scanner, the card reader or the keypad."""
-        info = claim_info(kind, value, self.config.claims.cert_qr_pattern)
-        self.inputs.claim, self.inputs.claim_at = info, time.monotonic()
-        return info
-
-    def _take_claim(self) -> ClaimInfo | None:
-        """The pending claim if still fresh; it is used once."""
-        claim, self.inputs.claim = self.inputs.claim, None
-        if (
-            claim is not None
-            and time.monotonic() - self.inputs.claim_at > self.config.claims.claim_valid_s
-        ):
-            logger.info("claim %s expired unused", claim.kind.value)
-            return None
-        return claim
-
-    def _watch_camera(self) -> None:
+    def watch_camera(self) -> None:
         """A device.fault event when the camera is lost and when it comes back."""
         lost = self.capture.lost()
-        if lost == self._camera_lost:
+        if lost == self.camera_lost:
             return
-        self._camera_lost = lost
+        self.camera_lost = lost
         source = self.config.camera.source
         if lost:
             message = f"no frame from {source!r} for {self.config.camera.lost_after_s} s"
@@ -222,13 +211,13 @@ class Agent:
                 self.gate.status.indication = "locked"
         self.gate.record_fault("camera", ReasonCode.CAMERA_LOST, message, recovered=not lost)
 
-    def _presence(self, not_before: float) -> bool:
+    def presence(self) -> bool:
         """start_trigger=presence: a face in the latest frame counts as a start request."""
         if (
             self.config.gate.start_trigger != "presence"
             or self.gate.status.state != GateState.LOCKED
             or self.gate.verifier is None
-            or time.monotonic() < not_before
+            or time.monotonic() < self.next_presence
         ):
             return False
         try:
@@ -237,115 +226,192 @@ class Agent:
             return False
         return frame is not None and bool(self.gate.verifier.analyzer.engine.detect(frame.image))
 
-    def _gate_loop(self) -> None:
-        """Named worker 'gate-loop': serve start requests, engine state, re-verification."""
-        next_reverify = 0.0
-        next_presence = 0.0
-        was_running = False
-        while not self.stop_event.is_set():
-            self.life.beat()
-            try:
-                next_reverify, next_presence, was_running = self._gate_step(
-                    next_reverify, next_presence, was_running
-                )
-            except Exception:
-                # The gate itself stays closed on errors; the loop must keep beating.
-                logger.exception("gate loop step failed")
-            self.stop_event.wait(self.config.interlock.heartbeat_s / 2)
-
-    def _gate_step(
-        self, next_reverify: float, next_presence: float, was_running: bool
-    ) -> tuple[float, float, bool]:
-        """One pass of the gate loop; returns the loop's timers and engine state."""
-        self._watch_camera()
-        if self._presence(next_presence):
+    def step(self) -> None:
+        """One pass: camera state, start requests, claims, override, engine, re-verification."""
+        self.watch_camera()
+        if self.presence():
             self.inputs.start_requested.set()
-            next_presence = time.monotonic() + self.config.gate.presence_retry_s
+            self.next_presence = time.monotonic() + self.config.gate.presence_retry_s
         card = self.card_reader.read(timeout_s=0.0)
         if card:
-            self.present_claim(ClaimKind.IC_CARD, card)
+            self.inputs.present(claim_info(ClaimKind.IC_CARD, card, self.config.claims.cert_qr_pattern))
         if self.inputs.override_code:
             code, self.inputs.override_code = self.inputs.override_code, None
             self.gate.override(code, "local override")
         if self.inputs.start_requested.is_set():
             self.inputs.start_requested.clear()
             self.feed.drain()
-            self.gate.request_start(self.feed, self._take_claim())
+            self.gate.request_start(
+                self.feed, self.inputs.take_claim(self.config.claims.claim_valid_s)
+            )
         running = self.inputs.engine_running
-        if running and not was_running:
+        if running and not self.was_running:
             self.gate.engine_started()
-            next_reverify = time.monotonic() + self.config.gate.reverify_interval_s
-        elif was_running and not running:
+            self.next_reverify = time.monotonic() + self.config.gate.reverify_interval_s
+        elif self.was_running and not running:
             self.gate.engine_stopped()
-        was_running = running
-        if running and time.monotonic() >= next_reverify:
+        self.was_running = running
+        if running and time.monotonic() >= self.next_reverify:
             self.gate.reverify(self.feed)
-            next_reverify = time.monotonic() + self.config.gate.reverify_interval_s
+            self.next_reverify = time.monotonic() + self.config.gate.reverify_interval_s
         self.gate.tick()
-        return next_reverify, next_presence, was_running
 
-    def _sync_loop(self) -> None:
-        """Named worker 'gallery-sync': config, gallery and heartbeat to the server."""
-        assert self.uplink is not None
-        while not self.stop_event.is_set():
-            try:
-                sync_once(self.gate, self.uplink)
-                gallery = self.gate.cache.gallery
-                self.uplink.heartbeat(
-                    Heartbeat(
-                        device_id=self.config.device.id,
-                        sent_at=datetime.now(UTC),
-                        agent_version=AGENT_VERSION,
-                        state=self.gate.status.state.value,
-                        pack_contract_id=self.gate.pack_contract_id,
-                        gallery_version=gallery.version if gallery else 0,
-                        outbox_depth=self.parts.outbox.depth(),
-                        uptime_s=time.monotonic() - self.started,
-                    )
-                )
-                self._sync_fault = None
-            except GateFault as fault:
-                # A refused gallery or config is worth a supervisor's look, once per cause.
-                logger.error("sync refused: %s", fault)
-                if fault.detail != self._sync_fault:
-                    self._sync_fault = fault.detail
-                    self.gate.record_fault("gallery", fault.reason, fault.detail)
-            except UplinkError as err:
-                logger.warning("sync: %s", err)
-            except Exception:
-                logger.exception("sync loop error")
-            self.stop_event.wait(self.config.server.sync_interval_s)
+
+def run_gate_loop(config: CabAgentConfig, stop_event: threading.Event, loop: GateLoop) -> None:
+    """Named worker 'gate-loop': serve start requests, engine state, re-verification."""
+    while not stop_event.is_set():
+        loop.life.beat()
+        try:
+            loop.step()
+        except Exception:
+            # The gate itself stays closed on errors; the loop must keep beating.
+            logger.exception("gate loop step failed")
+        stop_event.wait(config.interlock.heartbeat_s / 2)
+
+
+def run_gallery_sync(
+    config: CabAgentConfig, stop_event: threading.Event, gate: CabGate, uplink: Uplink
+) -> None:
+    """Named worker 'gallery-sync': signed config and gallery every sync_interval_s."""
+    last_fault: str | None = None
+    while not stop_event.is_set():
+        try:
+            sync_once(gate, uplink)
+            last_fault = None
+        except GateFault as fault:
+            # A refused gallery or config is worth a supervisor's look, once per cause.
+            logger.error("sync refused: %s", fault)
+            if fault.detail != last_fault:
+                last_fault = fault.detail
+                gate.record_fault("gallery", fault.reason, fault.detail)
+        except UplinkError as err:
+            logger.warning("sync: %s", err)
+        except Exception:
+            logger.exception("sync loop error")
+        stop_event.wait(config.server.sync_interval_s)
+
+
+def run_inputs_poll(
+    config: CabAgentConfig, stop_event: threading.Event, reader: ModbusInputs, inputs: Inputs
+) -> None:
+    """Named worker 'inputs-poll': the Modbus start and engine inputs."""
+    run_inputs(config.inputs, stop_event, reader, inputs)
+
+
+def cab_heartbeat(
+    config: CabAgentConfig, gate: CabGate, outbox: Outbox, started: float
+) -> Heartbeat:
+    """What the cab's heartbeat worker sends (`started`: monotonic start time)."""
+    gallery = gate.cache.gallery
+    return Heartbeat(
+        device_id=config.device.id,
+        sent_at=datetime.now(UTC),
+        agent_version=AGENT_VERSION,
+        state=gate.status.state.value,
+        pack_contract_id=gate.pack_contract_id,
+        gallery_version=gallery.version if gallery else 0,
+        outbox_depth=outbox.depth(),
+        uptime_s=time.monotonic() - started,
+    )
+
+
+CabWorker = Callable[[CabAgentConfig, threading.Event], None]
+
+
+class Agent:
+    """The running cab agent: its collaborators, the named workers and the watchdog process."""
+
+    def __init__(self, config: CabAgentConfig, parts: GateParts, uplink: Uplink | None) -> None:
+        self.config = config
+        self.parts = parts
+        self.gate = parts.gate
+        self.uplink = uplink
+        self.stop_event = threading.Event()
+        self.inputs = Inputs()
+        self.card_reader = QueueCardReader()
+        self.capture = CaptureWorker(config.camera, self.stop_event)
+        self.feed = QueueFeed(self.capture)
+        self.started = time.monotonic()
+        self.life = LifeSign(config.store.dir / "heartbeat")
+        if self.gate.verifier is not None:
+            self.gate.verifier.on_progress = self.life.beat
+        self.loop = GateLoop(
+            config, self.gate, self.capture, self.feed, self.inputs, self.card_reader, self.life
+        )
+        self.threads: list[threading.Thread] = []
+        self.watchdog: BaseProcess | None = None
+        self.status_server: StatusServer | None = None
+
+    def present_claim(self, kind: ClaimKind, value: str) -> ClaimInfo:
+        """A claim from the QR scanner, the card reader or the keypad."""
+        info = claim_info(kind, value, self.config.claims.cert_qr_pattern)
+        self.inputs.present(info)
+        return info
+
+    def snapshot(self) -> AgentSnapshot:
+        """The figures the status endpoint reports, copied now."""
+        status = self.gate.status
+        gallery = self.gate.cache.gallery
+        return AgentSnapshot(
+            device_id=self.config.device.id,
+            state=status.state,
+            enable=status.enable,
+            alarm=status.alarm,
+            indication=status.indication,
+            operator_id=status.operator_id,
+            last_decision=status.last_decision,
+            last_decision_at=status.last_decision_at,
+            prompt=self._prompt(),
+            camera_lost=self.capture.lost(),
+            model_fault=self.gate.model_fault.detail if self.gate.model_fault else None,
+            gallery_version=gallery.version if gallery else None,
+            outbox_depth=self.parts.outbox.depth(),
+            frames_captured=self.capture.captured,
+            frames_dropped=self.capture.dropped,
+            camera_reconnects=self.capture.reconnects,
+            decisions=dict(self.gate.decisions),
+        )
+
+    def _prompt(self) -> dict[str, str] | None:
+        """The liveness challenge prompt on the cab screen now (language -> text), if any."""
+        verifier = self.gate.verifier
+        if verifier is None:
+            return None
+        current = getattr(verifier.liveness.display, "current", None)
+        return dict(current) if current else None
+
+    def workers(self) -> list[tuple[str, CabWorker]]:
+        """The named `(config, stop_event)` workers (capture and status-http start their own)."""
+        named: list[tuple[str, CabWorker]] = [
+            ("gate-loop", partial(run_gate_loop, loop=self.loop))
+        ]
+        if self.config.inputs.source == "modbus":
+            reader = ModbusInputs(self.config.inputs)
+            named.append(
+                ("inputs-poll", partial(run_inputs_poll, reader=reader, inputs=self.inputs))
+            )
+        if self.uplink is not None:
+            uplink = self.uplink
+            beat = partial(cab_heartbeat, self.config, self.gate, self.parts.outbox, self.started)
+            named.append(("gallery-sync", partial(run_gallery_sync, gate=self.gate, uplink=uplink)))
+            named.append(("heartbeat", partial(run_heartbeat, uplink=uplink, beat=beat)))
+            named.append(
+                ("outbox-delivery", partial(run_delivery, outbox=self.parts.outbox, uplink=uplink))
+            )
+        return named
 
     def start(self) -> None:
-        """Start the watchdog process and the worker threads."""
-        from edge_agent.delivery import run_delivery
-
+        """Start the watchdog process, capture, the status endpoint and the named workers."""
         self.life.beat()
         self.watchdog = start_watchdog(self.config, self.life.path)
         self.capture.start()
         self.status_server = StatusServer(self, self.config.status.host, self.config.status.port)
         self.status_server.thread.start()
         logger.info("status endpoint at %s", self.status_server.url)
-        workers = [("gate-loop", self._gate_loop)]
-        if self.config.inputs.source == "modbus":
-            reader = ModbusInputs(self.config.inputs)
-            workers.append(
-                (
-                    "inputs-poll",
-                    lambda: run_inputs(self.config.inputs, self.stop_event, reader, self.inputs),
-                )
+        for name, worker in self.workers():
+            thread = threading.Thread(
+                target=worker, args=(self.config, self.stop_event), name=name, daemon=True
             )
-        if self.uplink is not None:
-            uplink = self.uplink
-            workers.append(("gallery-sync", self._sync_loop))
-            workers.append(
-                (
-                    "outbox-delivery",
-                    lambda: run_delivery(self.config, self.stop_event, self.parts.outbox, uplink),
-                )
-            )
-        for name, target in workers:
-            thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self.threads.append(thread)
 
@@ -366,7 +432,48 @@ class Agent:
             self.uplink.close()
 
 
-def start_watchdog(config: AgentConfig, heartbeat_path: Path) -> BaseProcess:
+def make_uplink(config: CabAgentConfig) -> Uplink:
+    """The HMAC-signed uplink to the configured server."""
+    return Uplink(
+        config.server.url,
+        config.device.id,
+        config.server.device_key.get_secret_value().encode(),
+        config.server.timeout_s,
+    )
+
+
+def run_cab(
+    config: CabAgentConfig,
+    stop_event: threading.Event,
+    *,
+    announce: Callable[[str], None] | None = None,
+) -> int:
+    """Build the gate, run until `stop_event` is set, shut down; the exit code (3: refused).
+
+    `announce` receives the lines an operator starting the agent should see (the CLI echoes
+    them); they are logged either way.
+    """
+    parts = build_gate(config)
+    if parts.calibration_fault is not None:
+        # The calibration cannot support the site's target FMR: refuse to run rather than
+        # open a gate whose threshold nobody can vouch for.
+        parts.close()
+        logger.error("refusing to run: %s", parts.calibration_fault.detail)
+        if announce is not None:
+            announce(f"refusing to run: {parts.calibration_fault.detail}")
+        return 3
+    agent = Agent(config, parts, make_uplink(config))
+    agent.start()
+    url = agent.status_server.url if agent.status_server else "-"
+    logger.info("cab agent %s running; status at %s", config.device.id, url)
+    if announce is not None:
+        announce(f"cab agent {config.device.id} running; status at {url}")
+    stop_event.wait()
+    agent.stop()
+    return 0
+
+
+def start_watchdog(config: CabAgentConfig, heartbeat_path: Path) -> BaseProcess:
     """Start the watchdog in its own process (it must outlive a killed or hung agent)."""
     process = multiprocessing.get_context("spawn").Process(
         target=watchdog_main,
@@ -378,7 +485,7 @@ def start_watchdog(config: AgentConfig, heartbeat_path: Path) -> BaseProcess:
     return process
 
 
-def watchdog_main(config: AgentConfig, heartbeat_path: str, parent_pid: int) -> None:
+def watchdog_main(config: CabAgentConfig, heartbeat_path: str, parent_pid: int) -> None:
     """Entry point of the watchdog process: its own driver instance, its own loop."""
     logging.basicConfig(level=logging.INFO)
     interlock = build_interlock(config.interlock, config.store.dir)

@@ -150,10 +150,11 @@ def test_stale_claim_is_discarded_and_a_claim_is_used_once(make_gate) -> None:
 
     parts = make_gate(claims={"claim_valid_s": 5.0})
     agent = Agent(parts.config, parts, uplink=None)
+    valid_s = parts.config.claims.claim_valid_s
     agent.present_claim(ClaimKind.IC_CARD, " CARD-100 ")
-    claim = agent._take_claim()
+    claim = agent.inputs.take_claim(valid_s)
     assert claim is not None and claim.value == "CARD-100"
-    assert agent._take_claim() is None  # used once
+    assert agent.inputs.take_claim(valid_s) is None  # used once
     agent.present_claim(ClaimKind.EMPLOYEE_NO, "E100")
     agent.inputs.claim_at -= 6.0  # presented longer ago than claims.claim_valid_s
-    assert agent._take_claim() is None
+    assert agent.inputs.take_claim(valid_s) is None
