@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -65,13 +66,15 @@ class DeviceSection(_Section):
 
     @model_validator(mode="after")
     def _known_zone(self) -> DeviceSection:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError) as err:
             raise ValueError(f"unknown timezone {self.timezone!r}") from err
         return self
+
+    def zone(self) -> ZoneInfo:
+        """The device's time zone (validated at load)."""
+        return ZoneInfo(self.timezone)
 
 
 class ServerSection(_Section):

@@ -90,7 +90,13 @@ class StationAgent:
         self.outbox = Outbox(config.store.dir / "outbox.sqlite")
         self.registry = build_registry(config)
         self.pipeline = StationPipeline(
-            self.station, inputs, self.registry, OutboxSink(self.outbox), config.device.id, clock
+            self.station,
+            inputs,
+            self.registry,
+            OutboxSink(self.outbox),
+            config.device.id,
+            clock,
+            tz=config.device.zone(),
         )
         self.status_path = config.store.dir / STATUS_FILE
         self.last_sync_error: str | None = None

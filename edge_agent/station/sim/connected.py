@@ -110,6 +110,7 @@ def play_against_server(
             OutboxSink(outbox),
             device_id=config.device.id,
             start=start or datetime.now(UTC),
+            tz=config.device.zone(),
         )
         delivered = deliver_all(config, outbox, uplink, delivery_rounds)
         left = outbox.depth()
