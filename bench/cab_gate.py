@@ -95,7 +95,7 @@ def main() -> None:
         GalleryTemplate,
     )
     from edge_agent.cab.agent import build_gate
-    from edge_agent.config import parse_config
+    from edge_agent.config import parse_cab_config
     from models.engine import FaceEngine
     from models.manifest import Calibration, CalibrationBlock
 
@@ -146,7 +146,7 @@ def main() -> None:
         dim=engine.manifest.embedding.dim,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        config = parse_config(
+        config = parse_cab_config(
             {
                 "device": {"id": "BENCH-1", "kind": "forklift", "site_id": "s"},
                 "server": {

@@ -113,13 +113,21 @@ class CameraSection(_Section):
     """Where frames come from: a V4L2 index, an RTSP URL, a video file or an image folder."""
 
     source: str | int = Field(description="camera index, rtsp:// URL, video file or folder")
-    width: int = Field(default=640, ge=160, le=4096)
-    height: int = Field(default=480, ge=120, le=4096)
-    fps: float = Field(default=15.0, gt=0.0, le=120.0)
+    width: int = Field(
+        default=640, ge=160, le=4096, description="capture width requested from the camera, px"
+    )
+    height: int = Field(
+        default=480, ge=120, le=4096, description="capture height requested from the camera, px"
+    )
+    fps: float = Field(
+        default=15.0, gt=0.0, le=120.0, description="frames read per second (capture rate cap)"
+    )
     reconnect_initial_s: float = Field(
         default=0.5, ge=0.05, le=60.0, description="first reconnect delay; doubles each try"
     )
-    reconnect_max_s: float = Field(default=30.0, ge=0.1, le=600.0)
+    reconnect_max_s: float = Field(
+        default=30.0, ge=0.1, le=600.0, description="longest reconnect delay the doubling reaches"
+    )
     lost_after_s: float = Field(
         default=5.0, ge=0.5, le=300.0, description="no frame for this long means CAMERA_LOST"
     )
@@ -133,8 +141,12 @@ class QualitySection(_Section):
     min_sharpness: float = Field(
         default=0.3, ge=0.0, le=1.0, description="normalised Laplacian-variance score"
     )
-    max_yaw_deg: float = Field(default=30.0, ge=0.0, le=90.0)
-    max_pitch_deg: float = Field(default=25.0, ge=0.0, le=90.0)
+    max_yaw_deg: float = Field(
+        default=30.0, ge=0.0, le=90.0, description="faces turned further left/right are skipped, deg"
+    )
+    max_pitch_deg: float = Field(
+        default=25.0, ge=0.0, le=90.0, description="faces tilted further up/down are skipped, deg"
+    )
     min_exposure: float = Field(
         default=0.3, ge=0.0, le=1.0, description="score: 0 = black/blown-out, 1 = well exposed"
     )
@@ -158,8 +170,19 @@ class GateSection(_Section):
     max_gallery_age_s: int = Field(
         default=86_400, ge=60, le=30 * 86_400, description="older gallery = GALLERY_STALE"
     )
-    reverify_interval_s: float = Field(default=300.0, ge=10.0, le=86_400.0)
-    absence_timeout_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+    reverify_interval_s: float = Field(
+        default=300.0,
+        ge=10.0,
+        le=86_400.0,
+        description="while the engine runs, the operator is re-verified this often",
+    )
+    absence_timeout_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description="no face at re-verification for this long raises OPERATOR_ABSENT and the "
+        "alarm (the engine is never cut)",
+    )
     max_clock_skew_s: float = Field(
         default=300.0,
         ge=1.0,
@@ -326,10 +349,27 @@ class StoreSection(_Section):
     """Local state: gallery cache, event outbox, evidence."""
 
     dir: Path = Field(default=Path("var/edge"), description="folder for the local SQLite files")
-    evidence_retention_days: int = Field(default=30, ge=1, le=3650)
-    evidence_max_mb: int = Field(default=2048, ge=16, le=1_000_000)
-    retry_initial_s: float = Field(default=1.0, ge=0.05, le=600.0)
-    retry_max_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
+    evidence_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="evidence images not acknowledged by the server are deleted after this",
+    )
+    evidence_max_mb: int = Field(
+        default=2048,
+        ge=16,
+        le=1_000_000,
+        description="evidence folder size cap, MiB; the oldest images go first beyond it",
+    )
+    retry_initial_s: float = Field(
+        default=1.0,
+        ge=0.05,
+        le=600.0,
+        description="first delivery retry delay (doubles per failure); also the idle poll period",
+    )
+    retry_max_s: float = Field(
+        default=300.0, ge=1.0, le=86_400.0, description="longest delivery retry delay"
+    )
     delivered_keep_days: int = Field(
         default=7, ge=0, le=3650, description="delivered events are purged after this"
     )
@@ -338,8 +378,10 @@ class StoreSection(_Section):
 class StatusSection(_Section):
     """The local status and metrics endpoint."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8765, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="address the endpoint binds to")
+    port: int = Field(
+        default=8765, ge=0, le=65535, description="TCP port of the endpoint (0 = any free port)"
+    )
 
 
 class CabStoreSection(StoreSection):
@@ -512,6 +554,16 @@ def parse_config(
         return _AGENT_CONFIG.validate_python(resolved)
     except ValidationError as err:
         raise ConfigError(source, [_error(e) for e in err.errors()]) from err
+
+
+def parse_cab_config(
+    data: Any, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> CabAgentConfig:
+    """`parse_config` for callers that build a cab (demo, bench): a station config is refused."""
+    config = parse_config(data, source, env)
+    if not isinstance(config, CabAgentConfig):
+        raise ConfigError(source, [("device.kind", f"{config.device.kind.value} is not a cab")])
+    return config
 
 
 def load_config(

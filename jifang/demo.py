@@ -457,7 +457,7 @@ def run_demo(
 ) -> DemoResult:
     """The whole demo in `work`; `wait` is called with the server running (Ctrl-C there)."""
     from edge_agent.cab.agent import build_gate, sync_once
-    from edge_agent.config import parse_config
+    from edge_agent.config import parse_cab_config
     from edge_agent.station.sim.demo import run_station_demo
     from edge_agent.station.sim.seed import seed_station
     from edge_agent.uplink import Uplink
@@ -488,7 +488,7 @@ def run_demo(
         report = import_operators(admin, demo_people(today), photos)
         echo(f"imported {len(report.get('added', []))} certificate(s) with photos "
              "(astronaut: scikit-image; Grace Hopper: matplotlib; the cameraman has none)")
-        config = parse_config(
+        config = parse_cab_config(
             cab_config(server.url, keys[FORKLIFT], pack, work / "cab")
         )
         parts = build_gate(config, engine=engine)
