@@ -43,7 +43,7 @@ class PacedFeed:
         self.first_face_t: float | None = None
 
     def next_frame(self, timeout_s: float):
-        from edge_agent.types import Frame
+        from edge_agent.cab.types import Frame
 
         due = self.start + self.index * self.period
         wait = due - time.monotonic()
@@ -94,8 +94,8 @@ def main() -> None:
         GallerySnapshot,
         GalleryTemplate,
     )
-    from edge_agent.agent import build_gate
-    from edge_agent.config import parse_config
+    from edge_agent.cab.agent import build_gate
+    from edge_agent.config import parse_cab_config
     from models.engine import FaceEngine
     from models.manifest import CalibrationBlock
     from models.placeholder import placeholder_calibration
@@ -144,7 +144,7 @@ def main() -> None:
         dim=engine.manifest.embedding.dim,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        config = parse_config(
+        config = parse_cab_config(
             {
                 "device": {"id": "BENCH-1", "kind": "forklift", "site_id": "s"},
                 "server": {
@@ -183,8 +183,8 @@ def main() -> None:
             accepted_categories=(CategoryRule(category="N1"),),
         )
         parts.cache.install_config(sign_envelope(key, "k", "device.config", cfg.model_dump_json()))
-        from edge_agent.liveness import SimulatedDisplay
-        from edge_agent.simclip import SimulatedOperator
+        from edge_agent.cab.liveness import SimulatedDisplay
+        from edge_agent.cab.simclip import SimulatedOperator
         from models.liveness import observe
 
         scene = frame_640x480(astronaut)
@@ -226,7 +226,7 @@ def main() -> None:
             gate.request_start(unpaced)
             processing_ms.append((time.monotonic() - began) * 1000)
             gate.engine_stopped()
-        from edge_agent.sources import ReplayFeed
+        from edge_agent.cab.sources import ReplayFeed
 
         frames = operator().moving
         feed = ReplayFeed(frames, fps=1000.0)

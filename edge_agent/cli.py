@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,7 @@ def validate_config(
     file: Annotated[Path, typer.Argument(help="agent YAML file", dir_okay=False)],
 ) -> None:
     """Check an agent YAML file; print each error with its field path."""
-    from edge_agent.config import ConfigError, load_config
+    from edge_agent.config import CabAgentConfig, ConfigError, load_config
 
     try:
         config = load_config(file)
@@ -24,9 +25,13 @@ def validate_config(
         for path, message in err.errors:
             typer.echo(f"  {path}: {message}", err=True)
         raise typer.Exit(code=1) from err
+    if isinstance(config, CabAgentConfig):
+        detail = f"pack {config.models.pack}/{config.models.calibration}"
+    else:
+        detail = f"station {config.station.station_id}"
     typer.echo(
         f"{file}: OK ({config.device.kind.value} {config.device.id} at site "
-        f"{config.device.site_id}, pack {config.models.pack}/{config.models.calibration})"
+        f"{config.device.site_id}, {detail})"
     )
 
 
@@ -38,11 +43,10 @@ def run(
     """Run the cab or filling-station agent until Ctrl-C / SIGTERM; both fail closed."""
     import logging
     import signal
+    import sys
     import threading
 
-    from edge_agent.agent import Agent, build_gate
-    from edge_agent.config import ConfigError, load_config
-    from edge_agent.uplink import Uplink
+    from edge_agent.config import ConfigError, StationAgentConfig, load_config
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -56,27 +60,10 @@ def run(
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    if cfg.device.kind.value == "filling_station":
-        import sys
-
+    if isinstance(cfg, StationAgentConfig):
         from edge_agent.station.agent import run_station
 
         raise typer.Exit(code=run_station(cfg, done, sys.stdin))
-    parts = build_gate(cfg)
-    if parts.calibration_fault is not None:
-        parts.close()
-        typer.echo(f"refusing to run: {parts.calibration_fault.detail}", err=True)
-        raise typer.Exit(code=3)
-    uplink = Uplink(
-        cfg.server.url,
-        cfg.device.id,
-        cfg.server.device_key.get_secret_value().encode(),
-        cfg.server.timeout_s,
-    )
-    agent = Agent(cfg, parts, uplink)
-    agent.start()
-    typer.echo(
-        f"cab agent {cfg.device.id} running; status at {agent.status_server.url if agent.status_server else '-'}"
-    )
-    done.wait()
-    agent.stop()
+    from edge_agent.cab.agent import run_cab
+
+    raise typer.Exit(code=run_cab(cfg, done, announce=partial(typer.echo, err=True)))

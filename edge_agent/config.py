@@ -1,4 +1,7 @@
-"""The edge agent's configuration: one pydantic tree, loaded from YAML with env placeholders.
+"""Configuration of both edge agents, loaded from YAML with env placeholders.
+
+`AgentConfig` is `CabAgentConfig | StationAgentConfig`, chosen by `device.kind`; both share
+`AgentConfigBase` (device, server, store). A section of the other agent is refused by name.
 
 Secrets never sit in the YAML file itself: write `${JIFANG_DEVICE_KEY}` (or
 `${NAME:-default}`) and the value is taken from the environment when the file is loaded.
@@ -12,9 +15,21 @@ from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 from contract.codes import DeviceKind
 from edge_agent.station.config import StationConfig
@@ -51,13 +66,15 @@ class DeviceSection(_Section):
 
     @model_validator(mode="after")
     def _known_zone(self) -> DeviceSection:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError) as err:
             raise ValueError(f"unknown timezone {self.timezone!r}") from err
         return self
+
+    def zone(self) -> ZoneInfo:
+        """The device's time zone (validated at load)."""
+        return ZoneInfo(self.timezone)
 
 
 class ServerSection(_Section):
@@ -96,13 +113,21 @@ class CameraSection(_Section):
     """Where frames come from: a V4L2 index, an RTSP URL, a video file or an image folder."""
 
     source: str | int = Field(description="camera index, rtsp:// URL, video file or folder")
-    width: int = Field(default=640, ge=160, le=4096)
-    height: int = Field(default=480, ge=120, le=4096)
-    fps: float = Field(default=15.0, gt=0.0, le=120.0)
+    width: int = Field(
+        default=640, ge=160, le=4096, description="capture width requested from the camera, px"
+    )
+    height: int = Field(
+        default=480, ge=120, le=4096, description="capture height requested from the camera, px"
+    )
+    fps: float = Field(
+        default=15.0, gt=0.0, le=120.0, description="frames read per second (capture rate cap)"
+    )
     reconnect_initial_s: float = Field(
         default=0.5, ge=0.05, le=60.0, description="first reconnect delay; doubles each try"
     )
-    reconnect_max_s: float = Field(default=30.0, ge=0.1, le=600.0)
+    reconnect_max_s: float = Field(
+        default=30.0, ge=0.1, le=600.0, description="longest reconnect delay the doubling reaches"
+    )
     lost_after_s: float = Field(
         default=5.0, ge=0.5, le=300.0, description="no frame for this long means CAMERA_LOST"
     )
@@ -116,8 +141,12 @@ class QualitySection(_Section):
     min_sharpness: float = Field(
         default=0.3, ge=0.0, le=1.0, description="normalised Laplacian-variance score"
     )
-    max_yaw_deg: float = Field(default=30.0, ge=0.0, le=90.0)
-    max_pitch_deg: float = Field(default=25.0, ge=0.0, le=90.0)
+    max_yaw_deg: float = Field(
+        default=30.0, ge=0.0, le=90.0, description="faces turned further left/right are skipped, deg"
+    )
+    max_pitch_deg: float = Field(
+        default=25.0, ge=0.0, le=90.0, description="faces tilted further up/down are skipped, deg"
+    )
     min_exposure: float = Field(
         default=0.3, ge=0.0, le=1.0, description="score: 0 = black/blown-out, 1 = well exposed"
     )
@@ -141,8 +170,19 @@ class GateSection(_Section):
     max_gallery_age_s: int = Field(
         default=86_400, ge=60, le=30 * 86_400, description="older gallery = GALLERY_STALE"
     )
-    reverify_interval_s: float = Field(default=300.0, ge=10.0, le=86_400.0)
-    absence_timeout_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+    reverify_interval_s: float = Field(
+        default=300.0,
+        ge=10.0,
+        le=86_400.0,
+        description="while the engine runs, the operator is re-verified this often",
+    )
+    absence_timeout_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description="no face at re-verification for this long raises OPERATOR_ABSENT and the "
+        "alarm (the engine is never cut)",
+    )
     max_clock_skew_s: float = Field(
         default=300.0,
         ge=1.0,
@@ -309,15 +349,26 @@ class StoreSection(_Section):
     """Local state: gallery cache, event outbox, evidence."""
 
     dir: Path = Field(default=Path("var/edge"), description="folder for the local SQLite files")
-    evidence_retention_days: int = Field(default=30, ge=1, le=3650)
-    evidence_max_mb: int = Field(default=2048, ge=16, le=1_000_000)
-    retry_initial_s: float = Field(default=1.0, ge=0.05, le=600.0)
-    retry_max_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
-    max_gallery_deltas: int = Field(
-        default=50,
+    evidence_retention_days: int = Field(
+        default=30,
         ge=1,
-        le=10_000,
-        description="signed deltas kept on top of the snapshot before a full snapshot is fetched",
+        le=3650,
+        description="evidence images not acknowledged by the server are deleted after this",
+    )
+    evidence_max_mb: int = Field(
+        default=2048,
+        ge=16,
+        le=1_000_000,
+        description="evidence folder size cap, MiB; the oldest images go first beyond it",
+    )
+    retry_initial_s: float = Field(
+        default=1.0,
+        ge=0.05,
+        le=600.0,
+        description="first delivery retry delay (doubles per failure); also the idle poll period",
+    )
+    retry_max_s: float = Field(
+        default=300.0, ge=1.0, le=86_400.0, description="longest delivery retry delay"
     )
     delivered_keep_days: int = Field(
         default=7, ge=0, le=3650, description="delivered events are purged after this"
@@ -327,42 +378,61 @@ class StoreSection(_Section):
 class StatusSection(_Section):
     """The local status and metrics endpoint."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8765, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="address the endpoint binds to")
+    port: int = Field(
+        default=8765, ge=0, le=65535, description="TCP port of the endpoint (0 = any free port)"
+    )
 
 
-class AgentConfig(_Section):
-    """The whole edge agent configuration."""
+class CabStoreSection(StoreSection):
+    """Local state of a cab: the shared store plus the signed gallery chain."""
+
+    max_gallery_deltas: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="signed deltas kept on top of the snapshot before a full snapshot is fetched",
+    )
+
+
+class AgentConfigBase(_Section):
+    """What both agents read: who the device is, how it reaches the server, its local store."""
 
     device: DeviceSection
     server: ServerSection
+    store: StoreSection = StoreSection()
+
+    @model_validator(mode="after")
+    def _store_retry(self) -> AgentConfigBase:
+        if self.store.retry_max_s < self.store.retry_initial_s:
+            raise ValueError("store.retry_max_s is smaller than store.retry_initial_s")
+        return self
+
+
+_CAB_KINDS = frozenset({DeviceKind.CRANE, DeviceKind.FORKLIFT})
+
+
+class CabAgentConfig(AgentConfigBase):
+    """The cab agent (crane, forklift): camera, face gate, interlock, claims, liveness."""
+
+    store: CabStoreSection = CabStoreSection()
     models: ModelsSection = ModelsSection()
     camera: CameraSection
     quality: QualitySection = QualitySection()
     gate: GateSection = GateSection()
     interlock: InterlockSection = InterlockSection()
     inputs: InputsSection = InputsSection()
-    store: StoreSection = StoreSection()
     status: StatusSection = StatusSection()
     claims: ClaimsSection = ClaimsSection()
     liveness: LivenessSection = LivenessSection()
     override: OverrideSection = OverrideSection()
-    station: StationConfig | None = Field(
-        default=None, description="filling stations only: cameras, zones, scales, scanners, rules"
-    )
 
     @model_validator(mode="after")
-    def _consistent(self) -> AgentConfig:
-        if self.device.kind == DeviceKind.FILLING_STATION and self.station is None:
-            raise ValueError("station: section is required when device.kind is filling_station")
-        if self.device.kind != DeviceKind.FILLING_STATION and self.station is not None:
-            raise ValueError(
-                f"station: section is only for filling_station devices, not {self.device.kind.value}"
-            )
+    def _consistent(self) -> CabAgentConfig:
+        if self.device.kind not in _CAB_KINDS:
+            raise ValueError(f"device.kind {self.device.kind.value} is not a cab (crane, forklift)")
         if self.camera.reconnect_max_s < self.camera.reconnect_initial_s:
             raise ValueError("camera.reconnect_max_s is smaller than camera.reconnect_initial_s")
-        if self.store.retry_max_s < self.store.retry_initial_s:
-            raise ValueError("store.retry_max_s is smaller than store.retry_initial_s")
         if self.interlock.driver != "simulated" and not self.interlock.target:
             raise ValueError(f"interlock.target is required for the {self.interlock.driver} driver")
         if self.inputs.source == "modbus" and not re.fullmatch(r".+:\d+", self.inputs.target):
@@ -372,7 +442,7 @@ class AgentConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _qr_pattern(self) -> AgentConfig:
+    def _qr_pattern(self) -> CabAgentConfig:
         try:
             pattern = re.compile(self.claims.cert_qr_pattern)
         except re.error as err:
@@ -380,6 +450,53 @@ class AgentConfig(_Section):
         if "no" not in pattern.groupindex:
             raise ValueError("claims.cert_qr_pattern has no named group 'no'")
         return self
+
+
+class StationAgentConfig(AgentConfigBase):
+    """The filling-station agent: the shared sections plus `station:`; no cab sections."""
+
+    station: StationConfig = Field(description="cameras, zones, scales, scanners and rules")
+
+    @model_validator(mode="after")
+    def _is_station(self) -> StationAgentConfig:
+        if self.device.kind != DeviceKind.FILLING_STATION:
+            raise ValueError(f"device.kind {self.device.kind.value} is not a filling_station")
+        return self
+
+
+_KIND_ERROR = "device_kind"
+
+
+def _agent_tag(data: Any) -> str | None:
+    """'cab' or 'station' from device.kind; None (a device.kind error) when missing or unknown."""
+    if isinstance(data, AgentConfigBase):
+        kind: Any = data.device.kind
+    elif isinstance(data, dict):
+        device = data.get("device")
+        kind = device.get("kind") if isinstance(device, dict) else None
+    else:
+        return None
+    try:
+        parsed = DeviceKind(kind)
+    except ValueError:
+        return None
+    return "station" if parsed == DeviceKind.FILLING_STATION else "cab"
+
+
+AgentConfig = Annotated[
+    Annotated[CabAgentConfig, Tag("cab")] | Annotated[StationAgentConfig, Tag("station")],
+    Discriminator(
+        _agent_tag,
+        custom_error_type=_KIND_ERROR,
+        custom_error_message="device.kind must be one of "
+        + ", ".join(k.value for k in DeviceKind)
+        + " (it decides between the cab and the station config)",
+    ),
+]
+"""The agent config: `CabAgentConfig` or `StationAgentConfig`, chosen by `device.kind`."""
+
+_AGENT_CONFIG: TypeAdapter[CabAgentConfig | StationAgentConfig] = TypeAdapter(AgentConfig)
+_TAGS = frozenset({"cab", "station"})
 
 
 def _substitute(node: Any, path: str, env: Mapping[str, str], errors: list[tuple[str, str]]) -> Any:
@@ -405,13 +522,27 @@ def _substitute(node: Any, path: str, env: Mapping[str, str], errors: list[tuple
     return node
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(root)"
+def _error(error: ErrorDetails) -> tuple[str, str]:
+    """(field path, message) of one error; the union tag is dropped from the path."""
+    if error["type"] == _KIND_ERROR:
+        return "device.kind", error["msg"]
+    loc = error["loc"]
+    tag = loc[0] if loc and loc[0] in _TAGS else None
+    if tag is not None:
+        loc = loc[1:]
+    path = ".".join(str(part) for part in loc) or "(root)"
+    if error["type"] == "extra_forbidden" and len(loc) == 1:
+        # A whole section of the other agent: say so, rather than only "extra input".
+        if tag == "station" and loc[0] in CabAgentConfig.model_fields:
+            return path, "a cab section; not allowed when device.kind is filling_station"
+        if tag == "cab" and loc[0] in StationAgentConfig.model_fields:
+            return path, "a filling-station section; not allowed on a crane or forklift"
+    return path, error["msg"]
 
 
 def parse_config(
     data: Any, source: str = "<config>", env: Mapping[str, str] | None = None
-) -> AgentConfig:
+) -> CabAgentConfig | StationAgentConfig:
     """Validate an already-parsed YAML tree; raise ConfigError listing every bad field."""
     errors: list[tuple[str, str]] = []
     if not isinstance(data, dict):
@@ -420,12 +551,24 @@ def parse_config(
     if errors:
         raise ConfigError(source, errors)
     try:
-        return AgentConfig.model_validate(resolved)
+        return _AGENT_CONFIG.validate_python(resolved)
     except ValidationError as err:
-        raise ConfigError(source, [(_loc(e["loc"]), e["msg"]) for e in err.errors()]) from err
+        raise ConfigError(source, [_error(e) for e in err.errors()]) from err
 
 
-def load_config(path: Path, env: Mapping[str, str] | None = None) -> AgentConfig:
+def parse_cab_config(
+    data: Any, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> CabAgentConfig:
+    """`parse_config` for callers that build a cab (demo, bench): a station config is refused."""
+    config = parse_config(data, source, env)
+    if not isinstance(config, CabAgentConfig):
+        raise ConfigError(source, [("device.kind", f"{config.device.kind.value} is not a cab")])
+    return config
+
+
+def load_config(
+    path: Path, env: Mapping[str, str] | None = None
+) -> CabAgentConfig | StationAgentConfig:
     """Read and validate an agent YAML file."""
     try:
         text = path.read_text(encoding="utf-8")

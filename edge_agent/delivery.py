@@ -1,4 +1,4 @@
-"""Outbox delivery: batches to the server with retries and exponential backoff."""
+"""Outbox delivery, shared by the cab and the station agent: batches with retries and backoff."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import threading
 from datetime import UTC, datetime
 
 from contract.messages import EventBatch
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfigBase
 from edge_agent.outbox import Outbox
 from edge_agent.uplink import Uplink, UplinkError
 
 logger = logging.getLogger(__name__)
 
 
-def deliver_once(config: AgentConfig, outbox: Outbox, uplink: Uplink) -> int:
+def deliver_once(config: AgentConfigBase, outbox: Outbox, uplink: Uplink) -> int:
     """Send one batch of due events (evidence first); return how many were acknowledged."""
     store = config.store
     for sha, media_type, path in outbox.evidence_due(limit=config.server.batch_size):
@@ -54,7 +54,7 @@ def deliver_once(config: AgentConfig, outbox: Outbox, uplink: Uplink) -> int:
 
 
 def run_delivery(
-    config: AgentConfig, stop_event: threading.Event, outbox: Outbox, uplink: Uplink
+    config: AgentConfigBase, stop_event: threading.Event, outbox: Outbox, uplink: Uplink
 ) -> None:
     """Named worker: deliver until stopped; idle polls at retry_initial_s."""
     while not stop_event.is_set():

@@ -1,4 +1,7 @@
-"""SQLite (WAL) outbox: events and evidence survive restarts and kill -9 until acknowledged.
+"""SQLite (WAL) outbox of both agents: events and evidence survive restarts and kill -9.
+
+The cab writes gate decisions, faults and evidence here; the filling station its fills and
+violations (through `station.agent.OutboxSink`).
 
 An event is committed (with its per-device sequence number) before anything acts on it, and
 it is only marked delivered after the server's acknowledgement, so delivery is at least once;

@@ -1,4 +1,8 @@
-"""The uplink: the one class that speaks docs/protocol.md to the central server."""
+"""The uplink: the one class that speaks docs/protocol.md to the central server.
+
+Both agents use it: events, evidence and heartbeats from either; gallery and config for the
+cab; the station's `StationUplink` adds the station-registry request.
+"""
 
 from __future__ import annotations
 

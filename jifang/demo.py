@@ -48,9 +48,9 @@ from jifang.demo_kit import (
 if TYPE_CHECKING:
     import numpy as np
 
-    from edge_agent.agent import GateParts
-    from edge_agent.gate import FrameFeed
-    from edge_agent.types import Decision
+    from edge_agent.cab.agent import GateParts
+    from edge_agent.cab.gate import FrameFeed
+    from edge_agent.cab.types import Decision
     from models.engine import FaceEngine
 
 logger = logging.getLogger(__name__)
@@ -95,9 +95,9 @@ def run_cab(
     echo: Callable[[str], None],
 ) -> list[Attempt]:
     """The four start attempts on generated clips; each is printed with its reason."""
-    from edge_agent.liveness import SimulatedDisplay
-    from edge_agent.simclip import SimulatedOperator
-    from edge_agent.sources import ReplayFeed
+    from edge_agent.cab.liveness import SimulatedDisplay
+    from edge_agent.cab.simclip import SimulatedOperator
+    from edge_agent.cab.sources import ReplayFeed
     from models.liveness import observe
     from models.liveness.synthetic import rigid_sequence
 
@@ -172,8 +172,8 @@ def run_demo(
     port: int | None = None,
 ) -> DemoResult:
     """The whole demo in `work`; `wait` is called with the server running (Ctrl-C there)."""
-    from edge_agent.agent import build_gate, sync_once
-    from edge_agent.config import parse_config
+    from edge_agent.cab.agent import build_gate, sync_once
+    from edge_agent.config import parse_cab_config
     from edge_agent.station.sim.demo import run_station_demo
     from edge_agent.station.sim.seed import seed_station
     from edge_agent.uplink import Uplink
@@ -205,7 +205,7 @@ def run_demo(
         report = import_operators(admin, demo_people(today), photos)
         echo(f"imported {len(report.get('added', []))} certificate(s) with photos "
              "(astronaut: scikit-image; Grace Hopper: matplotlib; the cameraman has none)")
-        config = parse_config(
+        config = parse_cab_config(
             cab_config(server.url, keys[FORKLIFT], pack, work / "cab")
         )
         parts = build_gate(config, engine=engine)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import numpy as np
     from fastapi import FastAPI
 
-    from edge_agent.agent import GateParts
+    from edge_agent.cab.agent import GateParts
     from models.engine import FaceEngine
     from server.settings import ServerSettings
 

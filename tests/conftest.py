@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -20,6 +22,30 @@ MQTT_HOST = os.environ.get("JIFANG_TEST_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("JIFANG_TEST_MQTT_PORT", "1883"))
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
+
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    *,
+    timeout_s: float = 30.0,
+    what: str = "the condition",
+    every_s: float = 0.05,
+) -> T:
+    """Poll `predicate` until it returns something truthy and return that; fail after timeout_s.
+
+    The timeout only bounds a hung test: no test asserts how fast something happens.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(every_s)
 
 
 def _reachable(host: str, port: int, timeout: float = 0.5) -> bool:

@@ -1,8 +1,9 @@
-"""Wiring of the filling-station agent: station pipeline + the cab's outbox, delivery and uplink.
+"""Wiring of the filling-station agent: station pipeline + the shared outbox, delivery, uplink.
 
 Workers (threads, each `(config, stop_event)`): the pipeline's camera/scales/scanner/rules
-workers, outbox-delivery (the cab's `run_delivery`), registry-sync, and station-status, which
-writes `<store>/station_status.json` so the local indication survives a dead log.
+workers, outbox-delivery and heartbeat (the shared `edge_agent.delivery` and
+`edge_agent.heartbeat` workers), registry-sync, and station-status, which writes
+`<store>/station_status.json` so the local indication survives a dead log.
 """
 
 from __future__ import annotations
@@ -19,15 +20,14 @@ from typing import Any
 
 from contract.auth import SignatureError, load_public_key_b64
 from contract.messages import Event, Heartbeat
-from edge_agent.agent import AGENT_VERSION
-from edge_agent.config import AgentConfig
+from edge_agent.config import StationAgentConfig
 from edge_agent.delivery import run_delivery
+from edge_agent.heartbeat import run_heartbeat
 from edge_agent.outbox import Outbox
-from edge_agent.station.config import StationConfig
 from edge_agent.station.events import StationEvent
 from edge_agent.station.pipeline import StationInputs, StationPipeline
 from edge_agent.station.sync import StationUplink, SyncedRegistry, run_registry_sync
-from edge_agent.uplink import UplinkError
+from edge_agent.version import AGENT_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +50,9 @@ class OutboxSink:
         self._outbox.append(build)
 
 
-def station_section(config: AgentConfig) -> StationConfig:
-    """The `station:` section; the config validator guarantees it for filling stations."""
-    if config.station is None:
-        raise ValueError("device.kind filling_station needs a station: section")
-    return config.station
-
-
-def build_registry(config: AgentConfig) -> SyncedRegistry:
+def build_registry(config: StationAgentConfig) -> SyncedRegistry:
     """The synced registry, with the signed cache loaded when it still verifies."""
-    station = station_section(config)
+    station = config.station
     key = None
     if config.server.public_key:
         try:
@@ -84,20 +77,26 @@ class StationAgent:
 
     def __init__(
         self,
-        config: AgentConfig,
+        config: StationAgentConfig,
         inputs: StationInputs,
         uplink: StationUplink | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.station = station_section(config)
+        self.station = config.station
         self.uplink = uplink
         self.clock = clock
         self.stop_event = threading.Event()
         self.outbox = Outbox(config.store.dir / "outbox.sqlite")
         self.registry = build_registry(config)
         self.pipeline = StationPipeline(
-            self.station, inputs, self.registry, OutboxSink(self.outbox), config.device.id, clock
+            self.station,
+            inputs,
+            self.registry,
+            OutboxSink(self.outbox),
+            config.device.id,
+            clock,
+            tz=config.device.zone(),
         )
         self.status_path = config.store.dir / STATUS_FILE
         self.last_sync_error: str | None = None
@@ -161,7 +160,7 @@ class StationAgent:
 
     # --- workers ---------------------------------------------------------------------------
 
-    def _status_worker(self, config: AgentConfig, stop_event: threading.Event) -> None:
+    def _status_worker(self, config: StationAgentConfig, stop_event: threading.Event) -> None:
         while not stop_event.is_set():
             try:
                 self.write_status()
@@ -181,25 +180,15 @@ class StationAgent:
             uptime_s=time.monotonic() - self._started,
         )
 
-    def _heartbeat_worker(
-        self, config: AgentConfig, stop_event: threading.Event, uplink: StationUplink
-    ) -> None:
-        while not stop_event.is_set():
-            try:
-                uplink.heartbeat(self.heartbeat())
-            except UplinkError as err:
-                logger.warning("heartbeat not delivered: %s", err)
-            stop_event.wait(config.server.heartbeat_interval_s)
-
-    def workers(self) -> list[tuple[str, Callable[[AgentConfig, threading.Event], None]]]:
+    def workers(self) -> list[tuple[str, Callable[[StationAgentConfig, threading.Event], None]]]:
         """The agent-level workers (the pipeline starts its own)."""
-        named: list[tuple[str, Callable[[AgentConfig, threading.Event], None]]] = [
+        named: list[tuple[str, Callable[[StationAgentConfig, threading.Event], None]]] = [
             ("station-status", self._status_worker)
         ]
         if self.uplink is not None:
             uplink = self.uplink
             named.append(("outbox-delivery", partial(_delivery, outbox=self.outbox, uplink=uplink)))
-            named.append(("heartbeat", partial(self._heartbeat_worker, uplink=uplink)))
+            named.append(("heartbeat", partial(run_heartbeat, uplink=uplink, beat=self.heartbeat)))
             named.append(
                 (
                     "registry-sync",
@@ -231,13 +220,13 @@ class StationAgent:
 
 
 def _delivery(
-    config: AgentConfig, stop_event: threading.Event, outbox: Outbox, uplink: StationUplink
+    config: StationAgentConfig, stop_event: threading.Event, outbox: Outbox, uplink: StationUplink
 ) -> None:
     run_delivery(config, stop_event, outbox, uplink)
 
 
 def _sync(
-    config: AgentConfig,
+    config: StationAgentConfig,
     stop_event: threading.Event,
     registry: SyncedRegistry,
     uplink: StationUplink,
@@ -246,7 +235,7 @@ def _sync(
     run_registry_sync(config.server.sync_interval_s, stop_event, registry, uplink, on_result)
 
 
-def make_uplink(config: AgentConfig) -> StationUplink:
+def make_uplink(config: StationAgentConfig) -> StationUplink:
     """The HMAC-signed uplink (the key is the issued key text's ASCII bytes)."""
     return StationUplink(
         config.server.url,
@@ -256,11 +245,11 @@ def make_uplink(config: AgentConfig) -> StationUplink:
     )
 
 
-def run_station(config: AgentConfig, stop: threading.Event, wedge_stream: Any = None) -> int:
+def run_station(config: StationAgentConfig, stop: threading.Event, wedge_stream: Any = None) -> int:
     """Open the real devices, run until `stop` is set, shut down; the exit code."""
     from edge_agent.station.pipeline import build_inputs
 
-    station = station_section(config)
+    station = config.station
     try:
         inputs = build_inputs(station, wedge_stream)
     except Exception as err:  # any device that cannot be opened: refuse to run, say which

@@ -1,6 +1,6 @@
 """The filling-station section of the agent config: cameras, zones, scales, scanners, rules.
 
-The integrator mounts `StationConfig` as the optional `station:` section of the agent config;
+`StationConfig` is the required `station:` section of `StationAgentConfig` (edge_agent.config);
 zone polygons come from calibration, thresholds from the tables here.
 """
 
@@ -49,8 +49,8 @@ class ModbusScaleDriver(_Section):
     """A scale controller speaking Modbus TCP."""
 
     kind: Literal["modbus"] = "modbus"
-    host: str = Field(default="127.0.0.1", min_length=1)
-    port: int = Field(default=502, ge=1, le=65535)
+    host: str = Field(default="127.0.0.1", min_length=1, description="scale controller address")
+    port: int = Field(default=502, ge=1, le=65535, description="Modbus TCP port")
     unit_id: int = Field(default=1, ge=0, le=247, description="Modbus device id")
     weight_register: int = Field(
         default=0,
@@ -69,8 +69,8 @@ class LineScaleDriver(_Section):
     """A scale that prints `<grams> <valve 0|1>` lines over TCP and accepts `EN 0|1` commands."""
 
     kind: Literal["line"] = "line"
-    host: str = Field(default="127.0.0.1", min_length=1)
-    port: int = Field(ge=1, le=65535)
+    host: str = Field(default="127.0.0.1", min_length=1, description="scale address")
+    port: int = Field(ge=1, le=65535, description="TCP port the scale prints its lines on")
     timeout_s: float = Field(default=1.0, gt=0.0, le=30.0, description="read timeout")
 
 
@@ -239,7 +239,7 @@ class RuleConfig(_Section):
 
 
 class StationConfig(_Section):
-    """Everything station-specific; mounted as `station:` in the agent config."""
+    """Everything station-specific; the `station:` section of a filling-station agent config."""
 
     station_id: Ident = Field(description="this station's id in the cylinder registry")
     cameras: list[StationCameraConfig] = Field(default_factory=list, max_length=16)

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from functools import partial
 from typing import IO
 
@@ -86,6 +86,8 @@ class StationPipeline:
         sink: EventSink,
         device_id: str,
         clock: Clock = time.time,
+        *,
+        tz: tzinfo,
         wall_clock: Callable[[float], datetime] | None = None,
         person_detector: PersonDetector | None = None,
     ) -> None:
@@ -93,7 +95,7 @@ class StationPipeline:
         self._inputs = inputs
         self._clock = clock
         self._events = EventFactory(device_id, sink, wall_clock)
-        self.rules = StationRules(config, registry, self._events, inputs.scales)
+        self.rules = StationRules(config, registry, self._events, inputs.scales, tz=tz)
         self.analyzers = {
             cam.id: ZoneAnalyzer(
                 cam.id, config.zones, config.vision, (cam.width, cam.height), person_detector

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, timedelta, timezone
+from datetime import date, timedelta, tzinfo
 from enum import StrEnum
 from typing import Protocol
 
@@ -26,10 +26,6 @@ from edge_agent.station.events import EventFactory
 from edge_agent.station.registry import CylinderRegistry
 
 logger = logging.getLogger(__name__)
-
-CHINA_TZ = timezone(timedelta(hours=8))
-"""Inspection and certificate dates are calendar dates in China Standard Time."""
-
 
 class InterlockError(Exception):
     """A scale's fill-enable could not be written."""
@@ -110,7 +106,12 @@ class StationRules:
         registry: CylinderRegistry,
         events: EventFactory,
         interlock: FillInterlock,
+        *,
+        tz: tzinfo,
     ) -> None:
+        # Inspection and certificate dates are calendar dates where the station stands
+        # (device.timezone), so "today" must be taken in that zone, not in UTC.
+        self._tz = tz
         self._config = config
         self._rules = config.rules
         self._registry = registry
@@ -130,7 +131,7 @@ class StationRules:
         return reason.value not in self._rules.disabled
 
     def _today(self, at: float) -> date:
-        return self._events.to_datetime(at).astimezone(CHINA_TZ).date()
+        return self._events.to_datetime(at).astimezone(self._tz).date()
 
     def phase(self, scale_id: str) -> ScalePhase:
         """The scale's phase in the fill cycle."""

@@ -48,7 +48,7 @@ class RegistrySyncError(Exception):
 
 
 class StationUplink(Uplink):
-    """The cab uplink plus the station's registry request."""
+    """The shared uplink plus the station's registry request."""
 
     def get_station_registry(self) -> SignedEnvelope:
         """The signed registry slice of this device's station."""

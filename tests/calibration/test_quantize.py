@@ -84,7 +84,7 @@ def test_quantize_writes_an_int8_pack_that_the_engine_loads(
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from contract.auth import public_key_b64
-    from edge_agent.agent import build_gate
+    from edge_agent.cab.agent import build_gate
     from edge_agent.config import parse_config
     from tests.edge_agent.conftest import base_config
 

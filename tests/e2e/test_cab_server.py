@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from contract.codes import EventKind, ReasonCode
-from edge_agent.agent import build_gate, sync_once
+from edge_agent.cab.agent import build_gate, sync_once
+from edge_agent.cab.simclip import SimulatedOperator
+from edge_agent.cab.sources import ReplayFeed
 from edge_agent.config import parse_config
-from edge_agent.simclip import SimulatedOperator
-from edge_agent.sources import ReplayFeed
 from edge_agent.uplink import Uplink
 from jifang.demo_kit import FORKLIFT, cab_config, deliver_all, server_events
 from models.liveness import observe

@@ -26,8 +26,9 @@ import httpx
 import pytest
 import yaml
 
-from edge_agent.simclip import live_clip
+from edge_agent.cab.simclip import live_clip
 from jifang.demo_kit import FORKLIFT, cab_config, server_events
+from tests.conftest import wait_until
 from tests.e2e.conftest import CabWorld
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,14 +122,18 @@ def _start_agent(config: Path, log: Path) -> tuple[subprocess.Popen, str]:
 
 
 def _wait(url: str, ready, what: str) -> dict:  # noqa: ANN001 - predicate on the status document
-    deadline = time.monotonic() + WAIT_S
-    status: dict = {}
-    while time.monotonic() < deadline:
-        status = httpx.get(f"{url}/status", timeout=10).json()
-        if ready(status):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}: {status}")
+    """The agent's /status document once `ready(status)` holds (the last one seen on timeout)."""
+    last: dict = {}
+
+    def poll() -> dict | None:
+        nonlocal last
+        last = httpx.get(f"{url}/status", timeout=10).json()
+        return last if ready(last) else None
+
+    try:
+        return wait_until(poll, timeout_s=WAIT_S, what=what, every_s=0.2)
+    except AssertionError as err:
+        raise AssertionError(f"{err}: {last}") from None
 
 
 def _decide(url: str, previous_at: str | None) -> dict:

@@ -205,7 +205,7 @@ def frames() -> dict[str, list[np.ndarray]]:
 @pytest.fixture
 def make_gate(tmp_path: Path, engine: Any, signer: Signer) -> Iterator[Callable[..., Any]]:
     """Build a CabGate with a simulated interlock; gallery and config seeded from envelopes."""
-    from edge_agent.agent import build_gate
+    from edge_agent.cab.agent import build_gate
     from edge_agent.config import parse_config
     from models.manifest import Calibration, CalibrationBlock
     from models.placeholder import placeholder_calibration

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from contract.auth import sign_envelope
 from contract.codes import ReasonCode
 from contract.messages import GalleryDelta
-from edge_agent.cache import GALLERY_FILE, GalleryCache
-from edge_agent.types import GateFault
+from edge_agent.cab.cache import GALLERY_FILE, GalleryCache
+from edge_agent.cab.types import GateFault
 from tests.edge_agent.conftest import DEVICE, camera_operator
 
 

@@ -14,7 +14,7 @@ import cv2
 import httpx
 import yaml
 
-from edge_agent.cache import GalleryCache
+from edge_agent.cab.cache import GalleryCache
 from models.manifest import CalibrationBlock, write_calibration
 from models.placeholder import placeholder_calibration, placeholder_pack
 from tests.edge_agent.conftest import DEVICE, base_config

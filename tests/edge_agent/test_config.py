@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from edge_agent.config import ConfigError, load_config, parse_config
+from edge_agent.config import (
+    CabAgentConfig,
+    ConfigError,
+    StationAgentConfig,
+    load_config,
+    parse_config,
+)
 from jifang.cli import app
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "edge_agent" / "examples" / "cab.yaml"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "edge_agent" / "cab" / "examples" / "cab.yaml"
+STATION_EXAMPLE = REPO / "edge_agent" / "station" / "examples" / "agent.yaml"
 ENV = {"JIFANG_DEVICE_KEY": "k" * 32}
 
 
@@ -104,3 +116,138 @@ def test_cli_accepts_valid_file_and_reports_bad_yaml(tmp_path: Path) -> None:
     missing = CliRunner().invoke(app, ["edge", "validate-config", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 1
     assert "cannot read" in missing.output
+
+
+def _station_example() -> dict:
+    return yaml.safe_load(STATION_EXAMPLE.read_text(encoding="utf-8"))
+
+
+def test_device_kind_picks_the_agent_config() -> None:
+    assert isinstance(parse_config(_example(), env=ENV), CabAgentConfig)
+    station = parse_config(_station_example(), env=ENV)
+    assert isinstance(station, StationAgentConfig)
+    assert not hasattr(station, "camera") and not hasattr(station, "gate")
+
+
+@pytest.mark.parametrize(
+    ("section", "value"),
+    [
+        ("gate", {"window_s": 3.0}),
+        ("camera", {"source": 0}),
+        ("claims", {"max_1n_risk": 0.0}),
+        ("liveness", {"policy": "none"}),
+        ("interlock", {"driver": "simulated"}),
+        ("models", {"pack": "jifang-open"}),
+    ],
+)
+def test_station_config_with_a_cab_section_is_refused_naming_it(
+    section: str, value: dict
+) -> None:
+    data = _station_example()
+    data[section] = value
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env=ENV)
+    paths = dict(info.value.errors)
+    assert list(paths) == [section], info.value.errors
+    assert "cab section" in paths[section] and "filling_station" in paths[section]
+
+
+def test_cab_config_with_a_station_section_is_refused_naming_it() -> None:
+    data = _example()
+    data["station"] = _station_example()["station"]
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env=ENV)
+    assert [path for path, _ in info.value.errors] == ["station"]
+
+
+def test_cab_config_without_camera_is_refused() -> None:
+    data = _example()
+    del data["camera"]
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env=ENV)
+    assert info.value.errors == [("camera", "Field required")]
+
+
+def test_station_config_without_station_section_is_refused() -> None:
+    data = _station_example()
+    del data["station"]
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env=ENV)
+    assert info.value.errors == [("station", "Field required")]
+
+
+@pytest.mark.parametrize("kind", [None, "truck"])
+def test_missing_or_unknown_device_kind_names_device_kind(kind: str | None) -> None:
+    data = _example()
+    if kind is None:
+        del data["device"]["kind"]
+    else:
+        data["device"]["kind"] = kind
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, env=ENV)
+    assert [path for path, _ in info.value.errors] == ["device.kind"]
+    assert "filling_station" in info.value.errors[0][1]
+
+
+def test_error_paths_carry_no_union_tag() -> None:
+    data = _example()
+    data["gate"]["window_s"] = 0.0
+    station = _station_example()
+    station["station"]["status_interval_s"] = 0.0
+    with pytest.raises(ConfigError) as cab:
+        parse_config(data, env=ENV)
+    with pytest.raises(ConfigError) as st:
+        parse_config(station, env=ENV)
+    assert [p for p, _ in cab.value.errors] == ["gate.window_s"]
+    assert [p for p, _ in st.value.errors] == ["station.status_interval_s"]
+
+
+def _leaves(annotation: object) -> list[object]:
+    """The types inside Optional/Union/list/tuple/Annotated."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _leaves(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, list, tuple, dict):
+        return [leaf for arg in typing.get_args(annotation) for leaf in _leaves(arg)]
+    return [annotation]
+
+
+def _numeric_fields(model: type[BaseModel], path: str) -> Iterator[tuple[str, str | None]]:
+    """(path, description) of every int/float field in the model tree below `model`."""
+    for name, field in model.model_fields.items():
+        where = f"{path}.{name}" if path else name
+        leaves = _leaves(field.annotation)
+        for leaf in leaves:
+            if isinstance(leaf, type) and issubclass(leaf, BaseModel):
+                yield from _numeric_fields(leaf, f"{where}[{leaf.__name__}]")
+        if any(
+            isinstance(leaf, type) and issubclass(leaf, int | float) and leaf is not bool
+            for leaf in leaves
+        ):
+            yield where, field.description
+
+
+@pytest.mark.parametrize("root", [CabAgentConfig, StationAgentConfig])
+def test_every_threshold_has_a_description(root: type[BaseModel]) -> None:
+    fields = list(_numeric_fields(root, ""))
+    # The walk reaches the nested sections: liveness (models.liveness), station scales, rules.
+    assert len(fields) > 30
+    missing = [path for path, description in fields if not (description or "").strip()]
+    assert not missing, f"numeric config fields without a description: {missing}"
+
+
+def test_cli_validates_both_shipped_examples() -> None:
+    for example, kind in ((EXAMPLE, "forklift"), (STATION_EXAMPLE, "filling_station")):
+        result = CliRunner().invoke(app, ["edge", "validate-config", str(example)], env=ENV)
+        assert result.exit_code == 0, result.output
+        assert f"OK ({kind}" in result.output
+
+
+def test_cli_names_the_cab_section_on_a_station(tmp_path: Path) -> None:
+    data = _station_example()
+    data["gate"] = {"window_s": 3.0}
+    result = CliRunner().invoke(
+        app, ["edge", "validate-config", str(_write(tmp_path, data))], env=ENV
+    )
+    assert result.exit_code == 1
+    assert "  gate: a cab section; not allowed when device.kind is filling_station" in result.output

@@ -10,7 +10,7 @@ import pytest
 
 from contract.codes import CertificateStatus, ClaimKind, EventKind, GateState, ReasonCode
 from contract.messages import CategoryRule, ClaimInfo
-from edge_agent.sources import ReplayFeed
+from edge_agent.cab.sources import ReplayFeed
 from tests.edge_agent.conftest import TODAY, astro_operator, camera_operator, cert
 
 
@@ -112,7 +112,7 @@ def test_stale_gallery(make_gate, frames, signer) -> None:
 
 
 def test_camera_lost_with_real_capture(make_gate, tmp_path) -> None:
-    from edge_agent.sources import CaptureWorker, QueueFeed
+    from edge_agent.cab.sources import CaptureWorker, QueueFeed
 
     parts = make_gate()
     (tmp_path / "frames").mkdir()  # an empty folder: the source opens but never gives a frame
@@ -144,7 +144,7 @@ def test_bad_signature_is_gallery_invalid(make_gate, frames, signer) -> None:
     good = signer.snapshot()
     forged = good.model_copy(update={"payload": good.payload.replace('"version":1', '"version":2')})
     parts = make_gate(snapshot=False)
-    from edge_agent.types import GateFault
+    from edge_agent.cab.types import GateFault
 
     with pytest.raises(GateFault) as caught:
         parts.cache.install_snapshot(forged)
@@ -157,7 +157,7 @@ def test_bad_signature_is_gallery_invalid(make_gate, frames, signer) -> None:
 
 
 def test_corrupt_gallery_file_on_restart_is_gallery_invalid(make_gate, frames, tmp_path) -> None:
-    from edge_agent.agent import build_gate
+    from edge_agent.cab.agent import build_gate
 
     parts = make_gate()
     path = parts.config.store.dir / "gallery.envelopes.json"
@@ -195,7 +195,7 @@ def _calibrations(parts):
 
 
 def test_gallery_for_another_device_or_contract_is_refused(make_gate, signer) -> None:
-    from edge_agent.types import GateFault
+    from edge_agent.cab.types import GateFault
 
     parts = make_gate(snapshot=False)
     with pytest.raises(GateFault, match="device"):
@@ -212,7 +212,7 @@ def test_untrusted_clock(make_gate, frames) -> None:
 
 
 def test_model_missing(tmp_path, signer) -> None:
-    from edge_agent.agent import build_gate
+    from edge_agent.cab.agent import build_gate
     from edge_agent.config import parse_config
     from tests.edge_agent.conftest import base_config
 
@@ -291,7 +291,7 @@ def test_impostor_with_valid_claim_is_claim_mismatch(make_gate, frames) -> None:
 
 
 def test_genuine_claim_by_certificate_qr_is_verified_one_to_one(make_gate, frames) -> None:
-    from edge_agent.claims import claim_info
+    from edge_agent.cab.claims import claim_info
 
     parts = make_gate(claims={"max_1n_risk": 0.0})  # 1:N disabled: only the claim can work
     info = claim_info(
@@ -378,7 +378,7 @@ def test_looser_threshold_override_disables_one_to_n(make_gate, frames) -> None:
 
 
 def test_override_code_is_one_time_flagged_and_expires(make_gate) -> None:
-    from edge_agent.override import issue_code
+    from edge_agent.cab.override import issue_code
     from tests.edge_agent.conftest import DEVICE, DEVICE_KEY
 
     parts = make_gate()
@@ -425,8 +425,8 @@ def test_long_verification_keeps_the_heartbeat_going(make_gate) -> None:
 def test_interlock_failure_on_enable_is_a_locked_internal_error(
     make_gate, frames, tmp_path
 ) -> None:
-    from edge_agent.agent import build_gate
-    from edge_agent.interlock import InterlockError
+    from edge_agent.cab.agent import build_gate
+    from edge_agent.cab.interlock import InterlockError
 
     class DeadRelay:
         """Hardware stand-in at its boundary: the relay module does not answer."""

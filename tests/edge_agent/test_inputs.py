@@ -14,18 +14,10 @@ import cv2
 import pytest
 
 from contract.codes import GateState
+from edge_agent.cab.inputs import InputError, Inputs, ModbusInputs, run_inputs
 from edge_agent.config import InputsSection
-from edge_agent.inputs import InputError, Inputs, ModbusInputs, run_inputs
 from server.threaded import free_port
-
-
-def _wait(predicate, timeout_s: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+from tests.conftest import wait_until
 
 
 @dataclass
@@ -78,7 +70,7 @@ def io_module() -> Iterator[IoModule]:
         except OSError:
             return False
 
-    assert _wait(listening, 15), "modbus test server did not start"
+    wait_until(listening, timeout_s=15, what="the modbus test server")
     yield module
     asyncio.run_coroutine_threadsafe(holder[0].shutdown(), loop).result(timeout=5)
     thread.join(timeout=5)
@@ -102,11 +94,11 @@ def test_rising_edge_is_one_start_request_and_engine_level_follows(io_module: Io
         io_module.lines[0] = False
         time.sleep(0.2)
         io_module.lines[0] = True
-        assert _wait(inputs.start_requested.is_set, 10)
+        wait_until(inputs.start_requested.is_set, timeout_s=10, what="a start request")
         io_module.lines[1] = True
-        assert _wait(lambda: inputs.engine_running, 10)
+        wait_until(lambda: inputs.engine_running, timeout_s=10, what="engine running")
         io_module.lines[1] = False
-        assert _wait(lambda: not inputs.engine_running, 10)
+        wait_until(lambda: not inputs.engine_running, timeout_s=10, what="engine stopped")
     finally:
         stop.set()
         worker.join()
@@ -123,7 +115,7 @@ def test_unreachable_inputs_raise_input_error() -> None:
 def test_agent_starts_on_ignition_input(
     io_module: IoModule, make_gate, frames, tmp_path: Path
 ) -> None:
-    from edge_agent.agent import Agent
+    from edge_agent.cab.agent import Agent
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -136,14 +128,20 @@ def test_agent_starts_on_ignition_input(
     agent = Agent(parts.config, parts, uplink=None)
     agent.start()
     try:
-        assert _wait(lambda: agent.capture.captured > 0)
+        wait_until(lambda: agent.capture.captured > 0, timeout_s=60, what="a captured frame")
         time.sleep(0.3)
         io_module.lines[0] = True  # ignition key turned
-        assert _wait(lambda: agent.gate.status.last_decision is not None)
+        wait_until(
+            lambda: agent.gate.status.last_decision is not None, timeout_s=60, what="a decision"
+        )
         assert agent.gate.status.last_decision.reason.value == "AUTHORIZED"
         io_module.lines[1] = True  # engine runs
-        assert _wait(lambda: agent.gate.status.state == GateState.RUNNING)
+        wait_until(
+            lambda: agent.gate.status.state == GateState.RUNNING, timeout_s=60, what="running"
+        )
         io_module.lines[1] = False
-        assert _wait(lambda: agent.gate.status.state == GateState.LOCKED)
+        wait_until(
+            lambda: agent.gate.status.state == GateState.LOCKED, timeout_s=60, what="locked"
+        )
     finally:
         agent.stop()

@@ -16,21 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.cab.interlock import Heartbeat, SimulatedInterlock, build_interlock, run_watchdog
 from edge_agent.config import InterlockSection
-from edge_agent.interlock import Heartbeat, SimulatedInterlock, build_interlock, run_watchdog
 from server.threaded import free_port
+from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _wait_for(predicate, timeout_s: float = 15.0, every_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every_s)
-    return predicate()
-
 
 @pytest.fixture
 def modbus_server() -> Iterator[str]:
@@ -69,7 +60,7 @@ def modbus_server() -> Iterator[str]:
         except OSError:
             return False
 
-    assert _wait_for(listening), "modbus test server did not start"
+    wait_until(listening, timeout_s=15, what="the modbus test server")
     yield f"127.0.0.1:{port}"
     asyncio.run_coroutine_threadsafe(holder[0].shutdown(), loop).result(timeout=5)
     thread.join(timeout=5)
@@ -105,7 +96,7 @@ def test_modbus_coil_really_toggles(modbus_server: str, tmp_path: Path) -> None:
 
 
 def test_modbus_unreachable_is_an_interlock_error(tmp_path: Path) -> None:
-    from edge_agent.interlock import InterlockError
+    from edge_agent.cab.interlock import InterlockError
 
     section = InterlockSection(driver="modbus", target=f"127.0.0.1:{free_port()}")
     interlock = build_interlock(section, tmp_path, timeout_s=0.5)
@@ -150,7 +141,7 @@ def test_watchdog_drops_enable_when_heartbeat_stops(tmp_path: Path) -> None:
             life.beat()
             time.sleep(0.05)
         assert interlock.read()["enable"] is True
-        assert _wait_for(lambda: interlock.read()["enable"] is False)
+        wait_until(lambda: interlock.read()["enable"] is False, timeout_s=15, what="enable off")
         assert interlock.read()["alarm"] is True
     finally:
         stop.set()
@@ -161,9 +152,9 @@ AGENT_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from edge_agent.agent import start_watchdog
+    from edge_agent.cab.agent import start_watchdog
     from edge_agent.config import parse_config
-    from edge_agent.interlock import Heartbeat, build_interlock
+    from edge_agent.cab.interlock import Heartbeat, build_interlock
 
     target, store = sys.argv[1], Path(sys.argv[2])
     config = parse_config({
@@ -191,15 +182,19 @@ def test_watchdog_drops_output_when_agent_is_killed(modbus_server: str, tmp_path
         [sys.executable, "-c", AGENT_SCRIPT, modbus_server, str(tmp_path)], env=env, cwd=REPO
     )
     try:
-        assert _wait_for(lambda: _coils(modbus_server)[0] is True, timeout_s=60), (
-            "agent never enabled"
+        wait_until(
+            lambda: _coils(modbus_server)[0] is True, timeout_s=60, what="the agent to enable"
         )
         time.sleep(1.0)  # several watchdog periods: a live agent keeps its output
         assert _coils(modbus_server)[0] is True
         watchdog_pid = int((tmp_path / "watchdog.pid").read_text())
         os.kill(agent.pid, signal.SIGKILL)
         agent.wait()
-        assert _wait_for(lambda: _coils(modbus_server) == [False, True], timeout_s=20)
+        wait_until(
+            lambda: _coils(modbus_server) == [False, True],
+            timeout_s=20,
+            what="enable off and alarm on",
+        )
 
         def watchdog_gone() -> bool:
             try:
@@ -210,7 +205,7 @@ def test_watchdog_drops_output_when_agent_is_killed(modbus_server: str, tmp_path
             stat = Path(f"/proc/{watchdog_pid}/stat")
             return not stat.exists() or stat.read_text().split()[2] == "Z"
 
-        assert _wait_for(watchdog_gone, timeout_s=20), "watchdog did not exit after the agent died"
+        wait_until(watchdog_gone, timeout_s=20, what="the watchdog to exit after the agent died")
     finally:
         if agent.poll() is None:
             agent.kill()

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from contract.codes import EventKind, GateState, ReasonCode
+from edge_agent.cab.liveness import NoLiveness, SequenceLiveness
+from edge_agent.cab.simclip import SimulatedOperator, live_clip
+from edge_agent.cab.sources import ReplayFeed
+from edge_agent.cab.types import Frame
 from edge_agent.config import LivenessSection, parse_config
-from edge_agent.liveness import NoLiveness, SequenceLiveness
-from edge_agent.simclip import SimulatedOperator, live_clip
-from edge_agent.sources import ReplayFeed
-from edge_agent.types import Frame
 from models.liveness import ActiveMode, Step, observe
 from models.liveness.synthetic import rigid_sequence
 from tests.edge_agent.conftest import base_config, cab_frame

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +26,7 @@ from contract.auth import HEADER_SIGNATURE, HEADER_TIMESTAMP, SignatureError, ve
 from contract.codes import ReasonCode
 from contract.ids import uuid7
 from contract.messages import DeviceFaultEvent, DeviceFaultPayload, EventBatch, EventBatchAck
+from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = b"outbox-test-key"
@@ -174,16 +174,6 @@ def _sender(url: str, store: Path, new: int) -> subprocess.Popen[bytes]:
         [sys.executable, "-c", SENDER, url, str(store), str(new)], env=env, cwd=REPO
     )
 
-
-def _wait(predicate, timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def _stored(store: Path) -> list[tuple[int, str, str, float | None]]:
     with sqlite3.connect(store / "outbox.sqlite") as db:
         return [
@@ -198,7 +188,11 @@ def test_nothing_lost_when_sender_is_killed_mid_delivery(
     receiver.hold_first = True
     first = _sender(receiver.url, tmp_path, new=12)
     try:
-        assert _wait(lambda: receiver.first_request.is_set() or first.poll() is not None, 60)
+        wait_until(
+            lambda: receiver.first_request.is_set() or first.poll() is not None,
+            timeout_s=60,
+            what="the first request or the sender's exit",
+        )
         assert receiver.first_request.is_set(), "sender died before delivering"
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
@@ -214,8 +208,9 @@ def test_nothing_lost_when_sender_is_killed_mid_delivery(
 
     second = _sender(receiver.url, tmp_path, new=0)
     try:
-        assert _wait(lambda: all(row[3] is not None for row in _stored(tmp_path))), (
-            "not all delivered"
+        wait_until(
+            lambda: all(row[3] is not None for row in _stored(tmp_path)),
+            what="every event delivered",
         )
     finally:
         second.send_signal(signal.SIGKILL)
@@ -261,7 +256,7 @@ def test_failed_delivery_backs_off_and_keeps_events(receiver: Receiver, tmp_path
         assert outbox.depth() == 1
         assert outbox.due(10) == []  # backing off
         receiver.fail_with = None
-        assert _wait(lambda: bool(outbox.due(10)), 5.0)
+        wait_until(lambda: outbox.due(10), timeout_s=5.0, what="the back-off to end")
         assert deliver_once(config, outbox, uplink) == 1
         assert outbox.depth() == 0
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -11,9 +10,10 @@ import numpy as np
 import pytest
 
 from contract.codes import ReasonCode
+from edge_agent.cab.sources import CaptureWorker, QueueFeed, ReplayFeed, SourceError, open_capture
+from edge_agent.cab.types import GateFault
 from edge_agent.config import CameraSection
-from edge_agent.sources import CaptureWorker, QueueFeed, ReplayFeed, SourceError, open_capture
-from edge_agent.types import GateFault
+from tests.conftest import wait_until
 
 
 def _video(path: Path, frames: int = 20) -> Path:
@@ -23,16 +23,6 @@ def _video(path: Path, frames: int = 20) -> Path:
         writer.write(np.full((120, 160, 3), i * 10 % 255, np.uint8))
     writer.release()
     return path
-
-
-def _wait(predicate, timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
 
 def test_video_file_is_read_and_reopened(tmp_path: Path) -> None:
     section = CameraSection(
@@ -44,7 +34,8 @@ def test_video_file_is_read_and_reopened(tmp_path: Path) -> None:
     stop = threading.Event()
     worker = CaptureWorker(section, stop).start()
     try:
-        assert _wait(lambda: worker.captured >= 12)  # more than one pass: the file was reopened
+        # More than one pass: the file was reopened.
+        wait_until(lambda: worker.captured >= 12, timeout_s=20, what="12 frames")
         assert worker.reconnects >= 2
     finally:
         stop.set()
@@ -63,7 +54,7 @@ def test_full_queue_drops_and_counts(tmp_path: Path) -> None:
     stop = threading.Event()
     worker = CaptureWorker(section, stop).start()
     try:
-        assert _wait(lambda: worker.captured >= 10)
+        wait_until(lambda: worker.captured >= 10, timeout_s=20, what="10 frames")
     finally:
         stop.set()
         worker.thread.join()

@@ -80,7 +80,7 @@ def recorder() -> Iterator[Recorder]:
 
 
 def test_sync_installs_signed_config_and_gallery(recorder: Recorder, make_gate, signer) -> None:
-    from edge_agent.agent import sync_once
+    from edge_agent.cab.agent import sync_once
 
     parts = make_gate(snapshot=False, device_config=False)
     recorder.routes[f"/api/v1/devices/{DEVICE}/config"] = (
@@ -143,8 +143,8 @@ def test_server_errors_become_uplink_errors(recorder: Recorder) -> None:
 def test_server_clock_far_off_makes_clock_untrusted(
     recorder: Recorder, make_gate, signer, frames
 ) -> None:
-    from edge_agent.agent import sync_once
-    from edge_agent.sources import ReplayFeed
+    from edge_agent.cab.agent import sync_once
+    from edge_agent.cab.sources import ReplayFeed
 
     parts = make_gate(snapshot=False, device_config=False)
     recorder.routes[f"/api/v1/devices/{DEVICE}/config"] = (
@@ -168,8 +168,8 @@ def test_server_clock_far_off_makes_clock_untrusted(
 def test_refused_request_still_reveals_a_wrong_local_clock(
     recorder: Recorder, make_gate, frames
 ) -> None:
-    from edge_agent.agent import sync_once
-    from edge_agent.sources import ReplayFeed
+    from edge_agent.cab.agent import sync_once
+    from edge_agent.cab.sources import ReplayFeed
 
     parts = make_gate()
     recorder.routes[f"/api/v1/devices/{DEVICE}/config"] = (
@@ -195,7 +195,7 @@ def test_refused_gallery_in_sync_loop_is_a_fault_event_and_keeps_the_verified_on
     import time
 
     from contract.codes import EventKind
-    from edge_agent.agent import Agent
+    from edge_agent.cab.agent import Agent
 
     good = signer.snapshot(version=9)
     forged = good.model_copy(

@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from contract.messages import StationRegistry
-from edge_agent.config import AgentConfig
+from edge_agent.config import StationAgentConfig
 from edge_agent.delivery import deliver_once
 from edge_agent.outbox import Outbox
-from edge_agent.station.agent import OutboxSink, build_registry, station_section
+from edge_agent.station.agent import OutboxSink, build_registry
 from edge_agent.station.sim.runner import ScenarioResult, run_scenario
 from edge_agent.station.sim.scenario import Scenario, SimLayout
 from edge_agent.station.sync import RegistrySyncError, StationUplink, sync_registry
@@ -45,9 +45,9 @@ def sim_agent_config(
     store_dir: Path,
     station: dict[str, object],
     site_id: str = "site-1",
-) -> AgentConfig:
+) -> StationAgentConfig:
     """An agent config for a simulated station (sim scales and scanners, no real camera)."""
-    return AgentConfig.model_validate(
+    return StationAgentConfig.model_validate(
         {
             "device": {"id": device_id, "kind": "filling_station", "site_id": site_id},
             "server": {
@@ -56,8 +56,6 @@ def sim_agent_config(
                 "public_key": public_key,
                 "timeout_s": 30.0,
             },
-            # The cab section is mandatory in AgentConfig; a station never opens it.
-            "camera": {"source": 0},
             "store": {"dir": str(store_dir), "retry_initial_s": 0.1, "retry_max_s": 2.0},
             "station": station,
         }
@@ -65,7 +63,7 @@ def sim_agent_config(
 
 
 def sync_now(
-    config: AgentConfig, uplink: StationUplink
+    config: StationAgentConfig, uplink: StationUplink
 ) -> tuple[StationRegistry | None, str | None]:
     """One registry sync; (message, None) or (None, why it failed)."""
     registry = build_registry(config)
@@ -76,7 +74,7 @@ def sync_now(
         return None, str(err)
 
 
-def deliver_all(config: AgentConfig, outbox: Outbox, uplink: StationUplink, rounds: int) -> int:
+def deliver_all(config: StationAgentConfig, outbox: Outbox, uplink: StationUplink, rounds: int) -> int:
     """Deliver until the outbox is empty or `rounds` passes failed; how many were acknowledged."""
     acked = 0
     for _ in range(rounds):
@@ -90,7 +88,7 @@ def deliver_all(config: AgentConfig, outbox: Outbox, uplink: StationUplink, roun
 
 
 def play_against_server(
-    config: AgentConfig,
+    config: StationAgentConfig,
     layout: SimLayout,
     scenario: Scenario,
     uplink: StationUplink,
@@ -105,13 +103,14 @@ def play_against_server(
     outbox = Outbox(config.store.dir / "outbox.sqlite")
     try:
         result = run_scenario(
-            station_section(config),
+            config.station,
             layout,
             scenario,
             registry,
             OutboxSink(outbox),
             device_id=config.device.id,
             start=start or datetime.now(UTC),
+            tz=config.device.zone(),
         )
         delivered = deliver_all(config, outbox, uplink, delivery_rounds)
         left = outbox.depth()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from contract.codes import CertificateStatus
 from contract.messages import StationRegistry
-from edge_agent.station.agent import make_uplink, station_section
+from edge_agent.station.agent import make_uplink
 from edge_agent.station.events import MemorySink
 from edge_agent.station.sim import registry as reg
 from edge_agent.station.sim.connected import play_against_server, sim_agent_config, sync_now
@@ -114,7 +114,7 @@ def run_station_demo(
     station["registry_path"] = str(out_dir / "station_registry.json")
     out_dir.mkdir(parents=True, exist_ok=True)
     config = sim_agent_config(server_url, device_id, device_key, key, out_dir / "store", station)
-    required = station_section(config).rules.required_certificate
+    required = config.station.rules.required_certificate
     uplink = make_uplink(config)
     lines: list[str] = []
     try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo
 
 from edge_agent.station.config import StationConfig
 from edge_agent.station.events import EventFactory, EventSink
@@ -20,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 SHIFT_START = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
 """Scenario time 0 (08:00 China time): fixed so registry dates in tests stay meaningful."""
+
+SIM_TZ = ZoneInfo("Asia/Shanghai")
+"""The simulated station's zone (device.timezone's default): registry dates are China dates."""
 
 
 @dataclass
@@ -43,6 +47,7 @@ def run_scenario(
     bank: SimScaleBank | None = None,
     seed: int = 0,
     start: datetime = SHIFT_START,
+    tz: tzinfo = SIM_TZ,
 ) -> ScenarioResult:
     """Play `scenario` tick by tick.
 
@@ -52,7 +57,7 @@ def run_scenario(
     station = SimStation(layout, scenario, seed=seed, bank=bank)
     interlock: FillInterlock = scales if scales is not None else station.scales
     events = EventFactory(device_id, sink, wall_clock=lambda t: start + timedelta(seconds=t))
-    rules = StationRules(config, registry, events, interlock)
+    rules = StationRules(config, registry, events, interlock, tz=tz)
     analyzers = [
         ZoneAnalyzer(cam.id, config.zones, config.vision, (cam.width, cam.height))
         for cam in config.cameras

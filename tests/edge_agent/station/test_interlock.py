@@ -14,7 +14,7 @@ from edge_agent.station.rules import StationRules
 from edge_agent.station.scale import ModbusScale, ScaleError, ScaleSet
 from edge_agent.station.sim import registry as reg
 from edge_agent.station.sim.modbus_server import SimModbusScaleServer
-from edge_agent.station.sim.runner import run_scenario
+from edge_agent.station.sim.runner import SIM_TZ, run_scenario
 from edge_agent.station.sim.scenario import (
     Login,
     OpenValve,
@@ -58,7 +58,7 @@ def test_fill_enable_written_only_for_accepted_cylinder(
     config = modbus_config(server.port)
     scales = ScaleSet.from_config(config.scales)
     sink = MemorySink()
-    rules = StationRules(config, reg.sim_registry(), EventFactory("ST", sink), scales)
+    rules = StationRules(config, reg.sim_registry(), EventFactory("ST", sink), scales, tz=SIM_TZ)
     try:
         # At start-up the agent drives every fill-enable off.
         assert {(w.scale_id, w.value) for w in server.writes} == {(S1, False), (S2, False)}
@@ -130,7 +130,7 @@ def test_unreachable_scale_fails_closed() -> None:
     config = modbus_config(1)  # nothing listens on port 1
     scales = ScaleSet.from_config(config.scales)
     sink = MemorySink()
-    rules = StationRules(config, reg.sim_registry(), EventFactory("ST", sink), scales)
+    rules = StationRules(config, reg.sim_registry(), EventFactory("ST", sink), scales, tz=SIM_TZ)
     rules.on_login(FillerLogin(0.0, S1, reg.FILLER, LoginMethod.LOGIN))
     assert rules.on_scan(CodeScan(1.0, S1, reg.GOOD[0])) is False
     # The write failed, so the agent does not consider the fill enabled.
@@ -145,7 +145,7 @@ def test_scale_fault_drops_fill_enable(bank: SimScaleBank) -> None:
     layout_config = station_config(LAYOUT, reg.STATION_ID)
     scales = ScaleSet({s: SimScale(bank, s) for s in (S1, S2)})
     rules = StationRules(
-        layout_config, reg.sim_registry(), EventFactory("ST", MemorySink()), scales
+        layout_config, reg.sim_registry(), EventFactory("ST", MemorySink()), scales, tz=SIM_TZ
     )
     rules.on_login(FillerLogin(0.0, S1, reg.FILLER, LoginMethod.LOGIN))
     bank.place(S1, 15.0)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from contract.codes import ReasonCode
 from contract.messages import EventBatch
+from edge_agent.station.domain import CylinderRecord, CylinderType, FillerCertificate
 from edge_agent.station.events import MemorySink
 from edge_agent.station.sim import registry as reg
 from edge_agent.station.sim.runner import ScenarioResult, run_scenario
@@ -234,3 +236,48 @@ def test_stale_registry_refuses_every_scan(synced_at) -> None:
     assert sink.fills() == []
     assert result.report.scans_refused_stale_registry == 1
     assert result.report.scans_accepted == 0
+
+
+class _CertificateEndsOn:
+    """The sim registry, with reg.FILLER's certificate ending on `valid_until`."""
+
+    def __init__(self, valid_until: date) -> None:
+        self._inner = reg.sim_registry()
+        self._valid_until = valid_until
+
+    def cylinder(self, code: str) -> CylinderRecord | None:
+        return self._inner.cylinder(code)
+
+    def cylinder_type(self, type_code: str) -> CylinderType | None:
+        return self._inner.cylinder_type(type_code)
+
+    def filler(self, operator_id: str) -> FillerCertificate | None:
+        if operator_id == reg.FILLER:
+            return FillerCertificate(operator_id, "P", self._valid_until)
+        return self._inner.filler(operator_id)
+
+    def synced_at(self) -> datetime | None:
+        return self._inner.synced_at()
+
+
+@pytest.mark.parametrize(
+    ("zone", "expected"),
+    [("UTC", []), ("Asia/Shanghai", [ReasonCode.UNCERTIFIED_FILLER])],
+)
+def test_certificate_dates_are_taken_in_the_device_zone(
+    zone: str, expected: list[ReasonCode]
+) -> None:
+    # 20:00 UTC on 31 May is already 1 June in Shanghai: a certificate valid until 31 May
+    # has lapsed there, but not at a station whose device.timezone is UTC.
+    sink = MemorySink()
+    result = run_scenario(
+        station_config(LAYOUT, reg.STATION_ID),
+        LAYOUT,
+        Scenario("t", 40.0, tuple(normal_fill(0, S1, reg.GOOD[0]))),
+        _CertificateEndsOn(date(2026, 5, 31)),
+        sink,
+        start=datetime(2026, 5, 31, 20, 0, tzinfo=UTC),
+        tz=ZoneInfo(zone),
+    )
+    assert reasons(sink) == expected
+    assert enabled_ever(result, S1) == (not expected)

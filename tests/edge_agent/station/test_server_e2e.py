@@ -29,6 +29,7 @@ from edge_agent.station.sim.scenario import (
     station_config,
 )
 from edge_agent.station.sim.seed import seed_station
+from tests.conftest import wait_until
 from tests.server.conftest import World, app, settings, world  # noqa: F401 - fixtures
 
 LAYOUT = make_layout(cameras=1, zones_per_camera=4)
@@ -333,19 +334,6 @@ def test_station_registry_endpoint_refuses_cab_and_signs_for_station(station: St
     # Another device may not read this station's registry.
     assert client.request("GET", "/api/v1/devices/crane-01/station-registry").status_code == 403
 
-
-def _wait(predicate: Any, what: str, timeout_s: float = 60.0) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_edge_run_station_yaml_against_server(station: Station, tmp_path: Path) -> None:
     """`jifang edge run --config station.yaml` as a process: Modbus scale, TCP scanner, server."""
     import json
@@ -373,7 +361,6 @@ def test_edge_run_station_yaml_against_server(station: Station, tmp_path: Path) 
             "sync_interval_s": 30,
             "heartbeat_interval_s": 5,
         },
-        "camera": {"source": 0},
         "store": {"dir": str(store), "retry_initial_s": 0.2},
         "station": {
             "station_id": reg.STATION_ID,
@@ -423,7 +410,9 @@ def test_edge_run_station_yaml_against_server(station: Station, tmp_path: Path) 
     try:
         listener.settimeout(30)
         scanner, _ = listener.accept()
-        _wait(lambda: status().get("registry_state") == "ok", "a verified registry")
+        wait_until(
+            lambda: status().get("registry_state") == "ok", timeout_s=60, what="a verified registry"
+        )
         assert status()["indication"] == "ready"
 
         def heartbeat_state() -> str | None:
@@ -433,15 +422,22 @@ def test_edge_run_station_yaml_against_server(station: Station, tmp_path: Path) 
                 device = session.get(Device, DEVICE)
                 return device.state if device is not None else None
 
-        _wait(lambda: heartbeat_state() == "ready", "the station's heartbeat")
+        wait_until(
+            lambda: heartbeat_state() == "ready", timeout_s=60, what="the station's heartbeat"
+        )
         scanner.sendall(f"OP:{station.fillers[reg.FILLER]}\n{reg.FOREIGN}\n".encode())
-        _wait(
+        wait_until(
             lambda: [e["reason"] for e in station.queue()] == ["FOREIGN_CYLINDER"],
-            "the foreign cylinder in the review queue",
+            timeout_s=60,
+            what="the foreign cylinder in the review queue",
         )
         assert not any(w.value for w in modbus.writes)
         scanner.sendall(f"{reg.GOOD[0]}\n".encode())
-        _wait(lambda: any(w.value for w in modbus.writes), "fill-enable on for a good cylinder")
+        wait_until(
+            lambda: any(w.value for w in modbus.writes),
+            timeout_s=60,
+            what="fill-enable on for a good cylinder",
+        )
         agent.send_signal(signal.SIGTERM)
         output, _ = agent.communicate(timeout=30)
         assert agent.returncode == 0, output

@@ -204,8 +204,9 @@ def _config(kind: str, station: bool) -> dict[str, object]:
     data: dict[str, object] = {
         "device": {"id": "d1", "kind": kind, "site_id": "s1"},
         "server": {"url": "http://127.0.0.1:9", "device_key": "x"},
-        "camera": {"source": 0},
     }
+    if kind != "filling_station":
+        data["camera"] = {"source": 0}
     if station:
         data["station"] = {
             "station_id": "ST-1",
@@ -216,9 +217,9 @@ def _config(kind: str, station: bool) -> dict[str, object]:
 
 def test_config_station_section_follows_device_kind() -> None:
     assert parse_config(_config("filling_station", True), "t").station is not None
-    with pytest.raises(ConfigError, match="station: section is required"):
+    with pytest.raises(ConfigError, match="station: Field required"):
         parse_config(_config("filling_station", False), "t")
-    with pytest.raises(ConfigError, match="only for filling_station"):
+    with pytest.raises(ConfigError, match="station: a filling-station section; not allowed"):
         parse_config(_config("forklift", True), "t")
 
 
@@ -230,8 +231,8 @@ def test_config_login_pattern_needs_id_group() -> None:
 
 
 def test_agent_example_is_valid() -> None:
-    from edge_agent.config import load_config
+    from edge_agent.config import StationAgentConfig, load_config
 
     example = Path(__file__).resolve().parents[3] / "edge_agent/station/examples/agent.yaml"
     config = load_config(example, env={"JIFANG_DEVICE_KEY": "k" * 64})
-    assert config.station is not None and config.station.station_id == "ST-JN-001"
+    assert isinstance(config, StationAgentConfig) and config.station.station_id == "ST-JN-001"

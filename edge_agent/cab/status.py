@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -19,94 +21,122 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from contract.codes import ClaimKind, GateState
-from edge_agent.types import GateFault
-
-if TYPE_CHECKING:
-    from edge_agent.agent import Agent
+from contract.messages import ClaimInfo
+from edge_agent.cab.inputs import Inputs
+from edge_agent.cab.types import Decision, GateFault
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentSnapshot:
+    """What the status endpoint reports, copied from the running agent at one instant."""
+
+    device_id: str
+    state: GateState
+    enable: bool
+    alarm: bool
+    indication: str
+    operator_id: str | None
+    last_decision: Decision | None
+    last_decision_at: datetime | None
+    prompt: Mapping[str, str] | None
+    """The liveness challenge prompt on the cab screen now (language -> text), if any."""
+    camera_lost: bool
+    model_fault: str | None
+    gallery_version: int | None
+    """Verified gallery version; None while there is none."""
+    outbox_depth: int
+    frames_captured: int
+    frames_dropped: int
+    camera_reconnects: int
+    decisions: Mapping[str, int] = field(default_factory=dict)
+
+
+class StatusSource(Protocol):
+    """What the status endpoint needs from the agent: a snapshot and the simulated inputs."""
+
+    @property
+    def inputs(self) -> Inputs:
+        """The start inputs the POST routes stand in for."""
+        ...
+
+    def snapshot(self) -> AgentSnapshot:
+        """The agent's figures now."""
+        ...
+
+    def present_claim(self, kind: ClaimKind, value: str) -> ClaimInfo:
+        """A claim from the QR scanner, the card reader or the keypad."""
+        ...
 
 
 class AgentCollector(Collector):
     """Reads the agent's counters at scrape time."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, source: StatusSource) -> None:
+        self.source = source
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """Current figures."""
-        agent = self.agent
-        status = agent.gate.status
+        snap = self.source.snapshot()
         state = GaugeMetricFamily(
             "jifang_gate_state", "1 for the current gate state", labels=["state"]
         )
         for value in GateState:
-            state.add_metric([value.value], 1.0 if status.state == value else 0.0)
+            state.add_metric([value.value], 1.0 if snap.state == value else 0.0)
         yield state
         yield GaugeMetricFamily(
-            "jifang_enable_output", "start-enable output closed", value=float(status.enable)
+            "jifang_enable_output", "start-enable output closed", value=float(snap.enable)
         )
         yield GaugeMetricFamily(
-            "jifang_alarm_output", "local alarm output on", value=float(status.alarm)
+            "jifang_alarm_output", "local alarm output on", value=float(snap.alarm)
         )
         decisions = CounterMetricFamily(
             "jifang_decisions", "decisions by reason", labels=["reason"]
         )
-        for reason, count in sorted(agent.gate.decisions.items()):
+        for reason, count in sorted(snap.decisions.items()):
             decisions.add_metric([reason], float(count))
         yield decisions
         yield CounterMetricFamily(
-            "jifang_frames_captured", "frames read", value=float(agent.capture.captured)
+            "jifang_frames_captured", "frames read", value=float(snap.frames_captured)
         )
         yield CounterMetricFamily(
             "jifang_frames_dropped",
             "frames dropped (queue full)",
-            value=float(agent.capture.dropped),
+            value=float(snap.frames_dropped),
         )
         yield CounterMetricFamily(
             "jifang_camera_reconnects",
             "camera reopen attempts",
-            value=float(agent.capture.reconnects),
+            value=float(snap.camera_reconnects),
         )
         yield GaugeMetricFamily(
             "jifang_outbox_depth",
             "events not yet acknowledged",
-            value=float(agent.parts.outbox.depth()),
+            value=float(snap.outbox_depth),
         )
-        gallery = agent.gate.cache.gallery
         yield GaugeMetricFamily(
             "jifang_gallery_version",
             "verified gallery version (0 = none)",
-            value=float(gallery.version if gallery else 0),
+            value=float(snap.gallery_version or 0),
         )
 
 
-def _prompt(agent: Agent) -> dict[str, str] | None:
-    """The liveness challenge prompt on the cab screen now (language -> text), if any."""
-    verifier = agent.gate.verifier
-    if verifier is None:
-        return None
-    current = getattr(verifier.liveness.display, "current", None)
-    return dict(current) if current else None
-
-
-def status_document(agent: Agent) -> dict[str, Any]:
+def status_document(snap: AgentSnapshot) -> dict[str, Any]:
     """What GET /status returns."""
-    status = agent.gate.status
-    last = status.last_decision
-    gallery = agent.gate.cache.gallery
+    last = snap.last_decision
     return {
-        "device_id": agent.config.device.id,
-        "state": status.state.value,
-        "enable": status.enable,
-        "alarm": status.alarm,
-        "indication": status.indication,
-        "prompt": _prompt(agent),
-        "operator_id": status.operator_id,
-        "camera_lost": agent.capture.lost(),
-        "model_fault": agent.gate.model_fault.detail if agent.gate.model_fault else None,
-        "gallery_version": gallery.version if gallery else None,
-        "outbox_depth": agent.parts.outbox.depth(),
+        "device_id": snap.device_id,
+        "state": snap.state.value,
+        "enable": snap.enable,
+        "alarm": snap.alarm,
+        "indication": snap.indication,
+        "prompt": dict(snap.prompt) if snap.prompt else None,
+        "operator_id": snap.operator_id,
+        "camera_lost": snap.camera_lost,
+        "model_fault": snap.model_fault,
+        "gallery_version": snap.gallery_version,
+        "outbox_depth": snap.outbox_depth,
         "last_decision": None
         if last is None
         else {
@@ -115,21 +145,21 @@ def status_document(agent: Agent) -> dict[str, Any]:
             "operator_id": last.operator_id,
             "score": last.match.score if last.match else None,
             "claim": last.claim.model_dump(mode="json") if last.claim else None,
-            "at": status.last_decision_at.isoformat() if status.last_decision_at else None,
+            "at": snap.last_decision_at.isoformat() if snap.last_decision_at else None,
         },
     }
 
 
 class StatusServer(ThreadingHTTPServer):
-    """The HTTP server; `agent` is what it reports on."""
+    """The HTTP server; `source` is what it reports on."""
 
     daemon_threads = True
 
-    def __init__(self, agent: Agent, host: str, port: int) -> None:
+    def __init__(self, source: StatusSource, host: str, port: int) -> None:
         super().__init__((host, port), _Handler)
-        self.agent = agent
+        self.source = source
         self.registry = CollectorRegistry()
-        self.registry.register(AgentCollector(agent))
+        self.registry.register(AgentCollector(source))
         self.thread = threading.Thread(target=self.serve_forever, name="status-http", daemon=True)
 
     @property
@@ -156,15 +186,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, json.dumps(data, ensure_ascii=False).encode())
 
     def do_GET(self) -> None:
-        agent = self.server.agent
         path = urlsplit(self.path).path
         if path == "/health":
+            snap = self.server.source.snapshot()
             problems = [
                 name
                 for name, bad in (
-                    ("model", agent.gate.model_fault is not None),
-                    ("camera", agent.capture.lost()),
-                    ("gallery", agent.gate.cache.gallery is None),
+                    ("model", snap.model_fault is not None),
+                    ("camera", snap.camera_lost),
+                    ("gallery", snap.gallery_version is None),
                 )
                 if bad
             ]
@@ -173,36 +203,36 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "healthy": not problems,
                     "problems": problems,
-                    "state": agent.gate.status.state.value,
-                    "indication": agent.gate.status.indication,
+                    "state": snap.state.value,
+                    "indication": snap.indication,
                 },
             )
         elif path == "/status":
-            self._json(200, status_document(agent))
+            self._json(200, status_document(self.server.source.snapshot()))
         elif path == "/metrics":
             self._send(200, generate_latest(self.server.registry), "text/plain; version=0.0.4")
         else:
             self._json(404, {"detail": "not found"})
 
     def do_POST(self) -> None:
-        agent = self.server.agent
+        source = self.server.source
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         if parts.path == "/input/start":
-            agent.inputs.start_requested.set()
+            source.inputs.start_requested.set()
             self._json(202, {"accepted": True})
         elif parts.path == "/input/engine":
-            agent.inputs.engine_running = query.get("running", "0") == "1"
-            self._json(202, {"engine_running": agent.inputs.engine_running})
+            source.inputs.engine_running = query.get("running", "0") == "1"
+            self._json(202, {"engine_running": source.inputs.engine_running})
         elif parts.path == "/input/claim":
             try:
-                info = agent.present_claim(ClaimKind(query.get("kind", "")), query.get("value", ""))
+                info = source.present_claim(ClaimKind(query.get("kind", "")), query.get("value", ""))
             except (ValueError, GateFault) as err:
                 self._json(400, {"detail": str(err)})
                 return
             self._json(202, info.model_dump(mode="json"))
         elif parts.path == "/input/override":
-            agent.inputs.override_code = query.get("code", "")
+            source.inputs.override_code = query.get("code", "")
             self._json(202, {"accepted": True})
         else:
             self._json(404, {"detail": "not found"})

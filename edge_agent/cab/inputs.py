@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from contract.messages import ClaimInfo
+from edge_agent.cab.interlock import host_port
 from edge_agent.config import InputsSection
-from edge_agent.interlock import host_port
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,20 @@ class Inputs:
     claim: ClaimInfo | None = None
     claim_at: float = 0.0
     override_code: str | None = None
+
+    def present(self, claim: ClaimInfo, now: float | None = None) -> None:
+        """Hold a claim for the next start request (monotonic `now`)."""
+        self.claim, self.claim_at = claim, time.monotonic() if now is None else now
+
+    def take_claim(self, valid_s: float, now: float | None = None) -> ClaimInfo | None:
+        """The pending claim if presented within `valid_s`; it is used once."""
+        claim, self.claim = self.claim, None
+        now = time.monotonic() if now is None else now
+        if claim is not None and now - self.claim_at > valid_s:
+            # A stale claim must not let the next person ride on it.
+            logger.info("claim %s expired unused", claim.kind.value)
+            return None
+        return claim
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from contract.codes import ReasonCode
+from edge_agent.cab.types import Frame, GateFault
 from edge_agent.config import CameraSection
-from edge_agent.types import Frame, GateFault
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import math
 import cv2
 import numpy as np
 
-from edge_agent.liveness import SimulatedDisplay
-from edge_agent.types import Frame
+from edge_agent.cab.liveness import SimulatedDisplay
+from edge_agent.cab.types import Frame
 from models.liveness import Prompt, Step
 from models.liveness.geometry import LEFT_EYE, RIGHT_EYE
 from models.types import FloatArray, Image

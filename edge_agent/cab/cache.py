@@ -27,7 +27,7 @@ from contract.messages import (
     GalleryTemplate,
     SignedEnvelope,
 )
-from edge_agent.types import GateFault
+from edge_agent.cab.types import GateFault
 from models.gallery import Gallery
 
 logger = logging.getLogger(__name__)

@@ -25,11 +25,11 @@ from contract.messages import (
     GalleryOperator,
     MatchInfo,
 )
-from edge_agent.cache import LocalGallery
-from edge_agent.claims import ResolvedClaim, resolve_claim
+from edge_agent.cab.cache import LocalGallery
+from edge_agent.cab.claims import ResolvedClaim, resolve_claim
+from edge_agent.cab.liveness import GateLiveness, NoLiveness
+from edge_agent.cab.types import Decision, Frame, GateFault
 from edge_agent.config import ClaimsSection, GateSection, ModelsSection, QualitySection
-from edge_agent.liveness import GateLiveness, NoLiveness
-from edge_agent.types import Decision, Frame, GateFault
 from models.engine import FaceEngine, QualityScores
 from models.liveness import LivenessFrame
 from models.manifest import CalibrationBlock

@@ -10,8 +10,8 @@ from typing import Protocol
 
 from contract.codes import ClaimKind, ReasonCode
 from contract.messages import CertificateInfo, ClaimInfo, GalleryOperator
-from edge_agent.cache import LocalGallery
-from edge_agent.types import GateFault
+from edge_agent.cab.cache import LocalGallery
+from edge_agent.cab.types import GateFault
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from contract.codes import ReasonCode
+from edge_agent.cab.types import GateFault
 from edge_agent.outbox import Outbox
-from edge_agent.types import GateFault
 
 MAC_HEX = 16
 """64 bits: enough against guessing a one-time, short-lived code, short enough to read out."""

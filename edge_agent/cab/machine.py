@@ -34,13 +34,13 @@ from contract.messages import (
     EvidenceRef,
     MatchInfo,
 )
-from edge_agent.cache import GalleryCache
-from edge_agent.config import AgentConfig
-from edge_agent.gate import FrameFeed, Verifier, fuse_embeddings
-from edge_agent.interlock import Interlock, InterlockError
+from edge_agent.cab.cache import GalleryCache
+from edge_agent.cab.gate import FrameFeed, Verifier, fuse_embeddings
+from edge_agent.cab.interlock import Interlock, InterlockError
+from edge_agent.cab.override import redeem_code
+from edge_agent.cab.types import Decision, GateFault
+from edge_agent.config import CabAgentConfig
 from edge_agent.outbox import Outbox
-from edge_agent.override import redeem_code
-from edge_agent.types import Decision, GateFault
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def severity_of(reason: ReasonCode) -> Severity:
 class ClockGuard:
     """Whether the local clock can be trusted to judge certificate dates and gallery age."""
 
-    def __init__(self, config: AgentConfig, now: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, config: CabAgentConfig, now: Callable[[], datetime] | None = None) -> None:
         self.gate = config.gate
         self._now = now or (lambda: datetime.now(UTC))
         self.server_skew_s: float | None = None
@@ -127,7 +127,7 @@ class CabGate:
 
     def __init__(
         self,
-        config: AgentConfig,
+        config: CabAgentConfig,
         verifier: Verifier | None,
         cache: GalleryCache,
         outbox: Outbox,

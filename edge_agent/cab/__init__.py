@@ -1,0 +1,1 @@
+"""The cab agent: face-verified start interlock for cranes and forklifts."""
