@@ -86,6 +86,7 @@ from calibration.protocol import (
 )
 from models.engine import FaceEngine
 from models.manifest import load_manifest
+from models.runtime.adapter import LinearAdapter
 from models.runtime.registry import build_component
 from models.types import Task
 from models.vectors import l2_normalize, mirror_mean
@@ -163,7 +164,7 @@ def adapter_through_pack(linear: LinearMap, base: Path, work: Path, repeat: int)
     if repeat == 0:
         # The edge engine loads the adapted pack unchanged (verified checksums, contract id).
         FaceEngine(pack, threads=1)
-    adapter = build_component(pack, entry, 1)
+    adapter = build_component(pack, entry, 1, LinearAdapter)
 
     def embed(mirrored: npt.NDArray[np.float32]) -> Matrix:
         return l2_normalize(adapter.transform(mirrored))

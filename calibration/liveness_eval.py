@@ -75,7 +75,7 @@ def read_frames(path: Path, count: int = VIDEO_FRAMES) -> Iterator[Image]:
         image = cv2.imread(str(path))
         if image is None:
             raise ValueError(f"{path}: not a readable image")
-        yield image
+        yield np.asarray(image, np.uint8)
         return
     capture = cv2.VideoCapture(str(path))
     try:
@@ -84,7 +84,7 @@ def read_frames(path: Path, count: int = VIDEO_FRAMES) -> Iterator[Image]:
             ok, frame = capture.read()
             if not ok:
                 break
-            frames.append(frame)
+            frames.append(np.asarray(frame, np.uint8))
     finally:
         capture.release()
     if not frames:

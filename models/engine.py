@@ -87,20 +87,22 @@ class FaceEngine:
         self.manifest: PackManifest = verified_manifest(pack_dir) if verify else pack_manifest(pack_dir)
         self.calibration: CalibrationBlock = load_calibration(pack_dir)
         files = {f.task: f for f in self.manifest.files}
-        self.detector: Detector = build_component(pack_dir, files[Task.DETECTOR], threads)
-        self.recognizer: Recognizer = build_component(pack_dir, files[Task.RECOGNIZER], threads)
+        self.detector: Detector = build_component(pack_dir, files[Task.DETECTOR], threads, Detector)
+        self.recognizer: Recognizer = build_component(
+            pack_dir, files[Task.RECOGNIZER], threads, Recognizer
+        )
         self.landmarker: LandmarkModel | None = (
-            build_component(pack_dir, files[Task.LANDMARKS], threads)
+            build_component(pack_dir, files[Task.LANDMARKS], threads, LandmarkModel)
             if Task.LANDMARKS in files
             else None
         )
         self.dense: FaceMesh | None = (
-            build_component(pack_dir, files[Task.DENSE_LANDMARKS], threads)
+            build_component(pack_dir, files[Task.DENSE_LANDMARKS], threads, FaceMesh)
             if Task.DENSE_LANDMARKS in files and (pack_dir / files[Task.DENSE_LANDMARKS].path).is_file()
             else None
         )
         self.adapter: Adapter | None = (
-            build_component(pack_dir, files[Task.ADAPTER], threads)
+            build_component(pack_dir, files[Task.ADAPTER], threads, Adapter)
             if Task.ADAPTER in files
             else None
         )
@@ -211,7 +213,7 @@ class FaceEngine:
 
     def embed(self, image: np.ndarray, face: Face) -> FloatArray:
         """One face -> its L2-normalised embedding."""
-        return self.embed_chips(self.align(image, face)[None])[0]
+        return np.asarray(self.embed_chips(self.align(image, face)[None])[0], np.float32)
 
     @staticmethod
     def compare(a: FloatArray, b: FloatArray) -> float:

@@ -24,7 +24,7 @@ def l2_normalize(x: npt.ArrayLike, dtype: type[FloatT]) -> npt.NDArray[FloatT]: 
 def l2_normalize(x: npt.ArrayLike, dtype: type[np.floating[Any]] = np.float64) -> npt.NDArray[Any]:
     """Each vector (the last axis) scaled to unit length, computed in `dtype`."""
     m = np.asarray(x, dtype)
-    return m / np.maximum(np.linalg.norm(m, axis=-1, keepdims=True), _MIN_NORM)
+    return np.asarray(m / np.maximum(np.linalg.norm(m, axis=-1, keepdims=True), _MIN_NORM), dtype)
 
 
 def mirror_mean(raw: npt.ArrayLike, raw_mirror: npt.ArrayLike) -> npt.NDArray[np.float64]:

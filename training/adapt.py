@@ -172,7 +172,7 @@ def _within_scatter(x: FloatMatrix, codes: npt.NDArray[np.intp]) -> tuple[FloatM
 def _shrunk(cov: FloatMatrix, shrinkage: float) -> FloatMatrix:
     d = cov.shape[0]
     prior = np.trace(cov) / d * np.eye(d)
-    return (1.0 - shrinkage) * cov + shrinkage * prior
+    return np.asarray((1.0 - shrinkage) * cov + shrinkage * prior, np.float64)
 
 
 def _inverse_sqrt(cov: FloatMatrix) -> FloatMatrix:

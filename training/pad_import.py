@@ -281,8 +281,8 @@ def import_pad(
 ) -> ImportedPad:
     """Write pack `out` = base pack + the fused MiniFASNet PAD; nothing written on failure."""
     base: PackManifest = verified_manifest(base_dir)
-    files = [weights / name for name, _ in MODELS]
-    nets = [load_weights(path) for path in files]
+    weight_files = [weights / name for name, _ in MODELS]
+    nets = [load_weights(path) for path in weight_files]
     model = build_onnx(nets)
     reference = FusedPad(nets).eval()
     crops = parity_crops(check_crops, len(nets))
@@ -293,7 +293,7 @@ def import_pad(
             f"on {len(crops)} crops; pack not written"
         )
     logger.info("parity ONNX vs torch: max |diff| %.2e on %d crops", diff, len(crops))
-    sources = ", ".join(f"{p.name} sha256 {_sha256(p)}" for p in files)
+    sources = ", ".join(f"{p.name} sha256 {_sha256(p)}" for p in weight_files)
     with staged_pack(out, force) as work:
         path = work / PAD_FILE
         path.write_bytes(model.SerializeToString())

@@ -41,6 +41,7 @@ from edge_agent.heartbeat import run_heartbeat
 from edge_agent.outbox import Outbox
 from edge_agent.uplink import Uplink, UplinkError
 from edge_agent.version import AGENT_VERSION
+from models.engine import FaceEngine
 from models.errors import ModelError
 from models.manifest import CalibrationBlock
 
@@ -55,7 +56,7 @@ class GateParts:
     outbox: Outbox
     interlock: Interlock
     cache: GalleryCache
-    engine: object | None
+    engine: FaceEngine | None
     calibration_fault: GateFault | None = None
 
     def close(self) -> None:
@@ -66,7 +67,7 @@ class GateParts:
 
 def build_gate(
     config: CabAgentConfig,
-    engine: object | None = None,
+    engine: FaceEngine | None = None,
     calibrations: CalibrationBlock | None = None,
     interlock: Interlock | None = None,
 ) -> GateParts:
@@ -80,15 +81,9 @@ def build_gate(
     contract_id = ""
     try:
         if engine is None:
-            from models.engine import FaceEngine
-
             engine = FaceEngine(
                 config.models.dir / config.models.pack, threads=config.models.threads
             )
-        from models.engine import FaceEngine as _Engine
-
-        if not isinstance(engine, _Engine):
-            raise ModelError(f"not a FaceEngine: {type(engine).__name__}")
         contract_id = engine.contract_id
         block = calibrations if calibrations is not None else engine.calibration
         try:

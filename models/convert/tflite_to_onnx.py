@@ -76,7 +76,7 @@ class _Graph:
         return int(self.tensor(index).ShapeLength())
 
     def label(self, index: int) -> str:
-        return self.tensor(index).Name().decode("utf-8", "replace")
+        return str(self.tensor(index).Name().decode("utf-8", "replace"))
 
     def fresh(self, hint: str) -> str:
         self.uid += 1
@@ -142,7 +142,7 @@ def _index_vector(table: Any, kind: int) -> Array:
         raise UnsupportedOpError(f"sparse index vector type {kind} is not supported")
     vector = vector_types[kind]()
     vector.Init(table.Bytes, table.Pos)
-    return vector.ValuesAsNumpy().astype(np.int64)
+    return np.asarray(vector.ValuesAsNumpy(), np.int64)
 
 
 def densify(tensor: tflite.Tensor, values: Array) -> Array:
@@ -454,7 +454,7 @@ def _op_name(model: tflite.Model, op: tflite.Operator) -> str:
     code = model.OperatorCodes(op.OpcodeIndex())
     # Schema v3a moved builtin codes past 127 to a new field; take the larger of the two.
     builtin = max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode()))
-    name = _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
+    name = str(_OP_NAMES.get(builtin, f"BUILTIN_{builtin}"))
     if name == "CUSTOM":
         name = f"CUSTOM:{(code.CustomCode() or b'').decode('utf-8', 'replace')}"
     return name

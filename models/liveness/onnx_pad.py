@@ -176,7 +176,4 @@ def load_pad(pack_dir: Path, manifest: PackManifest, threads: int) -> OnnxPad | 
             logger.info("%s: optional PAD model %s absent", manifest.name, entry.path)
             return None
         raise ModelError(f"{manifest.name}: PAD model {entry.path} is missing")
-    pad = build_component(pack_dir, entry, threads)
-    if not isinstance(pad, OnnxPad):
-        raise ModelError(f"{entry.path}: wrapper {entry.wrapper!r} is not a PAD model wrapper")
-    return pad
+    return build_component(pack_dir, entry, threads, OnnxPad)

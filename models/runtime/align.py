@@ -114,7 +114,7 @@ def pyramid_down2(image: Image) -> Image:
         + horiz[4 : 2 * m + 4 : 2]
     )
     # dlib divides the 256-weight sum with integer (truncating) division.
-    return (both // 256).astype(np.uint8)
+    return np.asarray(both // 256, np.uint8)
 
 
 def _bilinear(image: Image, xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64]) -> Image:

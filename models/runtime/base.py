@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import onnxruntime as ort
@@ -20,6 +20,7 @@ base (see models.runtime.shape_predictor). arcface5: image-left eye centre, imag
 centre, nose tip, image-left mouth corner, image-right mouth corner (insightface's order)."""
 
 
+@runtime_checkable
 class Detector(Protocol):
     """Finds faces in a BGR image."""
 
@@ -30,6 +31,7 @@ class Detector(Protocol):
         ...
 
 
+@runtime_checkable
 class LandmarkModel(Protocol):
     """Places alignment landmarks inside a detected face."""
 
@@ -40,6 +42,7 @@ class LandmarkModel(Protocol):
         ...
 
 
+@runtime_checkable
 class Recognizer(Protocol):
     """Turns aligned face chips into embeddings."""
 
@@ -51,6 +54,7 @@ class Recognizer(Protocol):
         ...
 
 
+@runtime_checkable
 class Adapter(Protocol):
     """A learned transform applied after the recognizer (e.g. population whitening)."""
 

@@ -6,11 +6,13 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from models.errors import ModelError
 from models.manifest import FileEntry
 from models.types import Task
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,13 @@ WRAPPERS: Mapping[str, WrapperSpec] = {
 }
 
 
-def build_component(pack_dir: Path, entry: FileEntry, threads: int) -> Any:
-    """Construct the wrapper the manifest names for one file."""
+def build_component(pack_dir: Path, entry: FileEntry, threads: int, expect: type[T]) -> T:
+    """Construct the wrapper the manifest names for one file; it must be an `expect`.
+
+    `expect` is the interface the caller uses (a runtime-checkable Protocol or a class), so a
+    factory that builds the wrong kind of object is a ModelError here, not an AttributeError
+    deep in the pipeline.
+    """
     spec = WRAPPERS.get(entry.wrapper)
     if spec is None:
         raise ModelError(
@@ -55,4 +62,10 @@ def build_component(pack_dir: Path, entry: FileEntry, threads: int) -> Any:
     module_name, function_name = spec.factory.split(":")
     factory = getattr(importlib.import_module(module_name), function_name)
     params: Mapping[str, Any] = entry.params
-    return factory(pack_dir / entry.path, params, threads)
+    component = factory(pack_dir / entry.path, params, threads)
+    if not isinstance(component, expect):
+        raise ModelError(
+            f"{entry.path}: wrapper {entry.wrapper!r} built a {type(component).__name__}, "
+            f"not a {expect.__name__}"
+        )
+    return component

@@ -145,7 +145,7 @@ class ShapePredictor:
             # order so pixel lookups round the same way in the next level.
             stacked = np.concatenate([shape.reshape(1, -1), increments], axis=0)
             shape = np.cumsum(stacked, axis=0, dtype=np.float32)[-1].reshape(-1, 2)
-        return (shape.astype(np.float64) * scale + origin).astype(np.float32)
+        return np.asarray(shape.astype(np.float64) * scale + origin, np.float32)
 
 
 def box_from_eye_centers(

@@ -48,7 +48,9 @@ def _entry(path: Path, params: dict[str, object]) -> FileEntry:
 def test_onnx_adapter_matches_numpy_reference(tmp_path: Path) -> None:
     linear = _random_map(out_dim=64)
     path = export_onnx(linear, tmp_path / "adapter.onnx")
-    adapter = build_component(tmp_path, _entry(path, {"input_dim": 128, "output_dim": 64}), 1)
+    adapter = build_component(
+        tmp_path, _entry(path, {"input_dim": 128, "output_dim": 64}), 1, LinearAdapter
+    )
     raw = np.random.default_rng(1).standard_normal((7, 128)).astype(np.float32) * 1.7
     out = adapter.transform(raw)
     assert out.shape == (7, 64)
@@ -89,7 +91,7 @@ def test_adapter_fails_closed_on_non_finite_output(tmp_path: Path) -> None:
 def test_bad_params_name_the_file(tmp_path: Path, params: dict[str, object], message: str) -> None:
     path = export_onnx(_random_map(), tmp_path / "adapter.onnx")
     with pytest.raises(ModelError, match=message) as info:
-        build_component(tmp_path, _entry(path, params), 1)
+        build_component(tmp_path, _entry(path, params), 1, LinearAdapter)
     assert "adapter.onnx" in str(info.value)
 
 

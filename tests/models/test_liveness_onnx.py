@@ -53,7 +53,7 @@ def entry(path: Path, params: dict | None = None, task: Task = Task.LIVENESS) ->
 
 def test_pad_model_scores_faces_in_unit_range(tmp_path: Path, engine) -> None:
     path = mean_model(tmp_path / "pad.onnx")
-    pad = build_component(tmp_path, entry(path), threads=1)
+    pad = build_component(tmp_path, entry(path), threads=1, expect=OnnxPad)
     assert isinstance(pad, OnnxPad)
     image = faces.astronaut()
     frame = observe(engine, image, 0.0)
@@ -66,7 +66,7 @@ def test_pad_model_scores_faces_in_unit_range(tmp_path: Path, engine) -> None:
 
 def test_softmax_output_takes_the_live_column(tmp_path: Path) -> None:
     path = mean_model(tmp_path / "pad2.onnx", softmax=True)
-    pad = build_component(tmp_path, entry(path, {"output": "softmax", "live_index": 1}), 1)
+    pad = build_component(tmp_path, entry(path, {"output": "softmax", "live_index": 1}), 1, OnnxPad)
     white = np.full((2, 80, 80, 3), 255, np.uint8)
     scores = pad.score_crops(white)
     # logits (-1, 1): softmax live = 1 / (1 + e^-2)
@@ -76,11 +76,11 @@ def test_softmax_output_takes_the_live_column(tmp_path: Path) -> None:
 def test_wrong_input_size_bad_params_and_wrong_task_are_errors(tmp_path: Path) -> None:
     path = mean_model(tmp_path / "pad.onnx", size=64)
     with pytest.raises(ModelError, match="pad.onnx: input shape .* does not match N x 3 x 80 x 80"):
-        build_component(tmp_path, entry(path), 1)
+        build_component(tmp_path, entry(path), 1, OnnxPad)
     with pytest.raises(ModelError, match="pad.onnx: bad pad_onnx params"):
-        build_component(tmp_path, entry(path, {"input_size": 64, "colour": "bgr"}), 1)
+        build_component(tmp_path, entry(path, {"input_size": 64, "colour": "bgr"}), 1, OnnxPad)
     with pytest.raises(ModelError, match="runs liveness models, the manifest says detector"):
-        build_component(tmp_path, entry(path, {"input_size": 64}, Task.DETECTOR), 1)
+        build_component(tmp_path, entry(path, {"input_size": 64}, Task.DETECTOR), 1, OnnxPad)
 
 
 def test_pack_with_a_pad_model_uses_it_in_the_policy(tmp_path: Path, default_pack: Path) -> None:

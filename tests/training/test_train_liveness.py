@@ -95,9 +95,10 @@ def test_trains_and_exports_a_pack_with_a_runnable_liveness_model(
     assert probs.shape == (2,) and np.all((probs >= 0) & (probs <= 1))
 
     # The edge's PAD wrapper, chosen by the manifest, reproduces the same probabilities.
+    from models.liveness.onnx_pad import OnnxPad
     from models.runtime.registry import build_component
 
-    pad = build_component(out, entry, threads=1)
+    pad = build_component(out, entry, threads=1, expect=OnnxPad)
     via_wrapper = pad.score_crops(crops)
     assert np.allclose(via_wrapper, probs, atol=1e-5)
 

@@ -46,7 +46,8 @@ class LivenessNet(nn.Module):
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         x = self.features(crops / PIXEL_SCALE - 1.0)
         x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
-        return self.fc(self.dropout(x)).squeeze(1)
+        logit: torch.Tensor = self.fc(self.dropout(x))
+        return logit.squeeze(1)
 
 
 def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:

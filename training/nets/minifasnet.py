@@ -71,7 +71,7 @@ class Bottleneck(nn.Module):
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(self.conv_dw(self.conv(x)))
+        y: torch.Tensor = self.project(self.conv_dw(self.conv(x)))
         if self.se_module is not None:
             y = self.se_module(y)
         return x + y if self.residual else y
