@@ -10,7 +10,7 @@ ever half-applied. A dry run and an apply report the same plan.
 from __future__ import annotations
 
 from server.importer.apply import ApplyResult, ImportSource, PlanNotApplicable, apply_plan
-from server.importer.check import CheckedRow, check_record
+from server.importer.check import check_record
 from server.importer.photos import FaceEnroller, PhotoError
 from server.importer.plan import (
     FieldChange,
@@ -28,6 +28,7 @@ from server.importer.read import (
     RawRow,
     read_records,
 )
+from server.importer.rows import CheckedRow
 from server.importer.run import plan_import, run_import
 
 __all__ = [

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 
 from contract.codes import CertificateStatus, CodeSystem
 from server.domain import id_number_problem, mask_id_number, normalize_id_number
 from server.importer.read import FIELD_LABEL, REQUIRED, RawRow, text
 from server.importer.registry import Registry
+from server.importer.rows import CheckedRow
 from server.schemas import ImportRowError
 
 logger = logging.getLogger(__name__)
@@ -39,25 +39,6 @@ _CODE_SYSTEM = {
     "legacy": CodeSystem.LEGACY,
 }
 _MAX_TEXT = 64  # the width of the name and number columns
-
-
-@dataclass(frozen=True)
-class CheckedRow:
-    """One row that passed its own checks, in the registry's terms."""
-
-    row: int
-    name: str
-    id_number: str
-    certificate_no: str
-    category: str
-    code_system: CodeSystem
-    scope: str | None
-    issue_date: date
-    expiry_date: date
-    authority: str
-    status: CertificateStatus
-    photo: str | None
-    site_id: str | None
 
 
 def _date(value: object) -> date:

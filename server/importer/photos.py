@@ -12,9 +12,9 @@ from typing import Protocol
 
 from contract.messages import EmbeddingContract
 from server.faces import Enrolled, EnrollmentError
-from server.importer.check import CheckedRow
 from server.importer.read import FIELD_LABEL, ImportFileError
 from server.importer.registry import Registry
+from server.importer.rows import CheckedRow
 from server.schemas import ImportRowError
 
 logger = logging.getLogger(__name__)

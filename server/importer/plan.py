@@ -27,9 +27,9 @@ from enum import StrEnum
 
 from contract.codes import CertificateStatus
 from contract.ids import uuid7
-from server.importer.check import CheckedRow
 from server.importer.photos import NewTemplate, RowPhoto
 from server.importer.registry import Registry
+from server.importer.rows import CheckedRow
 from server.schemas import ImportReport, ImportRowError
 from server.tables import Certificate
 

@@ -5,15 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server.importer.rows import CheckedRow
 from server.tables import Certificate, Operator, OperatorSite, Site, Template
-
-if TYPE_CHECKING:
-    from server.importer.check import CheckedRow
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from server.importer.apply import ImportSource, apply_plan
-from server.importer.check import CheckedRow, check_against_registry, check_record
+from server.importer.check import check_against_registry, check_record
 from server.importer.photos import FaceEnroller, PhotoArchive, prepare_photos
 from server.importer.plan import ImportPlan, build_plan
 from server.importer.read import read_records
 from server.importer.registry import load_registry
+from server.importer.rows import CheckedRow
 from server.schemas import ImportReport, ImportRowError
 
 logger = logging.getLogger(__name__)
