@@ -34,8 +34,10 @@ def write_result(name: str, figures: dict[str, Any]) -> Path:
     """Print the figures and write exactly them to bench/results/<name>.json."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    print(f"{name}: {datetime.now(UTC).isoformat(timespec='seconds')}, "
-          f"{platform.machine()} with {os.cpu_count()} cpus, Python {platform.python_version()}")
+    print(
+        f"{name}: {datetime.now(UTC).isoformat(timespec='seconds')}, "
+        f"{platform.machine()} with {os.cpu_count()} cpus, Python {platform.python_version()}"
+    )
     text = json.dumps(figures, indent=2, ensure_ascii=False)
     print(text)
     path.write_text(text + "\n", encoding="utf-8")

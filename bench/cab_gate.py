@@ -74,7 +74,9 @@ def main() -> None:
     parser.add_argument("--gallery", type=int, default=50, help="operators in the gallery")
     parser.add_argument("--reverify-s", type=float, default=5.0)
     parser.add_argument(
-        "--liveness", choices=("sequence", "temporal", "none"), default="sequence",
+        "--liveness",
+        choices=("sequence", "temporal", "none"),
+        default="sequence",
         help="liveness policy: the default (sequence), temporal only (the window's cost "
         "without passive cues or challenge), or none; only the default writes the result file",
     )
@@ -161,7 +163,9 @@ def main() -> None:
                 "liveness": LIVENESS_VARIANTS[args.liveness],
             }
         )
-        block = CalibrationBlock(calibrations={"bench": placeholder_calibration(engine.contract_id)})
+        block = CalibrationBlock(
+            calibrations={"bench": placeholder_calibration(engine.contract_id)}
+        )
         parts = build_gate(config, engine=engine, calibrations=block)
         snapshot = GallerySnapshot(
             device_id="BENCH-1",

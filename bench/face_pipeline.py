@@ -57,8 +57,9 @@ class DlibReference:
         rect = self._largest(rgb, upsample)
         if rect is None:
             pad = max(rgb.shape[:2]) // 2
-            rgb = np.ascontiguousarray(cv2.copyMakeBorder(rgb, pad, pad, pad, pad,
-                                                          cv2.BORDER_REPLICATE))
+            rgb = np.ascontiguousarray(
+                cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            )
             rect = self._largest(rgb, upsample)
         if rect is None:
             rect = self.dlib.rectangle(pad, pad, rgb.shape[1] - pad - 1, rgb.shape[0] - pad - 1)
@@ -72,8 +73,11 @@ def frames(limit: int) -> list[np.ndarray]:
     for name in ("casia_ea_dev", "lfw_7people", "deepface_celebs_dev"):
         folder = SHARED_FACES / name
         if folder.is_dir():
-            sources += [read_image(str(p)) for p in sorted(folder.glob("*/*"))[: limit // 3]
-                        if p.suffix.lower() in {".jpg", ".png", ".bmp"}]
+            sources += [
+                read_image(str(p))
+                for p in sorted(folder.glob("*/*"))[: limit // 3]
+                if p.suffix.lower() in {".jpg", ".png", ".bmp"}
+            ]
     if not sources:
         import skimage.data
 
@@ -107,11 +111,15 @@ def ours_embedding(engine: FaceEngine, image: np.ndarray) -> np.ndarray | None:
     return None if acquired is None else engine.embed(acquired.image, acquired.face)
 
 
-def fnmr_for(face_set: FaceSet, embed: Callable[[np.ndarray], np.ndarray | None],
-             normalise: bool, label: str) -> dict[str, float]:
+def fnmr_for(
+    face_set: FaceSet, embed: Callable[[np.ndarray], np.ndarray | None], normalise: bool, label: str
+) -> dict[str, float]:
     vectors, labels = [], []
-    for path, identity in tqdm(list(zip(face_set.images, face_set.labels, strict=True)),
-                               desc=f"{label} {face_set.name}", leave=False):
+    for path, identity in tqdm(
+        list(zip(face_set.images, face_set.labels, strict=True)),
+        desc=f"{label} {face_set.name}",
+        leave=False,
+    ):
         vector = embed(read_image(str(path)))
         if vector is not None:
             vectors.append(vector)
@@ -153,17 +161,20 @@ def main() -> None:
                 continue  # singletons: no genuine pairs, no FNMR
             ours_fnmr |= fnmr_for(face_set, lambda im: ours_embedding(engine, im), True, "ours")
             dlib_fnmr |= fnmr_for(face_set, lambda im: reference.descriptor(im, 1), False, "dlib")
-    write_result("face_pipeline", {
-        "ours_ms_per_frame": round(ours_ms, 2),
-        "dlib_ms_per_frame": round(dlib_ms, 2),
-        "speedup": round(dlib_ms / ours_ms, 2),
-        "ours_fnmr": ours_fnmr,
-        "dlib_fnmr": dlib_fnmr,
-        "frames": len(images),
-        "threads": 2,
-        "split": "no fitting: every image of every set is test data",
-        "fmr_keys": [fmr_key(f) for f in FMRS],
-    })
+    write_result(
+        "face_pipeline",
+        {
+            "ours_ms_per_frame": round(ours_ms, 2),
+            "dlib_ms_per_frame": round(dlib_ms, 2),
+            "speedup": round(dlib_ms / ours_ms, 2),
+            "ours_fnmr": ours_fnmr,
+            "dlib_fnmr": dlib_fnmr,
+            "frames": len(images),
+            "threads": 2,
+            "split": "no fitting: every image of every set is test data",
+            "fmr_keys": [fmr_key(f) for f in FMRS],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -78,18 +78,26 @@ def attempts(window_s: float, response_s: float, still_frames: int) -> list[Atte
     """All attempts built from the shared data."""
     out: list[Attempt] = []
     frames_dir = DATA / "liveness_replay_frames"
-    for label, clip_path in (("bona_fide", frames_dir / "live" / "real2.webm"),
-                             ("replay", frames_dir / "spoof_replay" / "fake2.webm")):
+    for label, clip_path in (
+        ("bona_fide", frames_dir / "live" / "real2.webm"),
+        ("replay", frames_dir / "spoof_replay" / "fake2.webm"),
+    ):
         clip = read_clip(clip_path)
         fps = 1.0 / (clip[1][1] - clip[0][1])
         for i, (s, e) in enumerate(windows(clip, window_s)):
-            response = clip[e:e + int(response_s * fps)]
+            response = clip[e : e + int(response_s * fps)]
             out.append(Attempt(label, f"{clip_path.name}#{i}", clip[s:e], response))
             if label == "bona_fide":
                 still = clip[(s + e) // 2][0]
                 seq = rigid_sequence(np.asarray(still, np.uint8), 2 * still_frames, seed=i)
-                out.append(Attempt("print", f"{clip_path.name}#{i} still (generated)",
-                                   seq[:still_frames], _retime(seq[still_frames:], seq)))
+                out.append(
+                    Attempt(
+                        "print",
+                        f"{clip_path.name}#{i} still (generated)",
+                        seq[:still_frames],
+                        _retime(seq[still_frames:], seq),
+                    )
+                )
     samples = DATA / "antispoof_samples"
     for label, folder in (("print", "spoof_print"), ("replay", "spoof_screen")):
         for i, path in enumerate(sorted((samples / folder).glob("*.jpg"))):
@@ -97,13 +105,20 @@ def attempts(window_s: float, response_s: float, still_frames: int) -> list[Atte
             if image is None:
                 raise SystemExit(f"{path}: not a readable image")
             seq = rigid_sequence(np.asarray(image, np.uint8), 2 * still_frames, seed=100 + i)
-            out.append(Attempt(label, f"{folder}/{path.name} moved rigidly",
-                               seq[:still_frames], _retime(seq[still_frames:], seq)))
+            out.append(
+                Attempt(
+                    label,
+                    f"{folder}/{path.name} moved rigidly",
+                    seq[:still_frames],
+                    _retime(seq[still_frames:], seq),
+                )
+            )
     return out
 
 
-def _retime(tail: list[tuple[np.ndarray, float]],
-            whole: list[tuple[np.ndarray, float]]) -> list[tuple[np.ndarray, float]]:
+def _retime(
+    tail: list[tuple[np.ndarray, float]], whole: list[tuple[np.ndarray, float]]
+) -> list[tuple[np.ndarray, float]]:
     """Response frames keep the clock running on from the attempt."""
     return tail if tail else whole[-1:]
 
@@ -123,7 +138,9 @@ def run(engine: FaceEngine, policy: LivenessPolicy, attempt: Attempt, seed: int)
         session = policy.start_challenge(start, random.Random(seed))
         for image, t in attempt.response:
             frame = observe(engine, image, t)
-            state = session.feed(frame if frame is not None else LivenessFrame(image, frames[-1].face, t))
+            state = session.feed(
+                frame if frame is not None else LivenessFrame(image, frames[-1].face, t)
+            )
             if state.value != "pending":
                 break
         decision = policy.finish_challenge(session, decision.scores)
@@ -142,7 +159,9 @@ def run(engine: FaceEngine, policy: LivenessPolicy, attempt: Attempt, seed: int)
     }
 
 
-def measure_cues(frames: list[LivenessFrame], config: LivenessPolicyConfig) -> dict[str, list[float]]:
+def measure_cues(
+    frames: list[LivenessFrame], config: LivenessPolicyConfig
+) -> dict[str, list[float]]:
     """Raw value of every cue on an attempt, whatever the policy decided (for the cue table)."""
     chosen = sample(frames, config.passive.max_frames)
     c = config.passive.cues
@@ -153,8 +172,9 @@ def measure_cues(frames: list[LivenessFrame], config: LivenessPolicyConfig) -> d
         out["moire_ratio"].append(cues.moire_ratio(f.image, box, c))
         out["specular_fraction"].append(cues.specular_fraction(f.image, box, c))
     for a, b in zip(chosen, chosen[1:], strict=False):
-        ratio = cues.parallax_comotion(a.image, b.image, a.face.detection.box,
-                                       b.face.detection.box, config.passive.parallax)
+        ratio = cues.parallax_comotion(
+            a.image, b.image, a.face.detection.box, b.face.detection.box, config.passive.parallax
+        )
         if ratio is not None:
             out["parallax_comotion"].append(ratio)
     temporal = check_temporal(frames, config.temporal)
@@ -216,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     engine = FaceEngine(default_pack(), threads=1)
     config = LivenessPolicyConfig()
     policy = LivenessPolicy(config, passive_scorer_for(engine, config))
-    rows = [run(engine, policy, a, seed=i) for i, a in enumerate(attempts(
-        args.window_s, args.response_s, args.still_frames))]
+    rows = [
+        run(engine, policy, a, seed=i)
+        for i, a in enumerate(attempts(args.window_s, args.response_s, args.still_frames))
+    ]
     counts: dict[str, int] = defaultdict(int)
     accepted: dict[str, int] = defaultdict(int)
     for row in rows:
@@ -242,17 +264,20 @@ def main(argv: list[str] | None = None) -> int:
     }
     for row in rows:
         del row["cues"]
-    write_result("liveness_detail", {
-        "summary": result,
-        "window_s": args.window_s,
-        "cues": cues_measured,
-        "timing": timing,
-        "attempts": rows,
-        "note": "bona fide: 1 subject, 1 clip; replay: the same subject re-filmed (1 clip) "
-                "+ 2 screen stills moved rigidly; print: 1 printed photo + generated prints of "
-                "the live subject; attempts are non-overlapping windows; nothing fitted "
-                "(default config); a smoke test, not a PAD claim",
-    })
+    write_result(
+        "liveness_detail",
+        {
+            "summary": result,
+            "window_s": args.window_s,
+            "cues": cues_measured,
+            "timing": timing,
+            "attempts": rows,
+            "note": "bona fide: 1 subject, 1 clip; replay: the same subject re-filmed (1 clip) "
+            "+ 2 screen stills moved rigidly; print: 1 printed photo + generated prints of "
+            "the live subject; attempts are non-overlapping windows; nothing fitted "
+            "(default config); a smoke test, not a PAD claim",
+        },
+    )
     return 0
 
 

@@ -218,7 +218,9 @@ def enrollment_figures(
                     for b, probe_rows in probes.items():
                         # Every window of n consecutive probe images is one fused attempt.
                         for start in range(len(probe_rows) - n + 1):
-                            probe = l2_normalize(probe_rows[start : start + n].mean(axis=0, keepdims=True))
+                            probe = l2_normalize(
+                                probe_rows[start : start + n].mean(axis=0, keepdims=True)
+                            )
                             score = float(np.max(gallery @ probe[0]))
                             (genuine if a == b else impostor).append(score)
                 g, i = np.asarray(genuine), np.asarray(impostor)
@@ -232,7 +234,9 @@ def enrollment_figures(
                 }
                 if outsiders is not None and n == 1:
                     galleries = [
-                        l2_normalize(t[:k].mean(axis=0, keepdims=True)) if rule == "mean_template" else t[:k]
+                        l2_normalize(t[:k].mean(axis=0, keepdims=True))
+                        if rule == "mean_template"
+                        else t[:k]
                         for t in enroll.values()
                     ]
                     extra = np.concatenate([np.max(gal @ outsiders.T, axis=0) for gal in galleries])

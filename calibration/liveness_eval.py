@@ -58,7 +58,8 @@ def presentations(root: Path) -> dict[str, list[Path]]:
         raise ValueError(f"{root}: not a folder")
     found = {
         label: sorted(
-            p for p in (root / label).iterdir()
+            p
+            for p in (root / label).iterdir()
             if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
         )
         for label in CLASSES

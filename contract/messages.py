@@ -139,7 +139,8 @@ class CabDecisionPayload(_Model):
     claim: ClaimInfo | None = None
     pack_contract_id: str = Field(default="", max_length=128)
     detail: str = Field(
-        default="", max_length=1024,
+        default="",
+        max_length=1024,
         description="why, in words (e.g. the liveness cause under LIVENESS_FAILED)",
     )
 

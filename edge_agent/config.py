@@ -142,7 +142,10 @@ class QualitySection(_Section):
         default=0.3, ge=0.0, le=1.0, description="normalised Laplacian-variance score"
     )
     max_yaw_deg: float = Field(
-        default=30.0, ge=0.0, le=90.0, description="faces turned further left/right are skipped, deg"
+        default=30.0,
+        ge=0.0,
+        le=90.0,
+        description="faces turned further left/right are skipped, deg",
     )
     max_pitch_deg: float = Field(
         default=25.0, ge=0.0, le=90.0, description="faces tilted further up/down are skipped, deg"

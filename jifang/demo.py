@@ -73,8 +73,9 @@ def next_local_morning(zone: str) -> timedelta:
     from zoneinfo import ZoneInfo
 
     now = datetime.now(ZoneInfo(zone))
-    morning = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(),
-                               tzinfo=ZoneInfo(zone)) + timedelta(minutes=30)
+    morning = datetime.combine(
+        now.date() + timedelta(days=1), datetime.min.time(), tzinfo=ZoneInfo(zone)
+    ) + timedelta(minutes=30)
     return morning - now
 
 
@@ -114,25 +115,37 @@ def run_cab(
         seen = observe(engine, scenes[person], 0.0)
         if seen is None or seen.dense is None:
             raise RuntimeError(f"no face with landmarks in the {person} scene")
-        return SimulatedOperator(scenes[person], seen.face.detection.box, seen.dense.points,
-                                 screen, FPS)
+        return SimulatedOperator(
+            scenes[person], seen.face.detection.box, seen.dense.points, screen, FPS
+        )
 
     printed = [image for image, _ in rigid_sequence(scenes["astronaut"], 45, fps=FPS, seed=3)]
     attempts: list[tuple[Attempt, Callable[[], FrameFeed], timedelta | None]] = [
-        (Attempt("张伟, certified forklift operator (N1), live", "AUTHORIZED"),
-         lambda: live("astronaut"), None),
+        (
+            Attempt("张伟, certified forklift operator (N1), live", "AUTHORIZED"),
+            lambda: live("astronaut"),
+            None,
+        ),
         (Attempt("李强, no certificate, live", "NO_MATCH"), lambda: live("cameraman"), None),
-        (Attempt("王芳, N1 certificate expired overnight, live", "CERT_EXPIRED"),
-         lambda: live("hopper"), next_local_morning(parts.config.device.timezone)),
-        (Attempt("a printed photo of 张伟 held to the camera", "LIVENESS_FAILED"),
-         lambda: ReplayFeed(printed, FPS, loop=False), None),
+        (
+            Attempt("王芳, N1 certificate expired overnight, live", "CERT_EXPIRED"),
+            lambda: live("hopper"),
+            next_local_morning(parts.config.device.timezone),
+        ),
+        (
+            Attempt("a printed photo of 张伟 held to the camera", "LIVENESS_FAILED"),
+            lambda: ReplayFeed(printed, FPS, loop=False),
+            None,
+        ),
     ]
     results = []
     for attempt, feed, shift in attempts:
         asked = len(screen.shown)
         if shift is not None:
-            echo(f"   (the cab's clock moves to tomorrow 00:30 local time, +{shift}; "
-                 "it has not synced since)")
+            echo(
+                f"   (the cab's clock moves to tomorrow 00:30 local time, +{shift}; "
+                "it has not synced since)"
+            )
             gate.clock.use_source(ShiftedClock(shift))
         try:
             decision = gate.request_start(feed())
@@ -140,8 +153,7 @@ def run_cab(
             gate.clock.use_source(ShiftedClock(timedelta(0)))
         attempt.decision = decision
         attempt.challenge = [
-            f"{p.text.get('zh-CN', '')} / {p.text.get('en', '')}"
-            for p in screen.shown[asked:]
+            f"{p.text.get('zh-CN', '')} / {p.text.get('en', '')}" for p in screen.shown[asked:]
         ]
         for prompt in attempt.challenge:
             echo(f"   screen: {prompt}")
@@ -187,8 +199,10 @@ def run_demo(
     base_engine = FaceEngine(default)
     pack = demo_pack(default, work / "packs", base_engine.contract_id)
     engine = FaceEngine(pack)
-    echo(f"pack {engine.manifest.name} {engine.manifest.version}; threshold {PLACEHOLDER_THRESHOLD} "
-         "is a demo placeholder, not a calibration")
+    echo(
+        f"pack {engine.manifest.name} {engine.manifest.version}; threshold {PLACEHOLDER_THRESHOLD} "
+        "is a demo placeholder, not a calibration"
+    )
     settings = ServerSettings(data_dir=work / "server", model_dir=pack.parent)
     photos = shipped_faces()
     scenes = {name: cab_scene(engine, photo) for name, photo in photos.items()}
@@ -200,21 +214,25 @@ def run_demo(
         # The station's registry (station, scales, cylinders, fillers) is the station
         # simulator's own seed, so that its scripted shift meets what it expects.
         seeded = seed_station(admin.http, {}, SITE, STATION_DEVICE)
-        echo(f"registered site {SITE}, forklift {FORKLIFT}, filling station "
-             f"{seeded.station_id} (device {STATION_DEVICE}, its scales, cylinders, fillers)")
-        report = import_operators(admin, demo_people(today), photos)
-        echo(f"imported {len(report.get('added', []))} certificate(s) with photos "
-             "(astronaut: scikit-image; Grace Hopper: matplotlib; the cameraman has none)")
-        config = parse_cab_config(
-            cab_config(server.url, keys[FORKLIFT], pack, work / "cab")
+        echo(
+            f"registered site {SITE}, forklift {FORKLIFT}, filling station "
+            f"{seeded.station_id} (device {STATION_DEVICE}, its scales, cylinders, fillers)"
         )
+        report = import_operators(admin, demo_people(today), photos)
+        echo(
+            f"imported {len(report.get('added', []))} certificate(s) with photos "
+            "(astronaut: scikit-image; Grace Hopper: matplotlib; the cameraman has none)"
+        )
+        config = parse_cab_config(cab_config(server.url, keys[FORKLIFT], pack, work / "cab"))
         parts = build_gate(config, engine=engine)
         uplink = Uplink(server.url, FORKLIFT, keys[FORKLIFT].key.encode("ascii"), 30.0)
         try:
             sync_once(parts.gate, uplink)
             gallery = parts.gate.cache.gallery
-            echo(f"cab synced signed gallery v{gallery.version if gallery else '?'} "
-                 f"({len(gallery.operators) if gallery else 0} operators)")
+            echo(
+                f"cab synced signed gallery v{gallery.version if gallery else '?'} "
+                f"({len(gallery.operators) if gallery else 0} operators)"
+            )
             attempts = run_cab(parts, engine, scenes, echo)
             delivered = deliver_all(parts, uplink)
             echo(f"cab delivered {delivered} event(s); outbox depth {parts.outbox.depth()}")
@@ -227,7 +245,10 @@ def run_demo(
         station = keys[STATION_DEVICE]
         echo("filling station: a scripted shift through the station agent")
         station_lines = run_station_demo(
-            server.url, station.device_id, station.key, work / "station",
+            server.url,
+            station.device_id,
+            station.key,
+            work / "station",
             server_public_key=station.server_public_key,
         )
         for line in station_lines:
@@ -271,8 +292,7 @@ def demo(
     logging.getLogger().setLevel(logging.ERROR)
 
     def go(work: Path) -> DemoResult:
-        return run_demo(work, typer.echo, model_dir,
-                        None if no_wait else _wait_for_ctrl_c, port)
+        return run_demo(work, typer.echo, model_dir, None if no_wait else _wait_for_ctrl_c, port)
 
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
@@ -280,8 +300,9 @@ def demo(
     else:
         with tempfile.TemporaryDirectory(prefix="jifang-demo-") as tmp:
             result = go(Path(tmp))
-    wrong = [a for a in result.attempts if a.decision is None
-             or a.decision.reason.value != a.expected]
+    wrong = [
+        a for a in result.attempts if a.decision is None or a.decision.reason.value != a.expected
+    ]
     if wrong:
         typer.echo(f"{len(wrong)} decision(s) differ from what the demo expects", err=True)
         raise typer.Exit(code=1)

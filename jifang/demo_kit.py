@@ -80,7 +80,7 @@ def cab_scene(engine: FaceEngine, photo: np.ndarray, face_share: float = 0.3) ->
     pad = int(side)
     padded = cv2.copyMakeBorder(photo, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     top, left = int(cy - side / 2) + pad, int(cx - side / 2) + pad
-    crop = padded[top:top + int(side), left:left + int(side)]
+    crop = padded[top : top + int(side), left : left + int(side)]
     square = cv2.resize(crop, (480, 480), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(cv2.copyMakeBorder(square, 0, 0, 80, 80, cv2.BORDER_REPLICATE))
 
@@ -228,8 +228,19 @@ def import_operators(
     """The certification office's export (CSV with Chinese headers + photo ZIP), imported."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["姓名", "身份证号", "证书编号", "作业项目代号", "发证日期", "有效期至",
-                     "发证机关", "照片", "工作场所"])
+    writer.writerow(
+        [
+            "姓名",
+            "身份证号",
+            "证书编号",
+            "作业项目代号",
+            "发证日期",
+            "有效期至",
+            "发证机关",
+            "照片",
+            "工作场所",
+        ]
+    )
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as bundle:
         for person in people:
@@ -237,11 +248,19 @@ def import_operators(
                 continue
             name = f"{person.key}.jpg"
             bundle.writestr(name, photo_jpeg(photos[person.photo]))
-            writer.writerow([
-                person.name, make_gb11643(ID_REGION, ID_BIRTH, person.serial), person.certificate_no, "N1",
-                (person.expiry - timedelta(days=4 * 365)).isoformat(), person.expiry.isoformat(),
-                "济南市市场监督管理局", name, SITE,
-            ])
+            writer.writerow(
+                [
+                    person.name,
+                    make_gb11643(ID_REGION, ID_BIRTH, person.serial),
+                    person.certificate_no,
+                    "N1",
+                    (person.expiry - timedelta(days=4 * 365)).isoformat(),
+                    person.expiry.isoformat(),
+                    "济南市市场监督管理局",
+                    name,
+                    SITE,
+                ]
+            )
     response = admin.http.post(
         "/api/v1/sync/operators",
         files={
@@ -261,8 +280,11 @@ def cab_config(
     """The forklift agent's config tree (default liveness policy)."""
     data: dict[str, Any] = {
         "device": {"id": device.device_id, "kind": "forklift", "site_id": SITE},
-        "server": {"url": server_url, "device_key": device.key,
-                   "public_key": device.server_public_key},
+        "server": {
+            "url": server_url,
+            "device_key": device.key,
+            "public_key": device.server_public_key,
+        },
         "models": {"dir": str(pack.parent), "pack": pack.name, "calibration": DEMO_CALIBRATION},
         "camera": {"source": str(store_dir / "camera"), "fps": FPS},
         "quality": {"min_face_px": 60, "max_pitch_deg": 40.0},
@@ -300,7 +322,13 @@ def server_events(application: FastAPI, device_id: str) -> list[dict[str, Any]]:
             select(Event).where(Event.device_id == device_id).order_by(Event.seq)
         ).all()
         return [
-            {"event_id": r.event_id, "seq": r.seq, "kind": r.kind, "reason": r.reason,
-             "flagged": r.flagged, "body": r.body}
+            {
+                "event_id": r.event_id,
+                "seq": r.seq,
+                "kind": r.kind,
+                "reason": r.reason,
+                "flagged": r.flagged,
+                "body": r.body,
+            }
             for r in rows
         ]

@@ -170,9 +170,14 @@ def build_default_pack(
                 source=dlib_source + RECOGNIZER_DAT + ", converted by jifang",
             ),
             FileEntry(
-                path="facemesh.onnx", task=Task.DENSE_LANDMARKS, wrapper="facemesh",
-                sha256=sha256_file(work / "facemesh.onnx"), license=MEDIAPIPE_LICENSE,
-                commercial_use=True, optional=True, params={"threads": 1},
+                path="facemesh.onnx",
+                task=Task.DENSE_LANDMARKS,
+                wrapper="facemesh",
+                sha256=sha256_file(work / "facemesh.onnx"),
+                license=MEDIAPIPE_LICENSE,
+                commercial_use=True,
+                optional=True,
+                params={"threads": 1},
                 source="mediapipe 0.10.21 wheel: mediapipe/modules/face_landmark/"
                 "face_landmark.tflite, converted by jifang",
             ),

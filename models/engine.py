@@ -84,7 +84,9 @@ class FaceEngine:
 
     def __init__(self, pack_dir: Path, threads: int = 2, verify: bool = True) -> None:
         self.pack_dir = pack_dir
-        self.manifest: PackManifest = verified_manifest(pack_dir) if verify else pack_manifest(pack_dir)
+        self.manifest: PackManifest = (
+            verified_manifest(pack_dir) if verify else pack_manifest(pack_dir)
+        )
         self.calibration: CalibrationBlock = load_calibration(pack_dir)
         files = {f.task: f for f in self.manifest.files}
         self.detector: Detector = build_component(pack_dir, files[Task.DETECTOR], threads, Detector)
@@ -98,7 +100,8 @@ class FaceEngine:
         )
         self.dense: FaceMesh | None = (
             build_component(pack_dir, files[Task.DENSE_LANDMARKS], threads, FaceMesh)
-            if Task.DENSE_LANDMARKS in files and (pack_dir / files[Task.DENSE_LANDMARKS].path).is_file()
+            if Task.DENSE_LANDMARKS in files
+            and (pack_dir / files[Task.DENSE_LANDMARKS].path).is_file()
             else None
         )
         self.adapter: Adapter | None = (

@@ -90,9 +90,7 @@ def load_weights(path: Path) -> MiniFASNet:
         raise TrainingError(f"{path}: not a PyTorch state dict ({err})") from err
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(
-        isinstance(v, torch.Tensor) for v in state.values()
-    ):
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise TrainingError(f"{path}: not a state dict of tensors")
     try:
         return MiniFASNet.from_state_dict(state)
@@ -211,8 +209,12 @@ def _net(g: _Graph, net: MiniFASNet, x: str, name: str) -> str:
     scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
     w = (net.linear.weight.detach().double() * scale.view(-1, 1)).numpy().astype(np.float32)
     b = (bn.bias.detach().double() - bn.running_mean.double() * scale).numpy().astype(np.float32)
-    x = g.op("Gemm", [x, g.const(f"{name}_emb_w", w), g.const(f"{name}_emb_b", b)],
-             f"{name}_emb", transB=1)
+    x = g.op(
+        "Gemm",
+        [x, g.const(f"{name}_emb_w", w), g.const(f"{name}_emb_b", b)],
+        f"{name}_emb",
+        transB=1,
+    )
     prob_w = net.prob.weight.detach().numpy().astype(np.float32)
     x = g.op("Gemm", [x, g.const(f"{name}_cls_w", prob_w)], f"{name}_logits", transB=1)
     x = g.op("Softmax", [x], f"{name}_softmax", axis=1)
@@ -230,7 +232,9 @@ def build_onnx(nets: list[MiniFASNet]) -> onnx.ModelProto:
         g.nodes.append(helper.make_node("Split", [INPUT_NAME, split], parts, name="split", axis=1))
     else:
         parts = [INPUT_NAME]
-    lives = [_net(g, net, part, f"m{i}") for i, (net, part) in enumerate(zip(nets, parts, strict=True))]
+    lives = [
+        _net(g, net, part, f"m{i}") for i, (net, part) in enumerate(zip(nets, parts, strict=True))
+    ]
     total = lives[0]
     for i, live in enumerate(lives[1:], start=1):
         total = g.op("Add", [total, live], f"live_sum{i}")
@@ -256,9 +260,10 @@ def parity_crops(count: int, k: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     noise = rng.random((count, 3 * k, INPUT_SIZE, INPUT_SIZE))
     ramp = np.linspace(0.0, 1.0, INPUT_SIZE)[None, None, None, :]
-    smooth = np.broadcast_to(ramp, (2, 3 * k, INPUT_SIZE, INPUT_SIZE)) * np.asarray([0.5, 1.0])[
-        :, None, None, None
-    ]
+    smooth = (
+        np.broadcast_to(ramp, (2, 3 * k, INPUT_SIZE, INPUT_SIZE))
+        * np.asarray([0.5, 1.0])[:, None, None, None]
+    )
     grey = np.full((1, 3 * k, INPUT_SIZE, INPUT_SIZE), 0.5)
     return np.concatenate([noise, smooth, grey]).astype(np.float32)
 

@@ -47,6 +47,7 @@ from models.manifest import CalibrationBlock
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class GateParts:
     """Everything the gate needs, built from one config."""
@@ -229,7 +230,9 @@ class GateLoop:
             self.next_presence = time.monotonic() + self.config.gate.presence_retry_s
         card = self.card_reader.read(timeout_s=0.0)
         if card:
-            self.inputs.present(claim_info(ClaimKind.IC_CARD, card, self.config.claims.cert_qr_pattern))
+            self.inputs.present(
+                claim_info(ClaimKind.IC_CARD, card, self.config.claims.cert_qr_pattern)
+            )
         if self.inputs.override_code:
             code, self.inputs.override_code = self.inputs.override_code, None
             self.gate.override(code, "local override")
@@ -377,9 +380,7 @@ class Agent:
 
     def workers(self) -> list[tuple[str, CabWorker]]:
         """The named `(config, stop_event)` workers (capture and status-http start their own)."""
-        named: list[tuple[str, CabWorker]] = [
-            ("gate-loop", partial(run_gate_loop, loop=self.loop))
-        ]
+        named: list[tuple[str, CabWorker]] = [("gate-loop", partial(run_gate_loop, loop=self.loop))]
         if self.config.inputs.source == "modbus":
             reader = ModbusInputs(self.config.inputs)
             named.append(

@@ -60,7 +60,9 @@ class SimulatedDisplay:
             self.shown.append(prompt)
         logger.info(
             "liveness challenge %d/%d: %s",
-            prompt.index, prompt.total, " / ".join(text.values()),
+            prompt.index,
+            prompt.total,
+            " / ".join(text.values()),
         )
 
     def clear(self) -> None:

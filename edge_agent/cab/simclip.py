@@ -62,7 +62,7 @@ def closed_eyes(image: Image, points: FloatArray) -> Image:
         pad = max(2, int(ey1 - ey0))
         x0, x1 = int(ex0) - 2, int(ex1) + 3
         y0, y1 = int(ey0) - pad, int(ey1) + pad
-        skin = out[y1:y1 + (y1 - y0), x0:x1]
+        skin = out[y1 : y1 + (y1 - y0), x0:x1]
         if skin.shape[:2] != (y1 - y0, x1 - x0):
             continue  # eye at the frame edge: leave it open
         out[y0:y1, x0:x1] = cv2.blur(skin, (3, 3))
@@ -79,7 +79,11 @@ class SimulatedOperator:
     """
 
     def __init__(
-        self, image: Image, box: Box, points: FloatArray, display: SimulatedDisplay,
+        self,
+        image: Image,
+        box: Box,
+        points: FloatArray,
+        display: SimulatedDisplay,
         fps: float = 15.0,
     ) -> None:
         self.display = display

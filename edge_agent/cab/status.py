@@ -226,7 +226,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(202, {"engine_running": source.inputs.engine_running})
         elif parts.path == "/input/claim":
             try:
-                info = source.present_claim(ClaimKind(query.get("kind", "")), query.get("value", ""))
+                info = source.present_claim(
+                    ClaimKind(query.get("kind", "")), query.get("value", "")
+                )
             except (ValueError, GateFault) as err:
                 self._json(400, {"detail": str(err)})
                 return

@@ -27,6 +27,7 @@ from edge_agent.station.registry import CylinderRegistry
 
 logger = logging.getLogger(__name__)
 
+
 class InterlockError(Exception):
     """A scale's fill-enable could not be written."""
 

@@ -88,8 +88,11 @@ class ChallengeSession:
             return None
         step = self.steps[self._index]
         return Prompt(
-            step, self._index + 1, len(self.steps),
-            self._step_start + self.config.step_timeout_s, dict(PROMPTS[step]),
+            step,
+            self._index + 1,
+            len(self.steps),
+            self._step_start + self.config.step_timeout_s,
+            dict(PROMPTS[step]),
         )
 
     def _fail(self, cause: Cause, detail: str) -> State:

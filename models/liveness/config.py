@@ -29,26 +29,36 @@ class CueConfig(_Section):
     """Classical per-frame cues around the face (screen/paper border, moiré, glare)."""
 
     context_scale: float = Field(
-        default=2.6, ge=1.5, le=5.0,
+        default=2.6,
+        ge=1.5,
+        le=5.0,
         description="side of the square context window searched for a frame border, in face-box sides",
     )
     border_min_length: float = Field(
-        default=0.8, ge=0.3, le=3.0,
+        default=0.8,
+        ge=0.3,
+        le=3.0,
         description="shortest straight edge counted as a screen/paper border, in face-box sides",
     )
     border_max_tilt_deg: float = Field(
-        default=20.0, ge=1.0, le=45.0,
+        default=20.0,
+        ge=1.0,
+        le=45.0,
         description="how far from vertical/horizontal a border edge may lean",
     )
     border_gap: float = Field(
-        default=0.05, ge=0.0, le=0.5,
+        default=0.05,
+        ge=0.0,
+        le=0.5,
         description="margin around the face box (in box sides) inside which edges are ignored",
     )
     moire_size: int = Field(
         default=128, ge=32, le=512, description="face crop side (px) for the frequency analysis"
     )
     moire_min_radius: float = Field(
-        default=0.3, ge=0.05, le=0.9,
+        default=0.3,
+        ge=0.05,
+        le=0.9,
         description="inner radius of the high-frequency band, as a fraction of Nyquist",
     )
     specular_value: int = Field(
@@ -63,13 +73,21 @@ class ParallaxConfig(_Section):
     """Face-versus-background motion: a hand-held photo or phone moves its surround with the face."""
 
     ring_inner: float = Field(
-        default=1.3, ge=1.0, le=3.0, description="inner side of the background ring, in face-box sides"
+        default=1.3,
+        ge=1.0,
+        le=3.0,
+        description="inner side of the background ring, in face-box sides",
     )
     ring_outer: float = Field(
-        default=2.4, ge=1.2, le=5.0, description="outer side of the background ring, in face-box sides"
+        default=2.4,
+        ge=1.2,
+        le=5.0,
+        description="outer side of the background ring, in face-box sides",
     )
     min_face_motion: float = Field(
-        default=0.04, ge=0.0, le=1.0,
+        default=0.04,
+        ge=0.0,
+        le=1.0,
         description="face displacement between two compared frames (in face-box sides) "
         "below which the pair says nothing about parallax",
     )
@@ -77,7 +95,9 @@ class ParallaxConfig(_Section):
         default=120, ge=8, le=2000, description="background corners tracked per frame pair"
     )
     comove_ratio: float = Field(
-        default=0.6, ge=0.0, le=1.0,
+        default=0.6,
+        ge=0.0,
+        le=1.0,
         description="ring motion / face motion at or above which the surround moves with the face",
     )
 
@@ -92,10 +112,15 @@ class PassiveConfig(_Section):
     """The per-frame live score (ONNX PAD model when the pack has one, else classical cues)."""
 
     live_threshold: float = Field(
-        default=0.6, ge=0.0, le=1.0, description="median live score at or above which passive passes"
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="median live score at or above which passive passes",
     )
     spoof_threshold: float = Field(
-        default=0.3, ge=0.0, le=1.0,
+        default=0.3,
+        ge=0.0,
+        le=1.0,
         description="median live score below which passive refuses outright; between the two "
         "the passive result is uncertain",
     )
@@ -103,26 +128,37 @@ class PassiveConfig(_Section):
         default=8, ge=1, le=120, description="frames of a sequence scored (evenly spaced)"
     )
     border_weight: float = Field(
-        default=0.6, ge=0.0, le=1.0, description="live-score penalty for a full border around the face"
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="live-score penalty for a full border around the face",
     )
     moire_weight: float = Field(
-        default=0.0, ge=0.0, le=1.0,
+        default=0.0,
+        ge=0.0,
+        le=1.0,
         description="live-score penalty for a moiré peak; off by default because real faces "
         "already show peaks above the ratio (skimage astronaut 15, cameraman 21)",
     )
     moire_peak_ratio: float = Field(
-        default=12.0, ge=1.0, le=1000.0,
+        default=12.0,
+        ge=1.0,
+        le=1000.0,
         description="spectral peak / band median above which a moiré peak is counted as fully present",
     )
     specular_weight: float = Field(
         default=0.1, ge=0.0, le=1.0, description="live-score penalty for glare on the face"
     )
     specular_fraction: float = Field(
-        default=0.05, ge=0.0, le=1.0,
+        default=0.05,
+        ge=0.0,
+        le=1.0,
         description="fraction of glare pixels in the face box counted as fully present",
     )
     parallax_weight: float = Field(
-        default=0.5, ge=0.0, le=1.0,
+        default=0.5,
+        ge=0.0,
+        le=1.0,
         description="live-score penalty when the background ring moves with the face",
     )
     cues: CueConfig = CueConfig()
@@ -145,20 +181,28 @@ class TemporalConfig(_Section):
         default=0.8, ge=0.1, le=30.0, description="time the judged frames must span, seconds"
     )
     nonrigid_residual: float = Field(
-        default=0.02, ge=0.0, le=1.0,
+        default=0.02,
+        ge=0.0,
+        le=1.0,
         description="landmark residual after the best planar (homography) fit, in inter-ocular "
         "distances, above which a frame pair shows 3-D or expression motion",
     )
     min_nonrigid_fraction: float = Field(
-        default=0.2, ge=0.0, le=1.0,
+        default=0.2,
+        ge=0.0,
+        le=1.0,
         description="fraction of frame pairs that must show non-rigid motion (unless a blink is seen)",
     )
     blink_ratio: float = Field(
-        default=0.7, ge=0.1, le=0.95,
+        default=0.7,
+        ge=0.1,
+        le=0.95,
         description="eye aspect ratio below this fraction of the sequence's open-eye level is a closed eye",
     )
     min_open_ear: float = Field(
-        default=0.15, ge=0.0, le=1.0,
+        default=0.15,
+        ge=0.0,
+        le=1.0,
         description="open-eye aspect ratio below which blinks cannot be judged (eyes not visible)",
     )
 
@@ -171,11 +215,15 @@ class ActiveConfig(_Section):
         default=4.0, ge=1.0, le=30.0, description="time the operator has for each challenge"
     )
     turn_yaw: float = Field(
-        default=0.12, ge=0.02, le=0.5,
+        default=0.12,
+        ge=0.02,
+        le=0.5,
         description="nose offset from the cheek midpoint, in cheek widths, that counts as a turn",
     )
     blink_ratio: float = Field(
-        default=0.7, ge=0.1, le=0.95,
+        default=0.7,
+        ge=0.1,
+        le=0.95,
         description="eye aspect ratio below this fraction of the open-eye level is a closed eye",
     )
     mirror: bool = Field(

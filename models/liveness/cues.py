@@ -63,14 +63,18 @@ def border_sides(image: Image, box: Box, config: CueConfig) -> tuple[bool, bool,
     edges = cv2.Canny(context, CANNY_LOW, CANNY_HIGH)
     min_len = config.border_min_length * side
     lines = cv2.HoughLinesP(
-        edges, 1, math.pi / 180, HOUGH_VOTES, minLineLength=min_len,
+        edges,
+        1,
+        math.pi / 180,
+        HOUGH_VOTES,
+        minLineLength=min_len,
         maxLineGap=HOUGH_MAX_GAP_FRACTION * max(context.shape),
     )
     gap = config.border_gap * side
     fx0, fy0, fx1, fy1 = box[0] - gap, box[1] - gap, box[2] + gap, box[3] + gap
     tilt = math.radians(config.border_max_tilt_deg)
     found = [False, False, False, False]
-    for x_a, y_a, x_b, y_b in (lines.reshape(-1, 4) if lines is not None else []):
+    for x_a, y_a, x_b, y_b in lines.reshape(-1, 4) if lines is not None else []:
         xa, ya, xb, yb = x_a + ox, y_a + oy, x_b + ox, y_b + oy
         angle = math.atan2(abs(yb - ya), abs(xb - xa))
         if angle > math.pi / 2 - tilt:  # near vertical

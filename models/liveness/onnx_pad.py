@@ -117,8 +117,9 @@ class OnnxPad:
                 [[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]], np.float64
             )
         return np.asarray(
-            cv2.warpAffine(bgr, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT),
+            cv2.warpAffine(
+                bgr, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+            ),
             np.uint8,
         )
 

@@ -71,7 +71,10 @@ class ClassicalPad:
         ratios = []
         for prev, cur in zip(frames, frames[1:], strict=False):
             ratio = cues.parallax_comotion(
-                prev.image, cur.image, prev.face.detection.box, cur.face.detection.box,
+                prev.image,
+                cur.image,
+                prev.face.detection.box,
+                cur.face.detection.box,
                 self.config.parallax,
             )
             if ratio is not None:
@@ -84,7 +87,11 @@ class ClassicalPad:
         """Live score per sampled frame: the product of (1 - weight x evidence) over cues."""
         c = self.config
         chosen = sample(frames, c.max_frames)
-        weights = {"border": c.border_weight, "moire": c.moire_weight, "specular": c.specular_weight}
+        weights = {
+            "border": c.border_weight,
+            "moire": c.moire_weight,
+            "specular": c.specular_weight,
+        }
         evidence = [self.frame_evidence(f) for f in chosen]
         parallax = self.parallax_evidence(chosen)
         parallax_factor = 1.0 - c.parallax_weight * (parallax or 0.0)

@@ -58,8 +58,11 @@ class LivenessPolicy:
         c = self.config
         if not c.enabled:
             return "disabled"
-        parts = [name for name, on in (("passive", c.require_passive),
-                                        ("temporal", c.require_temporal)) if on]
+        parts = [
+            name
+            for name, on in (("passive", c.require_passive), ("temporal", c.require_temporal))
+            if on
+        ]
         parts.append(f"active={c.active.value}")
         return f"{'+'.join(parts)} ({self.passive.name})"
 

@@ -51,7 +51,9 @@ def rigid_sequence(
 
 
 def framed_face(
-    face: Image, canvas_size: tuple[int, int] = (480, 640), bezel: float = 0.25,
+    face: Image,
+    canvas_size: tuple[int, int] = (480, 640),
+    bezel: float = 0.25,
     level: int = 40,
 ) -> Image:
     """A face image shown on a bright screen with a dark bezel, in a dim scene."""
@@ -63,9 +65,13 @@ def framed_face(
     sh, sw = shown.shape[:2]
     y0, x0 = (h - sh) // 2, (w - sw) // 2
     pad = int(bezel * min(sh, sw) / 4)
-    cv2.rectangle(canvas, (x0 - 2 * pad, y0 - 2 * pad), (x0 + sw + 2 * pad, y0 + sh + 2 * pad),
-                  (10, 10, 10), -1)
-    cv2.rectangle(canvas, (x0 - pad, y0 - pad), (x0 + sw + pad, y0 + sh + pad),
-                  (250, 250, 250), -1)
-    canvas[y0:y0 + sh, x0:x0 + sw] = cv2.convertScaleAbs(shown, alpha=1.1, beta=30)
+    cv2.rectangle(
+        canvas,
+        (x0 - 2 * pad, y0 - 2 * pad),
+        (x0 + sw + 2 * pad, y0 + sh + 2 * pad),
+        (10, 10, 10),
+        -1,
+    )
+    cv2.rectangle(canvas, (x0 - pad, y0 - pad), (x0 + sw + pad, y0 + sh + pad), (250, 250, 250), -1)
+    canvas[y0 : y0 + sh, x0 : x0 + sw] = cv2.convertScaleAbs(shown, alpha=1.1, beta=30)
     return canvas

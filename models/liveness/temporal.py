@@ -71,7 +71,8 @@ def check_temporal(frames: Sequence[LivenessFrame], config: TemporalConfig) -> T
     span = dense[-1].t - dense[0].t
     if len(dense) < config.min_frames or span < config.min_span_s:
         return TemporalResult(
-            False, Cause.TOO_FEW_FRAMES,
+            False,
+            Cause.TOO_FEW_FRAMES,
             f"{len(dense)} frames over {span:.2f} s; need {config.min_frames} over "
             f"{config.min_span_s} s",
             {"frames": float(len(dense)), "span_s": span},
@@ -94,7 +95,8 @@ def check_temporal(frames: Sequence[LivenessFrame], config: TemporalConfig) -> T
     if blink or nonrigid >= config.min_nonrigid_fraction:
         return TemporalResult(True, None, "blink" if blink else "non-rigid motion", scores)
     return TemporalResult(
-        False, Cause.RIGID_FACE,
+        False,
+        Cause.RIGID_FACE,
         f"face stayed planar (non-rigid in {nonrigid:.0%} of frames, max residual "
         f"{max(residuals):.4f}) and did not blink",
         scores,

@@ -535,7 +535,9 @@ def build(
         detector = BlazeFaceDetector(
             path,
             variant="short" if variant == "short" else "full",
-            score_threshold=float(params.get("score_threshold", MEDIAPIPE_SCORE_THRESHOLD[variant])),
+            score_threshold=float(
+                params.get("score_threshold", MEDIAPIPE_SCORE_THRESHOLD[variant])
+            ),
             nms_iou=float(params.get("nms_iou", MEDIAPIPE_NMS_IOU)),
             threads=min(threads, int(params.get("threads", threads))),
         )

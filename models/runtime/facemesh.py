@@ -68,8 +68,13 @@ class FaceMesh:
         scale = INPUT_SIZE / side
         forward = cv2.getRotationMatrix2D(centre, angle, scale)
         forward[:, 2] += np.array([INPUT_SIZE / 2 - centre[0], INPUT_SIZE / 2 - centre[1]])
-        crop = cv2.warpAffine(bgr, forward, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT)
+        crop = cv2.warpAffine(
+            bgr,
+            forward,
+            (INPUT_SIZE, INPUT_SIZE),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+        )
         rgb = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
         points, flag = self._run(np.ascontiguousarray(rgb.transpose(2, 0, 1)[None]))
         back = cv2.invertAffineTransform(forward)

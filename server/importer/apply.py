@@ -89,7 +89,12 @@ def _write(session: Session, plan: ImportPlan, now: datetime) -> ApplyResult:
         session,
         Certificate,
         [
-            {**_cert_values(p), "operator_id": p.operator_id, "status_reason": "", "updated_at": now}
+            {
+                **_cert_values(p),
+                "operator_id": p.operator_id,
+                "status_reason": "",
+                "updated_at": now,
+            }
             for p in w.new_certificates
         ],
     )
@@ -98,9 +103,7 @@ def _write(session: Session, plan: ImportPlan, now: datetime) -> ApplyResult:
             update(Certificate),
             [{**_cert_values(p), "updated_at": now} for p in w.updated_certificates],
         )
-    insert_rows(
-        session, OperatorSite, [{"operator_id": a, "site_id": b} for a, b in w.links]
-    )
+    insert_rows(session, OperatorSite, [{"operator_id": a, "site_id": b} for a, b in w.links])
     insert_rows(
         session,
         Template,

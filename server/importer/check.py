@@ -124,9 +124,7 @@ def check_record(raw: RawRow, today: date) -> CheckedRow | list[ImportRowError]:
     )
 
 
-def check_against_registry(
-    rows: Sequence[CheckedRow], registry: Registry
-) -> list[ImportRowError]:
+def check_against_registry(rows: Sequence[CheckedRow], registry: Registry) -> list[ImportRowError]:
     """Errors a row has only next to the rest of the file and the registry."""
     errors: list[ImportRowError] = []
     seen_cert: dict[str, int] = {}

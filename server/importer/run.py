@@ -91,13 +91,9 @@ def run_import(
         progress=progress,
     )
     if not plan.applicable(partial):
-        logger.warning(
-            "import of %s rejected: %d bad row(s)", filename, len(plan.rejected_rows)
-        )
+        logger.warning("import of %s rejected: %d bad row(s)", filename, len(plan.rejected_rows))
         return plan.report(dry_run=dry_run, applied=False, partial=partial)
     if dry_run:
         return plan.report(dry_run=True, applied=False, partial=partial)
-    apply_plan(
-        session, plan, ImportSource(filename, data, photos), actor=actor, partial=partial
-    )
+    apply_plan(session, plan, ImportSource(filename, data, photos), actor=actor, partial=partial)
     return plan.report(dry_run=False, applied=True, partial=partial)

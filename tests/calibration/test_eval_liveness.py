@@ -32,7 +32,9 @@ def test_rates_match_a_brute_force_count() -> None:
             group = [p.score for p in items if p.label == folder]
             assert result["apcer"][attack] == sum(s >= threshold for s in group) / len(group)
     assert rates(items, 0.5)["counts"] == {
-        "live": 4, "spoof_print": 2, "spoof_replay": 3,
+        "live": 4,
+        "spoof_print": 2,
+        "spoof_replay": 3,
         "no_face": {"live": 0, "spoof_print": 0, "spoof_replay": 0},
     }
 
@@ -51,6 +53,7 @@ def test_a_video_is_one_presentation_scored_by_the_median_of_its_frames(tmp_path
         writer.write(np.full((48, 64, 3), value, np.uint8))
     writer.release()
     seen = itertools.count()
+
     # A scorer that finds no face in the first frame and scores the rest by brightness.
     def scorer(image: np.ndarray) -> float | None:
         return None if next(seen) == 0 else float(image.mean()) / 255.0
@@ -84,15 +87,30 @@ def test_cli_counts_a_folder_built_here(
     # The image without a face is refused even at threshold 0.
     for threshold, bpcer, apcer in (("0.0", 0.5, 1.0), ("1.0", 1.0, 0.0)):
         out = tmp_path / f"result-{threshold}.json"
-        run = runner.invoke(app, [
-            "eval", "liveness", "--pack", "with-pad", "--model-dir", str(tmp_path / "md"),
-            "--data", str(data), "--threshold", threshold, "--json", str(out),
-        ])
+        run = runner.invoke(
+            app,
+            [
+                "eval",
+                "liveness",
+                "--pack",
+                "with-pad",
+                "--model-dir",
+                str(tmp_path / "md"),
+                "--data",
+                str(data),
+                "--threshold",
+                threshold,
+                "--json",
+                str(out),
+            ],
+        )
         assert run.exit_code == 0, run.output
         result = json.loads(out.read_text())
         assert result["threshold"] == float(threshold)
         assert result["counts"] == {
-            "live": 2, "spoof_print": 1, "spoof_replay": 0,
+            "live": 2,
+            "spoof_print": 1,
+            "spoof_replay": 0,
             "no_face": {"live": 1, "spoof_print": 0, "spoof_replay": 0},
         }
         assert result["bpcer"] == bpcer and result["apcer"] == {"print": apcer, "replay": None}

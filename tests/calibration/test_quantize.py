@@ -35,8 +35,20 @@ def test_quantize_writes_an_int8_pack_that_the_engine_loads(
     # The FMR to judge at comes from the pack's named calibration (16 impostor pairs: 0.2).
     calibrated = CliRunner().invoke(
         app,
-        ["calibrate", "threshold", "--pack", str(pack), "--data", str(data), "--target-fmr",
-         "0.2", "--name", "site", "--bootstrap", "0"],
+        [
+            "calibrate",
+            "threshold",
+            "--pack",
+            str(pack),
+            "--data",
+            str(data),
+            "--target-fmr",
+            "0.2",
+            "--name",
+            "site",
+            "--bootstrap",
+            "0",
+        ],
     )
     assert calibrated.exit_code == 0, calibrated.output
     result = CliRunner().invoke(
@@ -89,11 +101,14 @@ def test_quantize_writes_an_int8_pack_that_the_engine_loads(
     from tests.edge_agent.conftest import base_config
 
     server_key = public_key_b64(Ed25519PrivateKey.generate().public_key())
-    config = parse_config(base_config(
-        tmp_path, server_key, models={"dir": str(out.parent), "pack": out.name,
-                                      "calibration": "tiny"},
-        gate={"target_fmr": 0.2},
-    ))
+    config = parse_config(
+        base_config(
+            tmp_path,
+            server_key,
+            models={"dir": str(out.parent), "pack": out.name, "calibration": "tiny"},
+            gate={"target_fmr": 0.2},
+        )
+    )
     parts = build_gate(config)
     try:
         assert parts.engine is not None and parts.engine.contract_id == int8_engine.contract_id

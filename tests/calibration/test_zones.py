@@ -98,8 +98,21 @@ def test_zones_and_check_drift_commands(tmp_path: Path, monkeypatch: pytest.Monk
     camera = tmp_path / "frame.png"
     cv2.imwrite(str(camera), _scene())
     out = tmp_path / "site" / "zones.yaml"
-    result = runner.invoke(app, ["calibrate", "zones", "--camera", str(camera), "--out",
-                                 str(out), "--zone", SEAT, "--zone", DOOR])
+    result = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "zones",
+            "--camera",
+            str(camera),
+            "--out",
+            str(out),
+            "--zone",
+            SEAT,
+            "--zone",
+            DOOR,
+        ],
+    )
     assert result.exit_code == 0, result.output
     zone_file = load_zones(out)
     assert [z.name for z in zone_file.zones] == ["seat", "door"]
@@ -110,23 +123,47 @@ def test_zones_and_check_drift_commands(tmp_path: Path, monkeypatch: pytest.Monk
 
     still = tmp_path / "still.png"
     cv2.imwrite(str(still), _jitter(_scene()))
-    ok = runner.invoke(app, ["calibrate", "check-drift", "--zones", str(out), "--camera",
-                             str(still)])
+    ok = runner.invoke(
+        app, ["calibrate", "check-drift", "--zones", str(out), "--camera", str(still)]
+    )
     assert ok.exit_code == 0 and ok.output.startswith("ok:"), ok.output
     moved_png, drawn = tmp_path / "moved.png", tmp_path / "drift.png"
     cv2.imwrite(str(moved_png), _shifted(_scene(), 0, 25))
-    moved = runner.invoke(app, ["calibrate", "check-drift", "--zones", str(out), "--camera",
-                                str(moved_png), "--overlay", str(drawn)])
+    moved = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "check-drift",
+            "--zones",
+            str(out),
+            "--camera",
+            str(moved_png),
+            "--overlay",
+            str(drawn),
+        ],
+    )
     assert moved.exit_code == 3 and moved.output.startswith("moved:"), moved.output
     assert cv2.imread(str(drawn)) is not None
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    headless = runner.invoke(app, ["calibrate", "zones", "--camera", str(camera), "--out",
-                                   str(tmp_path / "other.yaml")])
+    headless = runner.invoke(
+        app, ["calibrate", "zones", "--camera", str(camera), "--out", str(tmp_path / "other.yaml")]
+    )
     assert headless.exit_code == 1 and "give zones with --zone or --polygons" in headless.output
-    missing = runner.invoke(app, ["calibrate", "zones", "--camera", str(tmp_path / "no.png"),
-                                  "--out", str(tmp_path / "x.yaml"), "--zone", SEAT])
+    missing = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "zones",
+            "--camera",
+            str(tmp_path / "no.png"),
+            "--out",
+            str(tmp_path / "x.yaml"),
+            "--zone",
+            SEAT,
+        ],
+    )
     assert missing.exit_code == 1 and "cannot read the image" in missing.output
     assert not (tmp_path / "x.yaml").exists() and not (tmp_path / "other.yaml").exists()
 
@@ -145,13 +182,35 @@ def test_zones_from_a_polygon_file_and_a_video_source(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     out = tmp_path / "zones.yaml"
-    result = CliRunner().invoke(app, ["calibrate", "zones", "--camera", str(video), "--out",
-                                      str(out), "--polygons", str(polygons)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "calibrate",
+            "zones",
+            "--camera",
+            str(video),
+            "--out",
+            str(out),
+            "--polygons",
+            str(polygons),
+        ],
+    )
     assert result.exit_code == 0, result.output
     loaded = load_zones(out)
     assert loaded.camera == str(video) and (loaded.frame_width, loaded.frame_height) == (512, 512)
     assert loaded.zones[0].name == "fill-bay"
     polygons.write_text("zones:\n- name: x\n  polygon: [[1, 1], [2, 2]]\n", encoding="utf-8")
-    bad = CliRunner().invoke(app, ["calibrate", "zones", "--camera", str(video), "--out",
-                                   str(tmp_path / "bad.yaml"), "--polygons", str(polygons)])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "calibrate",
+            "zones",
+            "--camera",
+            str(video),
+            "--out",
+            str(tmp_path / "bad.yaml"),
+            "--polygons",
+            str(polygons),
+        ],
+    )
     assert bad.exit_code == 1 and "zones[0]" in bad.output

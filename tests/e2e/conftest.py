@@ -47,7 +47,9 @@ def scenes(engine, photos) -> dict[str, np.ndarray]:  # noqa: ANN001 - FaceEngin
 
 
 @pytest.fixture
-def cab_world(tmp_path: Path, db_url: str, default_pack: Path, engine, photos, scenes) -> Iterator[CabWorld]:  # noqa: ANN001
+def cab_world(
+    tmp_path: Path, db_url: str, default_pack: Path, engine, photos, scenes
+) -> Iterator[CabWorld]:  # noqa: ANN001
     """Server on the parametrised database; site, forklift, filling station; operators imported."""
     from server.settings import ServerSettings
 

@@ -20,15 +20,18 @@ from tests.e2e.conftest import CabWorld
 def _operator(engine, world: CabWorld, display, person: str) -> SimulatedOperator:  # noqa: ANN001
     seen = observe(engine, world.scenes[person], 0.0)
     assert seen is not None and seen.dense is not None
-    return SimulatedOperator(world.scenes[person], seen.face.detection.box, seen.dense.points,
-                             display)
+    return SimulatedOperator(
+        world.scenes[person], seen.face.detection.box, seen.dense.points, display
+    )
 
 
 def test_cab_syncs_decides_and_the_server_stores_each_event_once(
     cab_world: CabWorld, engine, tmp_path: Path
 ) -> None:
     world = cab_world
-    config = parse_config(cab_config(world.server.url, world.forklift, world.pack, tmp_path / "cab"))
+    config = parse_config(
+        cab_config(world.server.url, world.forklift, world.pack, tmp_path / "cab")
+    )
     parts = build_gate(config, engine=engine, calibrations=load_calibration(world.pack))
     uplink = Uplink(world.server.url, FORKLIFT, world.forklift.key.encode("ascii"), 30.0)
     try:

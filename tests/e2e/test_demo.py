@@ -36,7 +36,9 @@ def test_demo_command_prints_each_decision_with_its_reason(
     assert "violation OVERFILL: 1" in result.output
 
 
-def test_demo_events_reach_the_server_once_each(default_pack: Path, model_dir: Path, tmp_path: Path) -> None:
+def test_demo_events_reach_the_server_once_each(
+    default_pack: Path, model_dir: Path, tmp_path: Path
+) -> None:
     out: list[str] = []
     seen: dict[str, object] = {}
 

@@ -66,7 +66,9 @@ class _Forward(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower().startswith("x-jifang")}
         if self.headers.get("Content-Type"):
             headers["Content-Type"] = self.headers["Content-Type"]
-        answer = self.server.upstream.request(self.command, self.path, content=body, headers=headers)
+        answer = self.server.upstream.request(
+            self.command, self.path, content=body, headers=headers
+        )
         is_batch = self.command == "POST" and self.path.startswith("/api/v1/events")
         if is_batch and answer.status_code == 200:
             self.server.acks.append(answer.json())
@@ -101,10 +103,19 @@ def _start_agent(config: Path, log: Path) -> tuple[subprocess.Popen, str]:
     start = log.stat().st_size if log.exists() else 0
     handle = log.open("a")
     agent = subprocess.Popen(
-        [sys.executable, "-c", "from jifang.cli import main; main()", "edge", "run",
-         "--config", str(config)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=handle, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-c",
+            "from jifang.cli import main; main()",
+            "edge",
+            "run",
+            "--config",
+            str(config),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=handle,
+        stderr=subprocess.STDOUT,
     )
     handle.close()
     deadline = time.monotonic() + WAIT_S
@@ -140,8 +151,11 @@ def _decide(url: str, previous_at: str | None) -> dict:
     assert httpx.post(f"{url}/input/start", timeout=10).status_code == 202
     status = _wait(
         url,
-        lambda s: s["last_decision"] and s["last_decision"]["at"] != previous_at
-        and s["state"] != "verifying",
+        lambda s: (
+            s["last_decision"]
+            and s["last_decision"]["at"] != previous_at
+            and s["state"] != "verifying"
+        ),
         "a decision",
     )
     if status["state"] == "authorized":
@@ -159,7 +173,10 @@ def _outbox(store: Path) -> dict[str, float | None]:
 
 @pytest.mark.slow
 def test_kill9_mid_delivery_then_restart_stores_each_event_once(
-    cab_world: CabWorld, proxy: HoldingProxy, engine, tmp_path: Path  # noqa: ANN001
+    cab_world: CabWorld,
+    proxy: HoldingProxy,
+    engine,
+    tmp_path: Path,  # noqa: ANN001
 ) -> None:
     world = cab_world
     store = tmp_path / "cab"
@@ -170,7 +187,10 @@ def test_kill9_mid_delivery_then_restart_stores_each_event_once(
     for i, frame in enumerate(live_clip(scene, box, 30)):
         cv2.imwrite(str(camera / f"{i:03d}.png"), frame)
     data = cab_config(
-        proxy.url, world.forklift, world.pack, store,
+        proxy.url,
+        world.forklift,
+        world.pack,
+        store,
         # A recorded clip cannot answer a challenge: temporal liveness only for this test.
         liveness={"require_passive": False, "active": "never"},
         server={"timeout_s": 120.0, "sync_interval_s": 5.0},

@@ -140,9 +140,7 @@ def test_device_kind_picks_the_agent_config() -> None:
         ("models", {"pack": "jifang-open"}),
     ],
 )
-def test_station_config_with_a_cab_section_is_refused_naming_it(
-    section: str, value: dict
-) -> None:
+def test_station_config_with_a_cab_section_is_refused_naming_it(section: str, value: dict) -> None:
     data = _station_example()
     data[section] = value
     with pytest.raises(ConfigError) as info:

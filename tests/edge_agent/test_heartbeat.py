@@ -120,7 +120,8 @@ def test_station_heartbeat_worker_follows_heartbeat_interval(tmp_path: Path) -> 
     )
     scale_id = layout.cells[0].scale_id
     inputs = StationInputs(
-        cameras={}, scales=ScaleSet({scale_id: SimScale(SimScaleBank([scale_id]), scale_id)}),
+        cameras={},
+        scales=ScaleSet({scale_id: SimScale(SimScaleBank([scale_id]), scale_id)}),
         scanners={},
     )
     clock = FakeClock()
@@ -155,7 +156,9 @@ def test_heartbeat_worker_survives_a_failing_beat() -> None:
         calls += 1
         if calls == 1:
             raise RuntimeError("state not readable yet")
-        return Heartbeat(device_id="D1", sent_at=datetime.now(UTC), agent_version="t", state="locked")
+        return Heartbeat(
+            device_id="D1", sent_at=datetime.now(UTC), agent_version="t", state="locked"
+        )
 
     stop = ClockedStop(clock, 3)
     run_heartbeat(config, stop, uplink, beat)

@@ -140,8 +140,6 @@ def test_agent_starts_on_ignition_input(
             lambda: agent.gate.status.state == GateState.RUNNING, timeout_s=60, what="running"
         )
         io_module.lines[1] = False
-        wait_until(
-            lambda: agent.gate.status.state == GateState.LOCKED, timeout_s=60, what="locked"
-        )
+        wait_until(lambda: agent.gate.status.state == GateState.LOCKED, timeout_s=60, what="locked")
     finally:
         agent.stop()

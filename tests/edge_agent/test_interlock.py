@@ -23,6 +23,7 @@ from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
+
 @pytest.fixture
 def modbus_server() -> Iterator[str]:
     """A real pymodbus TCP server on localhost with 17 coils (block starts at 1: pymodbus offsets protocol addresses by one); yields host:port."""

@@ -95,8 +95,11 @@ def test_challenge_prompts_in_two_languages_and_a_refusal_names_the_cause(
     make_gate, astro_cab
 ) -> None:
     parts = make_gate(
-        liveness={**SEQUENCE, "active": ActiveMode.ALWAYS.value,
-                  "challenge": {"steps": 1, "step_timeout_s": 1.0}},
+        liveness={
+            **SEQUENCE,
+            "active": ActiveMode.ALWAYS.value,
+            "challenge": {"steps": 1, "step_timeout_s": 1.0},
+        },
         gate=WINDOW,
     )
     liveness = parts.gate.verifier.liveness

@@ -174,6 +174,7 @@ def _sender(url: str, store: Path, new: int) -> subprocess.Popen[bytes]:
         [sys.executable, "-c", SENDER, url, str(store), str(new)], env=env, cwd=REPO
     )
 
+
 def _stored(store: Path) -> list[tuple[int, str, str, float | None]]:
     with sqlite3.connect(store / "outbox.sqlite") as db:
         return [

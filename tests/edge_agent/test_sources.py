@@ -24,6 +24,7 @@ def _video(path: Path, frames: int = 20) -> Path:
     writer.release()
     return path
 
+
 def test_video_file_is_read_and_reopened(tmp_path: Path) -> None:
     section = CameraSection(
         source=str(_video(tmp_path / "clip.avi", 5)),

@@ -33,6 +33,7 @@ def test_deepface_celebs_fnmr_at_1e2_within_5_percent(engine, shared_dir: Path) 
 
 
 @pytest.mark.parametrize("name", ["casia_ea_dev", "cjk_singletons"])
-def test_colour_sets_failure_to_acquire_within_1_percent(engine, shared_dir: Path,
-                                                         name: str) -> None:
+def test_colour_sets_failure_to_acquire_within_1_percent(
+    engine, shared_dir: Path, name: str
+) -> None:
     assert _evaluate(engine, shared_dir, name)["failure_to_acquire"] <= 0.01

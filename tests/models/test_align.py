@@ -67,9 +67,7 @@ def test_big_face_goes_through_the_pyramid_and_keeps_its_content() -> None:
     assert chip[:, :70].max() == 0 and chip[:, 80:].min() == 255
 
 
-@pytest.mark.parametrize(
-    "landmarks", [np.zeros((4, 2)), np.full((5, 2), np.nan), np.zeros((5, 3))]
-)
+@pytest.mark.parametrize("landmarks", [np.zeros((4, 2)), np.full((5, 2), np.nan), np.zeros((5, 3))])
 def test_bad_landmarks_are_rejected(landmarks: np.ndarray) -> None:
     with pytest.raises(ValueError, match="5x2"):
         dlib_chip(np.zeros((50, 50, 3), np.uint8), landmarks)

@@ -45,8 +45,14 @@ _RIGHT_LEAF = [-0.01, -0.02, -0.01, -0.02]
 
 
 def _tiny_model_bytes() -> bytes:
-    tree = _int(1) + _int(0) + _int(1) + _float(10.0) + _int(2) + _column(_LEFT_LEAF) + _column(
-        _RIGHT_LEAF
+    tree = (
+        _int(1)
+        + _int(0)
+        + _int(1)
+        + _float(10.0)
+        + _int(2)
+        + _column(_LEFT_LEAF)
+        + _column(_RIGHT_LEAF)
     )
     return (
         _int(1)

@@ -60,8 +60,9 @@ def test_tight_crop_is_found_after_padding(engine) -> None:
     assert acquired.method in ("detected", "padded")
     full = engine.acquire(faces.astronaut())
     assert full is not None
-    score = engine.compare(engine.embed(acquired.image, acquired.face),
-                           engine.embed(full.image, full.face))
+    score = engine.compare(
+        engine.embed(acquired.image, acquired.face), engine.embed(full.image, full.face)
+    )
     assert score > 0.85
 
 
@@ -138,8 +139,9 @@ def test_face_commands(default_pack: Path, tmp_path: Path) -> None:
     assert s_same > s_other + 0.1
 
     gallery = tmp_path / "gallery.npz"
-    enrolled = runner.invoke(app, ["face", "enroll", "op-astronaut", str(a), "--gallery",
-                                   str(gallery), *common])
+    enrolled = runner.invoke(
+        app, ["face", "enroll", "op-astronaut", str(a), "--gallery", str(gallery), *common]
+    )
     assert enrolled.exit_code == 0, enrolled.output
     runner.invoke(app, ["face", "enroll", "op-camera", str(c), "--gallery", str(gallery), *common])
     found = runner.invoke(app, ["face", "identify", str(b), "--gallery", str(gallery), *common])
@@ -157,8 +159,21 @@ def test_face_commands(default_pack: Path, tmp_path: Path) -> None:
 def test_eval_verify_writes_per_set_json(default_pack: Path, tmp_path: Path) -> None:
     data = faces.write_set(tmp_path / "data" / "tiny")
     out = tmp_path / "eval.json"
-    result = CliRunner().invoke(app, ["eval", "verify", "--pack", str(default_pack), "--data",
-                                      str(data.parent), "--threshold", "0.93", "--json", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "verify",
+            "--pack",
+            str(default_pack),
+            "--data",
+            str(data.parent),
+            "--threshold",
+            "0.93",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())["sets"]["tiny"]
     assert report["images"] == 8 and report["failure_to_acquire"] == 0.0
@@ -174,8 +189,12 @@ def test_dense_landmarks_follow_the_face(engine) -> None:
     dense = engine.dense_landmarks(image, face)
     assert dense.points.shape == (468, 3) and dense.face_score > 0.9
     x0, y0, x1, y1 = face.detection.box
-    inside = ((dense.points[:, 0] > x0 - 10) & (dense.points[:, 0] < x1 + 10)
-              & (dense.points[:, 1] > y0 - 15) & (dense.points[:, 1] < y1 + 10))
+    inside = (
+        (dense.points[:, 0] > x0 - 10)
+        & (dense.points[:, 0] < x1 + 10)
+        & (dense.points[:, 1] > y0 - 15)
+        & (dense.points[:, 1] < y1 + 10)
+    )
     assert inside.mean() > 0.95
     # FaceMesh point 1 is the nose tip: a few pixels above dlib's nose base.
     assert np.linalg.norm(dense.points[1, :2] - face.landmarks5[4]) < 10

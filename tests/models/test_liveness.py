@@ -110,22 +110,30 @@ def test_framed_face_moved_rigidly_is_refused(engine) -> None:
 def test_hand_held_photo_carries_its_background_with_the_face(engine) -> None:
     # The whole sheet shifts: the ring around the face moves as far as the face does.
     image = faces.astronaut()
-    shifted = np.asarray(cv2.warpAffine(image, np.float32([[1, 0, 30], [0, 1, 10]]),
-                                        image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE))
+    shifted = np.asarray(
+        cv2.warpAffine(
+            image,
+            np.float32([[1, 0, 30], [0, 1, 10]]),
+            image.shape[1::-1],
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+    )
     a, b = observe(engine, image, 0.0), observe(engine, shifted, 0.1)
     assert a is not None and b is not None
-    ratio = cues.parallax_comotion(image, shifted, a.face.detection.box, b.face.detection.box,
-                                   ParallaxConfig())
+    ratio = cues.parallax_comotion(
+        image, shifted, a.face.detection.box, b.face.detection.box, ParallaxConfig()
+    )
     assert ratio is not None and ratio > ParallaxConfig().comove_ratio
     # A face pasted over a still background: the ring does not move.
     background = image.copy()
     moved = background.copy()
     x0, y0, x1, y1 = (int(v) for v in a.face.detection.box)
-    moved[y0 + 10:y1 + 10, x0 + 30:x1 + 30] = image[y0:y1, x0:x1]
+    moved[y0 + 10 : y1 + 10, x0 + 30 : x1 + 30] = image[y0:y1, x0:x1]
     c = observe(engine, moved, 0.1)
     assert c is not None
-    still_ratio = cues.parallax_comotion(background, moved, a.face.detection.box,
-                                         c.face.detection.box, ParallaxConfig())
+    still_ratio = cues.parallax_comotion(
+        background, moved, a.face.detection.box, c.face.detection.box, ParallaxConfig()
+    )
     assert still_ratio is not None and still_ratio < ParallaxConfig().comove_ratio
 
 
@@ -172,8 +180,10 @@ def test_head_turning_in_3d_passes_the_temporal_check(astronaut_frame) -> None:
 
 def test_a_blink_passes_the_temporal_check(astronaut_frame) -> None:
     pts = astronaut_frame.dense.points
-    frames = [with_points(astronaut_frame, eyes_closed(pts) if i in (6, 7) else pts, i / FPS)
-              for i in range(15)]
+    frames = [
+        with_points(astronaut_frame, eyes_closed(pts) if i in (6, 7) else pts, i / FPS)
+        for i in range(15)
+    ]
     result = check_temporal(frames, TemporalConfig())
     assert result.passed and result.scores["blink"] == 1.0
 
@@ -262,8 +272,10 @@ def test_challenge_runs_when_passive_is_uncertain(astronaut_frame) -> None:
             return PassiveResult((self.value,), self.value)
 
     pts = astronaut_frame.dense.points
-    frames = [with_points(astronaut_frame, eyes_closed(pts) if i == 5 else pts, i / FPS)
-              for i in range(15)]
+    frames = [
+        with_points(astronaut_frame, eyes_closed(pts) if i == 5 else pts, i / FPS)
+        for i in range(15)
+    ]
     config = LivenessPolicyConfig()
     assert LivenessPolicy(config, Fixed(0.9)).evaluate(frames).outcome == Outcome.LIVE
     assert LivenessPolicy(config, Fixed(0.45)).evaluate(frames).outcome == Outcome.CHALLENGE
@@ -340,4 +352,3 @@ def test_real_printed_photo_moved_rigidly_is_refused(engine, shared_dir: Path) -
     frames = observe_all(engine, rigid_sequence(image, 20, fps=FPS, seed=5))
     decision = LivenessPolicy(LivenessPolicyConfig()).evaluate(frames)
     assert decision.reason == ReasonCode.LIVENESS_FAILED
-

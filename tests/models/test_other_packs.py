@@ -50,7 +50,8 @@ def export_arcface_format(path: Path, dim: int = 512) -> None:
         helper.make_node("MatMul", ["f1", "w2"], ["683"]),
     ]
     graph = helper.make_graph(
-        nodes, "arcface_format_test",
+        nodes,
+        "arcface_format_test",
         [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
         [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", dim])],
         initializer=weights,
@@ -95,8 +96,9 @@ def test_unknown_file_in_an_insightface_pack_is_named(tmp_path: Path) -> None:
         pack_manifest(pack)
 
 
-def _user_detector_pack(default_pack: Path, target: Path, detector: Path, wrapper: str,
-                        landmark_start: str) -> Path:
+def _user_detector_pack(
+    default_pack: Path, target: Path, detector: Path, wrapper: str, landmark_start: str
+) -> Path:
     """The default pack with its detector swapped for a user-supplied one, via a manifest."""
     shutil.copytree(default_pack, target)
     shutil.copy(detector, target / detector.name)
@@ -105,15 +107,26 @@ def _user_detector_pack(default_pack: Path, target: Path, detector: Path, wrappe
     files = []
     for entry in base.files:
         if entry.task == Task.DETECTOR:
-            entry = FileEntry(path=detector.name, task=Task.DETECTOR, wrapper=wrapper,
-                              sha256=sha256_file(target / detector.name), license="see LICENSE",
-                              commercial_use=True, source=f"user-supplied {detector.name}")
+            entry = FileEntry(
+                path=detector.name,
+                task=Task.DETECTOR,
+                wrapper=wrapper,
+                sha256=sha256_file(target / detector.name),
+                license="see LICENSE",
+                commercial_use=True,
+                source=f"user-supplied {detector.name}",
+            )
         elif entry.task == Task.LANDMARKS:
             entry = entry.model_copy(update={"params": {"start": landmark_start}})
         files.append(entry)
     spec: EmbeddingSpec = base.embedding
-    manifest = PackManifest(name=target.name, version="user", files=tuple(files), embedding=spec,
-                            contract_id=compute_contract_id(files, spec))
+    manifest = PackManifest(
+        name=target.name,
+        version="user",
+        files=tuple(files),
+        embedding=spec,
+        contract_id=compute_contract_id(files, spec),
+    )
     write_manifest(target, manifest)
     return target
 
@@ -127,10 +140,12 @@ def _user_detector_pack(default_pack: Path, target: Path, detector: Path, wrappe
         ("ultralight/version-slim-320.onnx", "ultralight", "box"),
     ],
 )
-def test_user_detectors_load_via_manifest(default_pack: Path, tmp_path: Path, relative: str,
-                                          wrapper: str, start: str) -> None:
-    pack = _user_detector_pack(default_pack, tmp_path / "user-pack", _shared(relative), wrapper,
-                               start)
+def test_user_detectors_load_via_manifest(
+    default_pack: Path, tmp_path: Path, relative: str, wrapper: str, start: str
+) -> None:
+    pack = _user_detector_pack(
+        default_pack, tmp_path / "user-pack", _shared(relative), wrapper, start
+    )
     engine = FaceEngine(pack)
     assert engine.contract_id == load_manifest(default_pack).contract_id
     image = faces.astronaut()

@@ -88,8 +88,9 @@ def test_contract_id_must_match_recognizer(pack_copy: Path) -> None:
 
 
 def test_calibration_of_another_contract_is_refused(pack_copy: Path) -> None:
-    cal = Calibration(threshold=0.9, target_fmr=1e-3, genuine_pairs=10, impostor_pairs=5000,
-                      contract_id="f" * 32)
+    cal = Calibration(
+        threshold=0.9, target_fmr=1e-3, genuine_pairs=10, impostor_pairs=5000, contract_id="f" * 32
+    )
     write_calibration(pack_copy, CalibrationBlock(calibrations={"site": cal}))
     with pytest.raises(ModelError, match="calibration 'site' was made for contract"):
         verify_pack(pack_copy)

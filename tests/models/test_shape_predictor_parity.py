@@ -128,8 +128,12 @@ def test_chips_match_dlib(faces: list[Face]) -> None:
         diff = np.abs(ours.astype(np.int16) - theirs.astype(np.int16))
         means.append(float(diff.mean()))
         worst = max(worst, int(diff.max()))
-    logger.info("chips: mean abs diff %.2g, worst image mean %.2g, max %d",
-                np.mean(means), max(means), worst)
+    logger.info(
+        "chips: mean abs diff %.2g, worst image mean %.2g, max %d",
+        np.mean(means),
+        max(means),
+        worst,
+    )
     # Bit-exact in practice; the slack allows a rare 1-level rounding flip of a dlib build.
     assert max(means) <= 0.01
     assert worst <= 1
@@ -165,8 +169,12 @@ def test_box_from_eye_centers_starts_the_cascade_like_the_hog_box(
         error = float(np.linalg.norm(from_eyes - from_hog, axis=1).max())
         errors.append(error)
         relative.append(error / float(np.linalg.norm(right_eye - left_eye)))
-    logger.info("eye-centre box vs HOG box: median %.2f px, p95 %.2f px, max %.2f px",
-                np.median(errors), np.percentile(errors, 95), max(errors))
+    logger.info(
+        "eye-centre box vs HOG box: median %.2f px, p95 %.2f px, max %.2f px",
+        np.median(errors),
+        np.percentile(errors, 95),
+        max(errors),
+    )
     assert np.median(errors) <= 1.0
     # Most faces agree to 5% of the eye distance; a cascade can settle elsewhere on a hard face.
     assert np.mean(np.asarray(relative) <= 0.05) >= 0.9

@@ -128,8 +128,18 @@ def test_missing_and_wrong_weights_are_refused_and_nothing_is_written(
 def test_cli_writes_the_pack_into_the_model_dir(tmp_path: Path, default_pack: Path) -> None:
     _write_weights(tmp_path / "weights")
     runner = CliRunner()
-    args = ["models", "import-pad", "--pack", str(default_pack), "--weights",
-            str(tmp_path / "weights"), "--out", "site-pad", "--model-dir", str(tmp_path / "md")]
+    args = [
+        "models",
+        "import-pad",
+        "--pack",
+        str(default_pack),
+        "--weights",
+        str(tmp_path / "weights"),
+        "--out",
+        "site-pad",
+        "--model-dir",
+        str(tmp_path / "md"),
+    ]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert verify_pack(tmp_path / "md" / "site-pad").name == "site-pad"

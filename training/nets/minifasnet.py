@@ -60,9 +60,7 @@ class Squeeze(nn.Module):
 class Bottleneck(nn.Module):
     """1x1 expand, 3x3 depthwise, 1x1 linear projection; residual when the shape is kept."""
 
-    def __init__(
-        self, cin: int, hidden: int, cout: int, stride: int, squeeze: int | None
-    ) -> None:
+    def __init__(self, cin: int, hidden: int, cout: int, stride: int, squeeze: int | None) -> None:
         super().__init__()
         self.conv = ConvUnit(cin, hidden, 1, 1, 1, linear=False)
         self.conv_dw = ConvUnit(hidden, hidden, 3, stride, hidden, linear=False)

@@ -74,7 +74,9 @@ def sync_now(
         return None, str(err)
 
 
-def deliver_all(config: StationAgentConfig, outbox: Outbox, uplink: StationUplink, rounds: int) -> int:
+def deliver_all(
+    config: StationAgentConfig, outbox: Outbox, uplink: StationUplink, rounds: int
+) -> int:
     """Deliver until the outbox is empty or `rounds` passes failed; how many were acknowledged."""
     acked = 0
     for _ in range(rounds):

@@ -334,6 +334,7 @@ def test_station_registry_endpoint_refuses_cab_and_signs_for_station(station: St
     # Another device may not read this station's registry.
     assert client.request("GET", "/api/v1/devices/crane-01/station-registry").status_code == 403
 
+
 def test_edge_run_station_yaml_against_server(station: Station, tmp_path: Path) -> None:
     """`jifang edge run --config station.yaml` as a process: Modbus scale, TCP scanner, server."""
     import json
