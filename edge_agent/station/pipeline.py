@@ -5,7 +5,9 @@
     scanner:<id>   scanned codes                       -> inbox
     rules          inbox -> StationRules -> events, fill-enable writes
 
-Only the rules worker touches the rule engine, so the engine needs no locks.
+Only the rules worker touches the rule engine, so the engine needs no locks. Each worker loops
+over one step (`camera_step`, `scale_step`, `scanner_step`, `drain`) and paces itself on wall
+time; the steps stamp inputs with the injected agent clock, so a test drives them on a fake one.
 """
 
 from __future__ import annotations
@@ -125,71 +127,96 @@ class StationPipeline:
             self._events.to_datetime(now),
         )
 
+    # --- one step of each worker (the workers loop over these; tests call them directly) ---
+
+    def camera_step(self, camera_id: str) -> bool:
+        """Analyse one frame and queue its observations; False when the camera failed."""
+        try:
+            frame = self._inputs.cameras[camera_id].read()
+        except CameraError as err:
+            self.faults[f"camera:{camera_id}"] += 1
+            logger.warning("%s", err)
+            return False
+        for obs in self.analyzers[camera_id].process(frame, self._clock()):
+            try:
+                self.inbox.put_nowait(obs)
+            except queue.Full:
+                # Observations are periodic; losing one is better than stalling capture.
+                self.dropped[f"camera:{camera_id}"] += 1
+        return True
+
+    def scale_step(self) -> None:
+        """Read every scale once and queue the readings (or faults)."""
+        scales = self._inputs.scales
+        for scale_id in scales.ids():
+            at = self._clock()
+            item: Item
+            try:
+                item = scales.read(scale_id, at)
+            except ScaleError as err:
+                self.faults[f"scale:{scale_id}"] += 1
+                item = ScaleFault(at, scale_id, str(err))
+            self.inbox.put(item)
+
+    def scanner_step(self, scale_id: str, timeout_s: float) -> bool:
+        """Queue the code scanned within `timeout_s`, if any; False when the scanner failed."""
+        try:
+            code = self._inputs.scanners[scale_id].read(timeout_s)
+        except ScannerError as err:
+            self.faults[f"scanner:{scale_id}"] += 1
+            logger.warning("%s", err)
+            return False
+        if code is None:
+            return True
+        badge = self._login.fullmatch(code)
+        if badge is not None:
+            # The filler scanned their own badge: an operator login at this scale.
+            self.inbox.put(
+                FillerLogin(self._clock(), scale_id, badge.group("id"), LoginMethod.LOGIN)
+            )
+        else:
+            self.inbox.put(CodeScan(self._clock(), scale_id, code))
+        return True
+
+    def drain(self) -> int:
+        """Apply every queued input in arrival order; the number applied."""
+        applied = 0
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return applied
+            self.apply(item)
+            applied += 1
+
     # --- workers -----------------------------------------------------------------------
 
     def camera_worker(
         self, config: StationConfig, stop_event: threading.Event, camera_id: str
     ) -> None:
         """Read frames, analyse the zones, hand observations to the rules."""
-        source = self._inputs.cameras[camera_id]
-        analyzer = self.analyzers[camera_id]
         period = 1.0 / next(c.max_fps for c in config.cameras if c.id == camera_id)
         while not stop_event.is_set():
             began = time.monotonic()
-            try:
-                frame = source.read()
-            except CameraError as err:
-                self.faults[f"camera:{camera_id}"] += 1
-                logger.warning("%s", err)
+            if not self.camera_step(camera_id):
                 stop_event.wait(RETRY_S)
                 continue
-            for obs in analyzer.process(frame, self._clock()):
-                try:
-                    self.inbox.put_nowait(obs)
-                except queue.Full:
-                    # Observations are periodic; losing one is better than stalling capture.
-                    self.dropped[f"camera:{camera_id}"] += 1
             stop_event.wait(max(period - (time.monotonic() - began), 0.0))
 
     def scale_worker(self, config: StationConfig, stop_event: threading.Event) -> None:
         """Poll every scale at the shortest configured interval."""
         period = min(s.poll_interval_s for s in config.scales)
-        scales = self._inputs.scales
         while not stop_event.is_set():
-            for scale_id in scales.ids():
-                at = self._clock()
-                item: Item
-                try:
-                    item = scales.read(scale_id, at)
-                except ScaleError as err:
-                    self.faults[f"scale:{scale_id}"] += 1
-                    item = ScaleFault(at, scale_id, str(err))
-                self.inbox.put(item)
+            self.scale_step()
             stop_event.wait(period)
 
     def scanner_worker(
         self, config: StationConfig, stop_event: threading.Event, scale_id: str
     ) -> None:
         """Forward scanned codes; a scan is never dropped."""
-        scanner = self._inputs.scanners[scale_id]
         while not stop_event.is_set():
-            try:
-                code = scanner.read(0.2)
-            except ScannerError as err:
-                self.faults[f"scanner:{scale_id}"] += 1
-                logger.warning("%s", err)
+            if not self.scanner_step(scale_id, 0.2):
                 stop_event.wait(RETRY_S)
-                continue
-            if code is None:
-                continue
-            badge = self._login.fullmatch(code)
-            if badge is not None:
-                # The filler scanned their own badge: an operator login at this scale.
-                self.inbox.put(
-                    FillerLogin(self._clock(), scale_id, badge.group("id"), LoginMethod.LOGIN)
-                )
-            else:
-                self.inbox.put(CodeScan(self._clock(), scale_id, code))
 
     def rules_worker(self, config: StationConfig, stop_event: threading.Event) -> None:
         """Apply inputs to the rules in arrival order."""
@@ -200,11 +227,7 @@ class StationPipeline:
                 continue
             self.apply(item)
         # Drain what is left so scans that arrived before stop are judged.
-        while True:
-            try:
-                self.apply(self.inbox.get_nowait())
-            except queue.Empty:
-                break
+        self.drain()
 
     def apply(self, item: Item) -> None:
         """Dispatch one input to the rule engine."""
