@@ -92,6 +92,12 @@ class Heartbeat(Message):
     gallery_version: int = Field(default=0, ge=0)
     outbox_depth: int = Field(default=0, ge=0)
     uptime_s: float = Field(default=0.0, ge=0.0)
+    passive_pad: str | None = Field(
+        default=None,
+        max_length=128,
+        description="cab: the passive PAD model file in use; null means no model, so doubtful "
+        "starts fall back to the challenge",
+    )
 
 
 # --- events ---------------------------------------------------------------------------------

@@ -296,6 +296,11 @@ def run_inputs_poll(
     run_inputs(config.inputs, stop_event, reader, inputs)
 
 
+def passive_pad(gate: CabGate) -> str | None:
+    """The passive PAD component the gate's liveness uses (None without a model or verifier)."""
+    return gate.verifier.liveness.passive_pad if gate.verifier is not None else None
+
+
 def cab_heartbeat(
     config: CabAgentConfig, gate: CabGate, outbox: Outbox, started: float
 ) -> Heartbeat:
@@ -310,6 +315,7 @@ def cab_heartbeat(
         gallery_version=gallery.version if gallery else 0,
         outbox_depth=outbox.depth(),
         uptime_s=time.monotonic() - started,
+        passive_pad=passive_pad(gate),
     )
 
 
@@ -362,6 +368,7 @@ class Agent:
             prompt=self._prompt(),
             camera_lost=self.capture.lost(),
             model_fault=self.gate.model_fault.detail if self.gate.model_fault else None,
+            passive_pad=passive_pad(self.gate),
             gallery_version=gallery.version if gallery else None,
             outbox_depth=self.parts.outbox.depth(),
             frames_captured=self.capture.captured,

@@ -27,7 +27,8 @@ from models.liveness import (
     Prompt,
     passive_scorer_for,
 )
-from models.types import Face
+from models.liveness.passive import ModelPad
+from models.types import Face, Task
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class GateLiveness(Protocol):
 
     name: str
     display: SimulatedDisplay | CabDisplay
+    passive_pad: str | None
+    """The pack's passive PAD component in use, or None (classical cues, or no checks)."""
 
     def frame(self, image: np.ndarray, face: Face, t: float) -> LivenessFrame | None:
         """The frame as the policy sees it (None when the policy needs no frames)."""
@@ -115,6 +118,7 @@ class NoLiveness:
     """Performs NO presentation-attack detection: a printed photo or a screen is accepted."""
 
     name = "none"
+    passive_pad: str | None = None
 
     def __init__(self) -> None:
         self.display: SimulatedDisplay | CabDisplay = SimulatedDisplay()
@@ -150,9 +154,20 @@ class SequenceLiveness:
         self.engine = engine
         self.section = section
         config = section.policy_config()
-        self.policy = LivenessPolicy(config, passive_scorer_for(engine, config))
+        scorer = passive_scorer_for(engine, config)
+        self.policy = LivenessPolicy(config, scorer)
         self.display: SimulatedDisplay | CabDisplay = display or SimulatedDisplay()
         self.name = self.policy.description
+        entry = engine.manifest.file(Task.LIVENESS)
+        self.passive_pad = entry.path if isinstance(scorer, ModelPad) and entry else None
+        if self.passive_pad is None and config.require_passive:
+            # Without a model the classical cues rarely reach a confident live score, so
+            # `active: when_uncertain` asks nearly every operator for the challenge.
+            logger.warning(
+                "pack %s has no passive PAD model: passive liveness uses the classical cues "
+                "and falls back to the challenge when they are uncertain",
+                engine.manifest.name,
+            )
         if engine.dense is None and config.require_temporal:
             # Without FaceMesh the temporal check cannot pass: every start is refused.
             logger.error("the model pack has no dense landmarks: temporal liveness refuses all")

@@ -44,6 +44,8 @@ class AgentSnapshot:
     """The liveness challenge prompt on the cab screen now (language -> text), if any."""
     camera_lost: bool
     model_fault: str | None
+    passive_pad: str | None
+    """The passive PAD component in use; None: classical cues, the challenge decides doubt."""
     gallery_version: int | None
     """Verified gallery version; None while there is none."""
     outbox_depth: int
@@ -135,6 +137,7 @@ def status_document(snap: AgentSnapshot) -> dict[str, Any]:
         "operator_id": snap.operator_id,
         "camera_lost": snap.camera_lost,
         "model_fault": snap.model_fault,
+        "passive_pad": snap.passive_pad,
         "gallery_version": snap.gallery_version,
         "outbox_depth": snap.outbox_depth,
         "last_decision": None

@@ -39,6 +39,7 @@ def test_agent_runs_start_to_stop_through_local_endpoint(make_gate, frames, tmp_
             what="a decision",
         )
         status = httpx.get(f"{base}/status").json()
+        assert status["passive_pad"] is None  # the test pack has no PAD model
         assert status["last_decision"]["reason"] == "AUTHORIZED", status
         assert status["last_decision"]["claim"] == {"kind": "employee_no", "value": "E100"}
         assert status["state"] == "authorized" and status["enable"] is True

@@ -146,3 +146,33 @@ def test_liveness_section_errors_name_the_field(tmp_path) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(base_config(tmp_path, "", liveness={"passive": {"live_threshold": 2}}))
     assert "liveness.passive.live_threshold" in str(err.value)
+
+
+def test_a_pack_without_pad_says_so_at_start_in_status_and_heartbeat(make_gate, caplog) -> None:
+    import time
+
+    from edge_agent.cab.agent import cab_heartbeat, passive_pad
+
+    with caplog.at_level("WARNING"):
+        parts = make_gate(liveness=SEQUENCE)
+    assert isinstance(parts.gate.verifier.liveness, SequenceLiveness)
+    assert "has no passive PAD model" in caplog.text and "challenge" in caplog.text
+    assert passive_pad(parts.gate) is None
+    beat = cab_heartbeat(parts.config, parts.gate, parts.outbox, time.monotonic())
+    assert beat.passive_pad is None
+    assert "passive_pad" in beat.model_dump(mode="json")
+
+
+def test_an_imported_pad_is_named_where_the_agent_reports(tmp_path, default_pack, caplog) -> None:
+    pytest.importorskip("torch")
+    from models.engine import FaceEngine
+    from tests.training.test_pad_import import _write_weights
+    from training.pad_import import PAD_FILE, import_pad
+
+    _write_weights(tmp_path / "weights")
+    pack = import_pad(default_pack, tmp_path / "weights", tmp_path / "packs" / "with-pad")
+    engine = FaceEngine(pack.pack_dir, threads=1)
+    with caplog.at_level("WARNING"):
+        liveness = SequenceLiveness(engine, LivenessSection.model_validate(SEQUENCE))
+    assert liveness.passive_pad == PAD_FILE
+    assert "no passive PAD model" not in caplog.text
