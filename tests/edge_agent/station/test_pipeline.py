@@ -23,7 +23,7 @@ from edge_agent.station.pipeline import StationInputs, StationPipeline
 from edge_agent.station.scale import ScaleSet
 from edge_agent.station.scanner import QueueScanner
 from edge_agent.station.sim import registry as reg
-from edge_agent.station.sim.runner import SHIFT_START
+from edge_agent.station.sim.runner import SHIFT_START, SIM_TZ
 from edge_agent.station.sim.scenario import (
     Login,
     OpenValve,
@@ -86,6 +86,7 @@ def _rig(scenario: Scenario, render: Callable[[], np.ndarray] | None = None, **r
         "STATION-SIM",
         clock=clock,
         wall_clock=lambda t: SHIFT_START + timedelta(seconds=t),
+        tz=SIM_TZ,
     )
     pipeline.analyzers["cam1"].set_background(station.empty_frame("cam1"))
     return Rig(config, station, scanners, pipeline, sink, clock)
