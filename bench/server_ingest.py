@@ -70,7 +70,10 @@ def _post(client, device_id: str, key: bytes, body: bytes) -> float:  # noqa: AN
     headers = {
         HEADER_DEVICE: device_id,
         HEADER_TIMESTAMP: ts,
-        HEADER_SIGNATURE: request_mac(key, "POST", "/api/v1/events", ts, body),
+        # docs/protocol.md: the HMAC key is the issued key's hex text as ASCII bytes.
+        HEADER_SIGNATURE: request_mac(
+            key.hex().encode("ascii"), "POST", "/api/v1/events", ts, body
+        ),
         "Content-Type": "application/json",
     }
     start = time.perf_counter()
