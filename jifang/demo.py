@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 
 from jifang.demo_kit import (
+    DEMO_TIMEZONE,
     FORKLIFT,
     FPS,
     SITE,
@@ -68,15 +70,19 @@ class ShiftedClock:
         return datetime.now(UTC) + self.shift
 
 
-def next_local_morning(zone: str) -> timedelta:
-    """How far ahead 00:30 tomorrow (device time zone) is from now."""
-    from zoneinfo import ZoneInfo
+def next_local_morning(zone: str, now: datetime | None = None) -> timedelta:
+    """How far ahead a moment just after the next local midnight is (device time zone).
 
-    now = datetime.now(ZoneInfo(zone))
-    morning = datetime.combine(
-        now.date() + timedelta(days=1), datetime.min.time(), tzinfo=ZoneInfo(zone)
-    ) + timedelta(minutes=30)
-    return morning - now
+    The step must cross midnight yet stay under a day, or the synced gallery would be stale
+    instead of the certificate expired: it lands 30 min past midnight, or half the time
+    already past the last midnight when that is less (shortly after midnight, 00:30 tomorrow
+    would be more than 24 h away).
+    """
+    tz = ZoneInfo(zone)
+    local = (now or datetime.now(UTC)).astimezone(tz)
+    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tzinfo=tz)
+    since_last = local - (midnight - timedelta(days=1))
+    return midnight - local + min(timedelta(minutes=30), since_last / 2)
 
 
 @dataclass
@@ -143,7 +149,7 @@ def run_cab(
         asked = len(screen.shown)
         if shift is not None:
             echo(
-                f"   (the cab's clock moves to tomorrow 00:30 local time, +{shift}; "
+                f"   (the cab's clock moves to just after local midnight, +{shift}; "
                 "it has not synced since)"
             )
             gate.clock.use_source(ShiftedClock(shift))
@@ -206,7 +212,8 @@ def run_demo(
     settings = ServerSettings(data_dir=work / "server", model_dir=pack.parent)
     photos = shipped_faces()
     scenes = {name: cab_scene(engine, photo) for name, photo in photos.items()}
-    today = datetime.now(UTC).date()
+    # The cab's calendar date: an expiry date means the end of that day in its time zone.
+    today = datetime.now(ZoneInfo(DEMO_TIMEZONE)).date()
     with serve(settings, face_engine=engine, port=port) as server:
         echo(f"server on SQLite in {settings.data_dir} at {server.url}")
         admin = Admin(server.url, server.admin_password)

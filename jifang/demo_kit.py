@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEMO_CALIBRATION = "demo"
+# The cab's time zone: certificate validity and the demo's overnight step follow its calendar.
+DEMO_TIMEZONE = "Asia/Shanghai"
 FPS = 15.0
 PASSWORD_BYTES = 12
 ENTERPRISE, SITE = "ent-demo", "site-demo"
@@ -279,7 +281,12 @@ def cab_config(
 ) -> dict[str, Any]:
     """The forklift agent's config tree (default liveness policy)."""
     data: dict[str, Any] = {
-        "device": {"id": device.device_id, "kind": "forklift", "site_id": SITE},
+        "device": {
+            "id": device.device_id,
+            "kind": "forklift",
+            "site_id": SITE,
+            "timezone": DEMO_TIMEZONE,
+        },
         "server": {
             "url": server_url,
             "device_key": device.key,
