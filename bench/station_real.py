@@ -63,7 +63,7 @@ def load_view(view: str) -> list[tuple[Path, np.ndarray, list[tuple[float, float
         h, w = image.shape[:2]
         boxes = [tuple(b) for b in item.pixel_boxes(w, h).tolist()]
         items.append((item.path, image, boxes))
-    return items  # type: ignore[return-value]
+    return items
 
 
 def evaluate(zone_count: int, vision: VisionConfig) -> dict[str, dict[str, float]]:

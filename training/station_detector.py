@@ -211,7 +211,7 @@ class CylinderFrames(Dataset[tuple[torch.Tensor, ...]]):
         return rgb, clipped[keep].astype(np.float32)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
-        rng = np.random.default_rng(torch.randint(0, 2**31 - 1, ()).item())
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
         rgb, boxes = self.sample(index, rng)
         heat, target, weight = heat_targets(boxes, self.width, self.height)
         return (
@@ -289,8 +289,8 @@ def train_one_epoch(
         loss.backward()
         optimizer.step()
         lr_scheduler.step()
-        heat_avg.update(float(heat_loss), len(images))
-        box_avg.update(float(reg_loss), len(images))
+        heat_avg.update(float(heat_loss.detach()), len(images))
+        box_avg.update(float(reg_loss.detach()), len(images))
         bar.update(1)
         bar.set_postfix(heat=f"{heat_avg.mean:.3f}", giou=f"{box_avg.mean:.3f}")
     bar.close()

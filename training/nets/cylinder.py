@@ -54,6 +54,7 @@ class CylinderNet(nn.Module):
         self.fuse = conv_bn(neck, neck)
         self.heat = nn.Conv2d(neck, 1, 1)
         self.reg = nn.Conv2d(neck, 4, 1)
+        assert self.heat.bias is not None and self.reg.bias is not None  # bias=True above
         nn.init.constant_(self.heat.bias, -math.log((1 - PRIOR) / PRIOR))
         nn.init.normal_(self.reg.weight, std=0.01)
         nn.init.constant_(self.reg.bias, 1.0)
