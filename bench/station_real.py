@@ -260,6 +260,7 @@ def main() -> None:
     figures: dict[str, Any] = {
         "zones_per_view": args.zones,
         "gt_cover": GT_COVER,
+        "train_epochs": args.epochs or "trainer default",
         "presence": detector["presence"],
         "mean_presence_accuracy": detector["mean_presence_accuracy"],
         "box_ap50": detector["box_ap50"],
