@@ -1,6 +1,6 @@
 """Cylinder presence per zone on the real LPG-plant frames (internal shared data; skipped when absent).
 
-Zones: each frame is cut into vertical strips along the conveyor (calibration.station_detector
+Zones: each frame is cut into vertical strips along the conveyor (edge_agent.station.detector_eval
 .strips). Ground truth: a zone holds a cylinder when the YOLO boxes cover at least GT_COVER of it.
 
 Two methods:
@@ -33,7 +33,8 @@ import cv2
 import numpy as np
 from _common import REPO, RESULTS, write_result
 
-from calibration.station_detector import (
+from edge_agent.station.config import VisionConfig
+from edge_agent.station.detector_eval import (
     GT_COVER,
     LabelledImage,
     coverage,
@@ -41,7 +42,6 @@ from calibration.station_detector import (
     load_labelled_set,
     strips,
 )
-from edge_agent.station.config import VisionConfig
 from edge_agent.station.vision import ZoneAnalyzer
 
 SCENES_ROOT = REPO.parent / "shared" / "data" / "scenes"
@@ -123,7 +123,9 @@ def time_of(path: Path) -> tuple[str, int] | None:
     if still:
         day, hh, mm, ss = still.groups()
         return day, int(hh) * 3600 + int(mm) * 60 + int(ss)
-    frame = re.match(r"(\d{2}_\d{2})_(?:front|back_left|back_right)_(?:cropped_|id_\d+_)?(\d+)$", name)
+    frame = re.match(
+        r"(\d{2}_\d{2})_(?:front|back_left|back_right)_(?:cropped_|id_\d+_)?(\d+)$", name
+    )
     if frame:
         return frame.group(1), int(frame.group(2))
     return None  # anomaly crops: their names carry a bottle number, not a time
@@ -167,7 +169,10 @@ def _stage(items: list[LabelledImage], root: Path) -> Path:
 
 
 def train_and_test(
-    name: str, train: list[LabelledImage], test: list[LabelledImage], args: argparse.Namespace,
+    name: str,
+    train: list[LabelledImage],
+    test: list[LabelledImage],
+    args: argparse.Namespace,
     work: Path,
 ) -> dict[str, Any]:
     """Train a detector on `train` (no held-out part), score it on `test`."""
@@ -175,8 +180,17 @@ def train_and_test(
     from training import station_detector
 
     data = _stage(train, work / name / "train")
-    argv = ["--data", str(data), "--out", str(work / name / "pack"), "--val-fraction", "0",
-            "--threads", str(args.threads), "--no-progress"]
+    argv = [
+        "--data",
+        str(data),
+        "--out",
+        str(work / name / "pack"),
+        "--val-fraction",
+        "0",
+        "--threads",
+        str(args.threads),
+        "--no-progress",
+    ]
     if args.epochs:
         argv += ["--epochs", str(args.epochs)]
     started = time.monotonic()
@@ -184,7 +198,10 @@ def train_and_test(
     seconds = time.monotonic() - started
     detector = load_cylinder_detector(work / name / "pack")
     result = evaluate_detector(
-        detector, test, zones_per_view=args.zones, group=lambda i: f"{i.path.parent.parent.name}/{i.path.parent.name}"
+        detector,
+        test,
+        zones_per_view=args.zones,
+        group=lambda i: f"{i.path.parent.parent.name}/{i.path.parent.name}",
     )
     result.update(train_images=len(train), train_seconds=round(seconds, 1))
     print(name, {k: v for k, v in result.items() if k != "presence_by_group"})
@@ -246,7 +263,9 @@ def person_figures(thresholds: tuple[float, ...] = (0.5, 0.6, 0.7)) -> dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--zones", type=int, default=4, help="zone strips per view")
-    parser.add_argument("--epochs", type=int, default=0, help="training epochs (0: trainer's)")
+    parser.add_argument(
+        "--epochs", type=int, default=20, help="training epochs per fold (0: the trainer's default)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
     parser.add_argument("--skip-person", action="store_true", help="leave the pose figures out")
     args = parser.parse_args()

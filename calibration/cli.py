@@ -479,35 +479,3 @@ def liveness(
     )
     if json_out is not None:
         _write_json(json_out, result)
-
-
-@eval_app.command("station-detector")
-def station_detector(
-    pack: PackOption,
-    data: Annotated[
-        Path, typer.Option("--data", help="YOLO-labelled view folders (<view>/labels/*.txt)")
-    ],
-    json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
-    zones: Annotated[int, typer.Option(min=1, max=32, help="zone strips per frame")] = 4,
-    threads: Annotated[int, typer.Option(min=1, max=64)] = 1,
-    model_dir: ModelDir = None,
-) -> None:
-    """Box AP@0.5 and zone-presence accuracy of a station pack's cylinder detector."""
-    from calibration.station_detector import LabelError, evaluate_station_pack
-    from models.errors import ModelError
-    from models.store import default_model_dir
-
-    try:
-        pack_dir = Path(pack) if Path(pack).is_dir() else (model_dir or default_model_dir()) / pack
-        if not pack_dir.is_dir():
-            raise ModelError(f"no station pack {pack!r} (looked for {pack_dir})")
-        result = evaluate_station_pack(pack_dir, data, threads=threads, zones_per_view=zones)
-    except (ModelError, LabelError) as err:
-        raise _fail(err) from err
-    typer.echo(
-        f"{result['images']} frames, {result['boxes']} boxes: box AP@0.5 "
-        f"{result['box_ap50']}, zone presence accuracy {result['presence_accuracy']} "
-        f"({zones} strips per frame)"
-    )
-    if json_out is not None:
-        _write_json(json_out, result)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from models.errors import ModelError
 from models.manifest import FileEntry, sha256_file
 from models.types import Task
+
+if TYPE_CHECKING:
+    from models.runtime.cylinder_detector import CylinderDetector
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +102,9 @@ def verify_station_pack(pack_dir: Path) -> StationPackManifest:
     return manifest
 
 
-def load_cylinder_detector(pack_dir: Path, threads: int = 1) -> Any | None:
+def load_cylinder_detector(pack_dir: Path, threads: int = 1) -> CylinderDetector | None:
     """The pack's cylinder detector (checksums verified), or None when the pack has none."""
+    from models.runtime.cylinder_detector import CylinderDetector
     from models.runtime.registry import build_component
 
     manifest = verify_station_pack(pack_dir)
@@ -108,4 +112,4 @@ def load_cylinder_detector(pack_dir: Path, threads: int = 1) -> Any | None:
     if entry is None or not (pack_dir / entry.path).is_file():
         logger.info("station pack %s has no cylinder detector", pack_dir)
         return None
-    return build_component(pack_dir, entry, threads)
+    return build_component(pack_dir, entry, threads, CylinderDetector)

@@ -1,6 +1,6 @@
 """Train the station's cylinder detector on YOLO-labelled frames; write a station pack.
 
-Data: calibration.station_detector's layout (`<view>/<image>.jpg` with
+Data: edge_agent.station.detector_eval's layout (`<view>/<image>.jpg` with
 `<view>/labels/<image>.txt`, class 0 = cylinder), one folder or a folder of such folders.
 Held out for the per-epoch evaluation: the last `--val-fraction` of each view's frames in
 time order (natural name order: the frame number), never a random pick, because neighbouring
@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import generalized_box_iou_loss
 from tqdm import tqdm
 
-from calibration.station_detector import (
+from edge_agent.station.detector_eval import (
     LabelError,
     LabelledImage,
     average_precision,
@@ -97,10 +97,16 @@ def resolve_out(args: argparse.Namespace) -> None:
 def validate_args(args: argparse.Namespace) -> None:
     """Reject values that would silently train nothing; TrainingError names the option."""
     checks = [
-        ("--input-width", 64 <= args.input_width <= 1024 and args.input_width % 32 == 0,
-         "a multiple of 32 in [64, 1024]"),
-        ("--input-height", 64 <= args.input_height <= 1024 and args.input_height % 32 == 0,
-         "a multiple of 32 in [64, 1024]"),
+        (
+            "--input-width",
+            64 <= args.input_width <= 1024 and args.input_width % 32 == 0,
+            "a multiple of 32 in [64, 1024]",
+        ),
+        (
+            "--input-height",
+            64 <= args.input_height <= 1024 and args.input_height % 32 == 0,
+            "a multiple of 32 in [64, 1024]",
+        ),
         ("--scale-jitter", 0.0 <= args.scale_jitter < 1.0, "in [0, 1)"),
         ("--shift", 0.0 <= args.shift <= 0.5, "in [0, 0.5]"),
         ("--score-threshold", 0.01 <= args.score_threshold <= 0.99, "in [0.01, 0.99]"),
@@ -189,8 +195,12 @@ class CylinderFrames(Dataset[tuple[torch.Tensor, ...]]):
         ty = (self.height - s * ih) / 2 + dy
         matrix = np.asarray([[sx, 0, tx], [0, s, ty]], np.float32)
         warped = cv2.warpAffine(
-            image, matrix, (self.width, self.height), flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=(114, 114, 114),
+            image,
+            matrix,
+            (self.width, self.height),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(114, 114, 114),
         )
         xa, xb = boxes[:, 0] * sx + tx, boxes[:, 2] * sx + tx
         out = np.stack(
@@ -202,9 +212,11 @@ class CylinderFrames(Dataset[tuple[torch.Tensor, ...]]):
         clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, self.height)
         area = (out[:, 2] - out[:, 0]) * (out[:, 3] - out[:, 1])
         visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
-        keep = (visible >= MIN_VISIBLE * np.maximum(area, 1e-6)) & (
-            (clipped[:, 2] - clipped[:, 0]) >= 4
-        ) & ((clipped[:, 3] - clipped[:, 1]) >= 4)
+        keep = (
+            (visible >= MIN_VISIBLE * np.maximum(area, 1e-6))
+            & ((clipped[:, 2] - clipped[:, 0]) >= 4)
+            & ((clipped[:, 3] - clipped[:, 1]) >= 4)
+        )
         rgb = cv2.cvtColor(warped, cv2.COLOR_BGR2RGB)
         if self.augment:
             rgb = _photometric(rgb, rng)
@@ -231,7 +243,7 @@ def _photometric(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = np.clip(x, 0, 255).astype(np.uint8)
     if rng.random() < 0.2:
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.5))
-    return out
+    return np.asarray(out)
 
 
 def focal_loss(logits: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
@@ -256,7 +268,8 @@ def box_loss(
     truth = target.permute(0, 2, 3, 1)[mask]
     w = weight[mask]
     loss = generalized_box_iou_loss(pred, truth, reduction="none")
-    return (loss * w).sum() / w.sum()
+    total: torch.Tensor = (loss * w).sum() / w.sum()
+    return total
 
 
 def train_one_epoch(
@@ -304,7 +317,9 @@ def train_one_epoch(
     }
 
 
-def letterboxed(images: list[LabelledImage], args: argparse.Namespace) -> tuple[np.ndarray, list[np.ndarray]]:
+def letterboxed(
+    images: list[LabelledImage], args: argparse.Namespace
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Inputs [N,3,H,W] float32 as the runtime feeds them, and the boxes in input pixels."""
     tensors, truths = [], []
     for item in images:
@@ -477,7 +492,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 net.load_state_dict(state["model"])
             except RuntimeError as err:
-                raise TrainingError(f"--resume {args.resume}: does not fit this model ({err})") from err
+                raise TrainingError(
+                    f"--resume {args.resume}: does not fit this model ({err})"
+                ) from err
             optimizer.load_state_dict(state["optimizer"])
             lr_scheduler.load_state_dict(state["lr_scheduler"])
             start_epoch = int(state["epoch"]) + 1

@@ -45,9 +45,7 @@ class PersonBox(Protocol):
 class CylinderDetector(Protocol):
     """Finds cylinders in a frame (models.runtime.cylinder_detector.CylinderDetector)."""
 
-    def detect(
-        self, image_bgr: np.ndarray, min_score: float | None = None
-    ) -> Sequence[PersonBox]:
+    def detect(self, image_bgr: np.ndarray, min_score: float | None = None) -> Sequence[PersonBox]:
         """Cylinder boxes (x0, y0, x1, y1 in frame pixels), best first."""
         ...
 
@@ -288,8 +286,7 @@ class ZoneAnalyzer:
         ):
             found = detector.detect(frame, self._vision.detector_score_threshold)
             self._boxes = tuple(
-                (float(d.box[0]), float(d.box[1]), float(d.box[2]), float(d.box[3]))
-                for d in found
+                (float(d.box[0]), float(d.box[1]), float(d.box[2]), float(d.box[3])) for d in found
             )
         mask = np.zeros(shape[:2], np.uint8)
         s = self._vision.process_scale

@@ -83,8 +83,12 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), np.float64)
     a64, b64 = a.astype(np.float64)[:, None, :], b.astype(np.float64)[None, :, :]
-    iw = np.clip(np.minimum(a64[..., 2], b64[..., 2]) - np.maximum(a64[..., 0], b64[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a64[..., 3], b64[..., 3]) - np.maximum(a64[..., 1], b64[..., 1]), 0, None)
+    iw = np.clip(
+        np.minimum(a64[..., 2], b64[..., 2]) - np.maximum(a64[..., 0], b64[..., 0]), 0, None
+    )
+    ih = np.clip(
+        np.minimum(a64[..., 3], b64[..., 3]) - np.maximum(a64[..., 1], b64[..., 1]), 0, None
+    )
     inter = iw * ih
     area_a = (a64[..., 2] - a64[..., 0]) * (a64[..., 3] - a64[..., 1])
     area_b = (b64[..., 2] - b64[..., 0]) * (b64[..., 3] - b64[..., 1])

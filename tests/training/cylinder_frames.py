@@ -26,7 +26,12 @@ def render_frame(
         r = bw // 3
         cv2.rectangle(frame, (x0, y0 + r), (x0 + bw, y0 + bh - r), (grey,) * 3, -1)
         cv2.rectangle(frame, (x0 + r, y0), (x0 + bw - r, y0 + bh), (grey,) * 3, -1)
-        for cx, cy in ((x0 + r, y0 + r), (x0 + bw - r, y0 + r), (x0 + r, y0 + bh - r), (x0 + bw - r, y0 + bh - r)):
+        for cx, cy in (
+            (x0 + r, y0 + r),
+            (x0 + bw - r, y0 + r),
+            (x0 + r, y0 + bh - r),
+            (x0 + bw - r, y0 + bh - r),
+        ):
             cv2.circle(frame, (cx, cy), r, (grey,) * 3, -1)
         boxes.append(((x0 + bw / 2) / width, (y0 + bh / 2) / height, bw / width, bh / height))
     return frame, boxes

@@ -11,7 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from calibration.cli import eval_app
-from calibration.station_detector import (
+from edge_agent.station.config import VisionConfig
+from edge_agent.station.detector_eval import (
     GT_COVER,
     LabelError,
     average_precision,
@@ -20,7 +21,6 @@ from calibration.station_detector import (
     read_frame,
     strips,
 )
-from edge_agent.station.config import VisionConfig
 from edge_agent.station.vision import ZoneAnalyzer
 from models.errors import ModelError
 from models.runtime.cylinder_detector import CylinderDetector
@@ -112,7 +112,9 @@ def test_without_a_detector_presence_is_the_background(tmp_path: Path) -> None:
     assert first.cylinder_present and not second.cylinder_present
 
 
-def test_a_broken_station_pack_stops_the_station(trained: tuple[Path, Path], tmp_path: Path) -> None:
+def test_a_broken_station_pack_stops_the_station(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
     import shutil
 
     pack = tmp_path / "broken"

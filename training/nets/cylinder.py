@@ -181,7 +181,11 @@ def build_onnx(net: CylinderNet, width: int, height: int) -> onnx.ModelProto:
     peak = op("Cast", [op("Equal", [pooled, heat], "is_peak")], "peak_f", to=TensorProto.FLOAT)
     op("Mul", [heat, peak], HEAT_NAME)
     clipped = op("Min", [reg, const("reg_max", np.asarray(LOG_DISTANCE_MAX, np.float32))], "reg_c")
-    d = op("Mul", [op("Exp", [clipped], "reg_e"), const("stride", np.asarray(STRIDE, np.float32))], "dist")
+    d = op(
+        "Mul",
+        [op("Exp", [clipped], "reg_e"), const("stride", np.asarray(STRIDE, np.float32))],
+        "dist",
+    )
     sign = const("sign", np.asarray([-1, -1, 1, 1], np.float32).reshape(1, 4, 1, 1))
     # x0 y0 x1 y1 = (cx, cy, cx, cy) + (-l, -t, r, b)
     grid4 = const("centres4", np.concatenate([cell_centres(height, width)] * 2, axis=1))

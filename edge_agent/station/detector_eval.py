@@ -105,7 +105,9 @@ def read_labels(path: Path) -> np.ndarray:
         except ValueError as err:
             raise LabelError(f"{path}:{number}: not numbers ({line.strip()!r})") from err
         if cls != CYLINDER_CLASS:
-            raise LabelError(f"{path}:{number}: class {cls}, only {CYLINDER_CLASS} (cylinder) is known")
+            raise LabelError(
+                f"{path}:{number}: class {cls}, only {CYLINDER_CLASS} (cylinder) is known"
+            )
         if not all(np.isfinite(v) for v in (cx, cy, w, h)) or not (
             0.0 <= cx <= 1.0 and 0.0 <= cy <= 1.0 and 0.0 < w <= 1.0 and 0.0 < h <= 1.0
         ):
@@ -215,7 +217,11 @@ def strips(
         poly = [(x0, y0), (x1, y0), (x1, height - 1), (x0, height - 1)]
         zones.append(
             ZoneConfig(
-                id=f"z{i}", camera_id=camera_id, scale_id=f"s{i}", polygon=poly, operator_polygon=poly
+                id=f"z{i}",
+                camera_id=camera_id,
+                scale_id=f"s{i}",
+                polygon=poly,
+                operator_polygon=poly,
             )
         )
     return zones
@@ -309,7 +315,9 @@ def evaluate_detector(
     ap = average_precision(dets, truths)
     result: dict[str, Any] = {
         "box_ap50": round(ap, 4) if np.isfinite(ap) else None,
-        "presence_accuracy": round(counts.accuracy, 4) if counts.accuracy == counts.accuracy else None,
+        "presence_accuracy": round(counts.accuracy, 4)
+        if counts.accuracy == counts.accuracy
+        else None,
         "images": len(images),
         "boxes": int(sum(len(t) for t in truths)),
         "zones_per_image": zones_per_view,
