@@ -13,6 +13,7 @@ import typer
 
 from calibration.cli import calibrate_app, eval_app
 from edge_agent.cli import app as edge_app
+from edge_agent.cli import eval_station_detector
 from jifang.demo import app as demo_app
 from models.cli import app as models_app
 from models.face_cli import app as face_app
@@ -34,6 +35,7 @@ app.add_typer(edge_app, name="edge")
 models_app.command("import-pad")(import_pad)
 app.add_typer(models_app, name="models")
 app.add_typer(face_app, name="face")
+eval_app.command("station-detector")(eval_station_detector)
 app.add_typer(eval_app, name="eval")
 app.add_typer(calibrate_app, name="calibrate")
 app.add_typer(train_app, name="train")

@@ -23,6 +23,8 @@ class Task(StrEnum):
     LIVENESS = "liveness"
     QUALITY = "quality"
     DENSE_LANDMARKS = "dense_landmarks"
+    CYLINDER_DETECTOR = "cylinder_detector"
+    """Finds gas cylinders in a station camera frame (station packs, models.station_pack)."""
 
 
 class Metric(StrEnum):

@@ -71,7 +71,34 @@ def liveness(ctx: typer.Context, data: DataOption, out: OutOption) -> None:
     typer.echo(f"wrote {result['pack']} (run folder {result['run_dir']})")
 
 
+def station_detector(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option("--data", help="YOLO-labelled view folders")],
+    out: Annotated[str, typer.Option("--out", help="station pack name (in --model-dir) or folder")],
+) -> None:
+    """Train the cylinder detector on YOLO-labelled frames; write a station pack with it.
+
+    Extra options (see `python -m training.station_detector --help`): --model-dir, --epochs,
+    --threads, --lr, --input-width, --input-height, --val-fraction, --resume, --force, ...
+    """
+    result = _run("training.station_detector", data, Path(out), list(ctx.args))
+    for row in result["epochs"]:
+        typer.echo(
+            f"epoch {row['epoch']:>3} loss {row['loss']:.4f} ({row['seconds']:.0f} s) "
+            f"val {json.dumps(row['val'])}"
+        )
+    check = result["export_check"]
+    typer.echo(
+        f"export check: max diff {check['max_heat_diff']:.2e} heat, "
+        f"{check['max_box_diff_px']:.2e} px boxes"
+    )
+    typer.echo(
+        f"wrote {result['pack']} in {result['train_seconds']:.0f} s (run folder {result['run_dir']})"
+    )
+
+
 def register(app: typer.Typer) -> None:
-    """Add the `recognizer` and `liveness` commands to the `jifang train` group."""
+    """Add the `recognizer`, `liveness` and `station-detector` commands to `jifang train`."""
     app.command("recognizer", context_settings=CONTEXT)(recognizer)
     app.command("liveness", context_settings=CONTEXT)(liveness)
+    app.command("station-detector", context_settings=CONTEXT)(station_detector)

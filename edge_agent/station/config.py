@@ -156,6 +156,33 @@ class VisionConfig(_Section):
         le=100,
         description="the pose detector runs on each operator area every n frames",
     )
+    station_pack: Path | None = Field(
+        default=None,
+        description="station model pack folder (station.yaml); when it has a cylinder detector, "
+        "zone presence comes from detections, else from the background difference",
+    )
+    detector_zone_cover: float = Field(
+        default=0.3,
+        gt=0.0,
+        le=1.0,
+        description="fraction of a zone covered by detected cylinder boxes that means a cylinder "
+        "is there (the ground-truth rule of bench/station_real.py)",
+    )
+    detector_score_threshold: float | None = Field(
+        default=None,
+        ge=0.01,
+        le=0.99,
+        description="detection score for a cylinder (unset: the pack's own threshold)",
+    )
+    detector_every_n_frames: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="the detector runs on every n-th frame of a camera; its boxes hold between",
+    )
+    detector_threads: int = Field(
+        default=1, ge=1, le=16, description="onnxruntime threads of each camera's detector"
+    )
     qr_backend: Literal["auto", "zxing", "opencv"] = Field(
         default="auto", description="QR decoder: zxing-cpp, OpenCV, or zxing-cpp when installed"
     )

@@ -1,6 +1,9 @@
 """Per-zone state from camera frames: cylinder present, person at the zone, codes visible.
 
-Presence and person use a background difference inside the calibrated polygons (computed on
+Presence comes from the station pack's cylinder detector when one is installed
+(`vision.station_pack`): a zone holds a cylinder when the detected boxes cover
+`detector_zone_cover` of its polygon. Without a detector, presence (and always the occupancy
+person check) uses a background difference inside the calibrated polygons (computed on
 a downscaled grey frame); codes are read with OpenCV's QR detector on the full-resolution
 zone crop, only where a cylinder is present and only every n-th frame, to keep two cameras
 with 8 zones each inside a 2-core budget.
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import cv2
 import numpy as np
@@ -37,6 +40,33 @@ class PersonBox(Protocol):
     def box(self) -> tuple[float, float, float, float]:
         """The box."""
         ...
+
+
+class CylinderDetector(Protocol):
+    """Finds cylinders in a frame (models.runtime.cylinder_detector.CylinderDetector)."""
+
+    def detect(self, image_bgr: np.ndarray, min_score: float | None = None) -> Sequence[PersonBox]:
+        """Cylinder boxes (x0, y0, x1, y1 in frame pixels), best first."""
+        ...
+
+
+def load_cylinder_detector(vision: VisionConfig) -> CylinderDetector | None:
+    """The station pack's cylinder detector, or None (background method) when there is none.
+
+    A configured pack that cannot be read or fails its checksums raises ModelError: presence
+    feeds the safety rules, so a broken pack stops the station instead of degrading silently.
+    """
+    if vision.station_pack is None:
+        return None
+    from models.station_pack import load_cylinder_detector as load_from_pack
+
+    detector = load_from_pack(vision.station_pack, vision.detector_threads)
+    if detector is None:
+        logger.warning(
+            "station pack %s has no cylinder detector: presence by background difference",
+            vision.station_pack,
+        )
+    return cast(CylinderDetector | None, detector)
 
 
 class QrReader:
@@ -125,6 +155,7 @@ class ZoneAnalyzer:
         vision: VisionConfig,
         frame_size: tuple[int, int],
         person_detector: PersonDetector | None = None,
+        cylinder_detector: CylinderDetector | None = None,
     ) -> None:
         if vision.person_method == "pose" and person_detector is None:
             raise ValueError(f"camera {camera_id}: person_method pose needs a person detector")
@@ -163,6 +194,20 @@ class ZoneAnalyzer:
         self._background: np.ndarray | None = None
         self._frame_no = 0
         self._qr = QrReader(vision)
+        self._cylinders = (
+            cylinder_detector if cylinder_detector is not None else load_cylinder_detector(vision)
+        )
+        self._boxes: tuple[tuple[float, float, float, float], ...] = ()
+
+    @property
+    def uses_detector(self) -> bool:
+        """True when presence comes from the cylinder detector, not the background."""
+        return self._cylinders is not None
+
+    @property
+    def cylinder_boxes(self) -> tuple[tuple[float, float, float, float], ...]:
+        """The cylinder boxes of the last detection (full-frame pixels); empty without one."""
+        return self._boxes
 
     @property
     def zone_ids(self) -> list[str]:
@@ -191,10 +236,15 @@ class ZoneAnalyzer:
         learn = np.zeros_like(grey)
         observations = []
         self._frame_no += 1
+        covered = self._detected_mask(frame, grey.shape) if self._cylinders else None
         for index, g in enumerate(self._geoms):
-            frac = _fraction(changed, g.box, g.mask, g.area)
             op_frac = _fraction(changed, g.op_box, g.op_mask, g.op_area)
-            present = frac >= self._vision.presence_min_fraction
+            if covered is not None:
+                frac = _fraction(covered, g.box, g.mask, g.area)
+                present = frac >= self._vision.detector_zone_cover
+            else:
+                frac = _fraction(changed, g.box, g.mask, g.area)
+                present = frac >= self._vision.presence_min_fraction
             person = (
                 self._person_at(frame, g, index)
                 if self._person_detector
@@ -227,6 +277,28 @@ class ZoneAnalyzer:
                 grey, self._background, self._vision.background_alpha, mask=learn
             )
         return observations
+
+    def _detected_mask(self, frame: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """The detected boxes painted (255) on the small frame; detection every n-th frame."""
+        detector = self._cylinders
+        if detector is not None and (
+            self._frame_no == 1 or self._frame_no % self._vision.detector_every_n_frames == 0
+        ):
+            found = detector.detect(frame, self._vision.detector_score_threshold)
+            self._boxes = tuple(
+                (float(d.box[0]), float(d.box[1]), float(d.box[2]), float(d.box[3])) for d in found
+            )
+        mask = np.zeros(shape[:2], np.uint8)
+        s = self._vision.process_scale
+        for x0, y0, x1, y1 in self._boxes:
+            cv2.rectangle(
+                mask,
+                (int(round(x0 * s)), int(round(y0 * s))),
+                (int(round(x1 * s)), int(round(y1 * s))),
+                255,
+                -1,
+            )
+        return mask
 
     def _person_at(self, frame: np.ndarray, g: _ZoneGeometry, index: int) -> bool:
         """Pose detector on the operator area, every n frames; the last answer is held between."""

@@ -39,6 +39,9 @@ WRAPPERS: Mapping[str, WrapperSpec] = {
     "yunet": WrapperSpec(Task.DETECTOR, "models.runtime.opencv_detectors:build_yunet"),
     "ultralight": WrapperSpec(Task.DETECTOR, "models.runtime.opencv_detectors:build_ultralight"),
     "pad_onnx": WrapperSpec(Task.LIVENESS, "models.liveness.onnx_pad:build"),
+    "centernet_cylinder": WrapperSpec(
+        Task.CYLINDER_DETECTOR, "models.runtime.cylinder_detector:build"
+    ),
 }
 
 
