@@ -33,6 +33,7 @@ from edge_agent.config import ClaimsSection, GateSection, ModelsSection, Quality
 from models.engine import FaceEngine, QualityScores
 from models.liveness import LivenessFrame
 from models.manifest import CalibrationBlock
+from models.matching import fuse_embeddings, template_score
 from models.types import Face
 
 logger = logging.getLogger(__name__)
@@ -364,7 +365,7 @@ class Verifier:
         templates = gallery.operator_templates(operator.operator_id)
         if len(templates) == 0:
             return Decision(ReasonCode.CLAIM_MISMATCH, "claimed operator has no face template")
-        score = _clamp(float(np.max(templates @ probe)))
+        score = _clamp(template_score(templates, probe))
         match = MatchInfo(
             operator_id=operator.operator_id,
             certificate_no=claim.certificate.certificate_no if claim.certificate else None,
@@ -423,12 +424,6 @@ _SPECIFICITY = (ReasonCode.NO_FACE, ReasonCode.LOW_QUALITY, ReasonCode.LIVENESS_
 def _more_informative(candidate: ReasonCode, current: ReasonCode) -> bool:
     """A frame that got further down the pipeline explains a refusal better."""
     return _SPECIFICITY.index(candidate) > _SPECIFICITY.index(current)
-
-
-def fuse_embeddings(embeddings: list[np.ndarray]) -> np.ndarray:
-    """Mean of L2-normalised embeddings, renormalised (multi-frame fusion)."""
-    mean = np.mean(np.stack(embeddings), axis=0)
-    return np.asarray(mean / max(float(np.linalg.norm(mean)), 1e-12), np.float32)
 
 
 def _source(

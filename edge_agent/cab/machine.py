@@ -35,12 +35,13 @@ from contract.messages import (
     MatchInfo,
 )
 from edge_agent.cab.cache import GalleryCache
-from edge_agent.cab.gate import FrameFeed, Verifier, fuse_embeddings
+from edge_agent.cab.gate import FrameFeed, Verifier
 from edge_agent.cab.interlock import Interlock, InterlockError
 from edge_agent.cab.override import redeem_code
 from edge_agent.cab.types import Decision, GateFault
 from edge_agent.config import CabAgentConfig
 from edge_agent.outbox import Outbox
+from models.matching import fuse_embeddings
 
 logger = logging.getLogger(__name__)
 
