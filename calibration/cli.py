@@ -446,6 +446,74 @@ def check_drift_cmd(
         raise typer.Exit(code=codes[result.status])
 
 
+@calibrate_app.command("liveness")
+def calibrate_liveness(
+    pack: PackOption,
+    data: Annotated[
+        Path, typer.Option("--data", help="folder with live/, spoof_print/, spoof_replay/")
+    ],
+    max_apcer: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="APCER allowed per attack type at the live band"),
+    ] = 0.05,
+    max_bpcer: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="bona fide allowed below the spoof band (refused unasked)"
+        ),
+    ] = 0.02,
+    name: Annotated[
+        str, typer.Option(help="PAD calibration name (liveness.passive.calibration)")
+    ] = "pad",
+    write: Annotated[
+        bool, typer.Option(help="write the bands into the pack's calibration block")
+    ] = True,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+    threads: Annotated[int, typer.Option(min=1, max=64)] = 1,
+    model_dir: ModelDir = None,
+) -> None:
+    """The passive PAD's live and spoof bands from a site's live and attack presentations."""
+    from calibration.liveness_calibrate import choose_bands, pad_calibration
+    from calibration.liveness_eval import score_folder
+    from models.errors import ModelError
+    from models.manifest import put_pad_calibration
+    from models.store import default_model_dir, resolve_pack
+
+    try:
+        pack_dir = resolve_pack(pack, model_dir or default_model_dir())
+        scored = score_folder(pack_dir, data, threads=threads)
+        bands = choose_bands(scored.items, max_apcer, max_bpcer)
+    except (ModelError, ValueError) as err:
+        raise _fail(err) from err
+    doc = bands.document
+    counts = doc["counts"]
+    for warning in bands.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(
+        f"live band {bands.live_threshold:.4f}: BPCER {_pct(doc['bpcer'])} of {counts['live']} "
+        f"live (challenged or refused); APCER print {_pct(doc['apcer']['print'])} of "
+        f"{counts['spoof_print']}, replay {_pct(doc['apcer']['replay'])} of "
+        f"{counts['spoof_replay']}"
+    )
+    typer.echo(
+        f"spoof band {bands.spoof_threshold:.4f}: {_pct(doc['bpcer_refused'])} of live refused "
+        f"without a challenge, {_pct(doc['bona_fide_challenge_rate'])} challenged"
+    )
+    if json_out is not None:
+        _write_json(json_out, doc)
+    if not write:
+        return
+    try:
+        block = put_pad_calibration(pack_dir, name, pad_calibration(bands, scored, data))
+    except (ModelError, ValueError) as err:
+        raise _fail(err) from err
+    typer.echo(
+        f"PAD calibration {name!r} written to {pack_dir} (revision {block.revision}); the "
+        f"agent uses it while liveness.passive.calibration is {name!r} and the config sets no "
+        "threshold"
+    )
+
+
 @eval_app.command("liveness")
 def liveness(
     pack: PackOption,

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from models.engine import FaceEngine
 from models.errors import ModelError
-from models.liveness.onnx_pad import OnnxPad, load_pad
+from models.liveness.onnx_pad import OnnxPad, carried_thresholds, load_pad
+from models.manifest import PackManifest
 from models.types import Image
 
 logger = logging.getLogger(__name__)
@@ -146,24 +147,42 @@ def rates(items: list[Presentation], threshold: float) -> dict[str, Any]:
     }
 
 
-def evaluate_liveness(
-    pack_dir: Path, data: Path, threshold: float | None = None, threads: int = 1
-) -> dict[str, Any]:
-    """Score every presentation under `data` with the pack's PAD; the result document."""
+@dataclass(frozen=True)
+class ScoredFolder:
+    """Every presentation of a labelled folder scored with a pack's PAD."""
+
+    items: list[Presentation]
+    pad: OnnxPad
+    manifest: PackManifest
+
+
+def score_folder(pack_dir: Path, data: Path, threads: int = 1) -> ScoredFolder:
+    """Score every presentation under `data` with the pack's PAD (progress per class)."""
     files = presentations(data)
     engine = FaceEngine(pack_dir, threads=threads)
     pad = load_pad(pack_dir, engine.manifest, threads)
     if pad is None:
         raise ModelError(f"{pack_dir.name}: the pack has no passive PAD model (task liveness)")
-    chosen = threshold if threshold is not None else pad.params.live_threshold
-    if chosen is None:
-        raise ModelError(
-            f"{pack_dir.name}: the PAD component carries no live_threshold; pass --threshold"
-        )
     scorer = pack_scorer(engine, pad)
     items = [
         score_presentation(path, label, scorer)
         for label, paths in files.items()
         for path in tqdm(paths, desc=label, unit="file", leave=False)
     ]
-    return rates(items, chosen)
+    return ScoredFolder(items, pad, engine.manifest)
+
+
+def evaluate_liveness(
+    pack_dir: Path,
+    data: Path,
+    threshold: float | None = None,
+    threads: int = 1,
+    calibration: str = "pad",
+) -> dict[str, Any]:
+    """The result document at `threshold`, else at the live band the pack carries (its PAD
+    calibration `calibration` when it has one for this PAD, else the component's own)."""
+    scored = score_folder(pack_dir, data, threads)
+    chosen = threshold
+    if chosen is None:
+        chosen = carried_thresholds(pack_dir, scored.manifest, scored.pad, calibration).live
+    return rates(scored.items, chosen)

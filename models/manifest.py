@@ -144,12 +144,47 @@ class Calibration(_Strict):
         return 3.0 / self.impostor_pairs if self.impostor_pairs else 1.0
 
 
+class PadCalibration(_Strict):
+    """One named calibration of the passive PAD: the two score bands and the rates behind them.
+
+    Written by `jifang calibrate liveness` from a site's live and attack presentations.
+    """
+
+    live_threshold: float = Field(
+        ge=0.0, le=1.0, description="window live score at or above which passive passes"
+    )
+    spoof_threshold: float = Field(
+        ge=0.0, le=1.0, description="window live score below which passive refuses outright"
+    )
+    pad_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="the PAD file the scores came from"
+    )
+    bpcer: float = Field(ge=0.0, le=1.0, description="bona fide below live_threshold")
+    apcer: dict[str, float] = Field(description="attacks at or above live_threshold, per type")
+    bpcer_refused: float = Field(
+        ge=0.0, le=1.0, description="bona fide below spoof_threshold (refused without a challenge)"
+    )
+    counts: dict[str, int] = Field(description="presentations per class folder")
+    data: str = Field(default="", description="which data the calibration came from")
+    created: date | None = None
+    method: str = Field(default="", description="how the thresholds were chosen")
+
+    @model_validator(mode="after")
+    def _bands(self) -> PadCalibration:
+        if self.spoof_threshold > self.live_threshold:
+            raise ValueError("spoof_threshold must not exceed live_threshold")
+        return self
+
+
 class CalibrationBlock(_Strict):
     """All calibrations of a pack, by name (a population or a site)."""
 
     format: Literal[1] = 1
     revision: int = Field(default=0, ge=0, description="bumped on every write by the tools")
     calibrations: dict[str, Calibration] = Field(default_factory=dict)
+    pad: dict[str, PadCalibration] = Field(
+        default_factory=dict, description="passive PAD calibrations, by name"
+    )
 
 
 def sha256_file(path: Path) -> str:
@@ -252,6 +287,18 @@ def put_calibrations(
             )
         merged[name] = cal
     updated = CalibrationBlock(revision=block.revision + 1, calibrations=merged)
+    write_calibration(pack_dir, updated)
+    return updated
+
+
+def put_pad_calibration(pack_dir: Path, name: str, calibration: PadCalibration) -> CalibrationBlock:
+    """Add or replace one named PAD calibration (one revision up, written atomically)."""
+    if not CALIBRATION_NAME_PATTERN.fullmatch(name):
+        raise ModelError(f"calibration name {name!r} must match {CALIBRATION_NAME_PATTERN.pattern}")
+    block = load_calibration(pack_dir)
+    updated = block.model_copy(
+        update={"revision": block.revision + 1, "pad": {**block.pad, name: calibration}}
+    )
     write_calibration(pack_dir, updated)
     return updated
 

@@ -68,6 +68,10 @@ MODELS: tuple[tuple[str, float], ...] = (
 # (live is the most likely of three classes once it holds half the mass), not fitted here;
 # `jifang calibrate liveness` moves it on a site's clips.
 DEFAULT_LIVE_THRESHOLD = 0.5
+# Below this the gate refuses without asking for the challenge; between the two it asks. The
+# band only decides who is asked (an attack in it still has to answer a random prompt), so
+# the uncalibrated default is wide: the live point's lower half is doubt, not refusal.
+DEFAULT_SPOOF_THRESHOLD = 0.2
 
 
 @dataclass(frozen=True)
@@ -321,6 +325,7 @@ def import_pad(
                 "std": [1.0, 1.0, 1.0],
                 "output": "probability",
                 "live_threshold": DEFAULT_LIVE_THRESHOLD,
+                "spoof_threshold": DEFAULT_SPOOF_THRESHOLD,
             },
         )
         files = (*copied, entry)

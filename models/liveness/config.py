@@ -12,6 +12,12 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+CLASSICAL_LIVE = 0.6
+"""Default live band of the classical cues' score (no PAD model): set from generated sequences."""
+CLASSICAL_SPOOF = 0.3
+"""Default spoof band of the classical cues' score."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -111,18 +117,27 @@ class ParallaxConfig(_Section):
 class PassiveConfig(_Section):
     """The per-frame live score (ONNX PAD model when the pack has one, else classical cues)."""
 
-    live_threshold: float = Field(
-        default=0.6,
+    live_threshold: float | None = Field(
+        default=None,
         ge=0.0,
         le=1.0,
-        description="median live score at or above which passive passes",
+        description="window live score (median over the sampled frames) at or above which "
+        "passive passes; unset: the pack's PAD calibration `calibration`, else the PAD "
+        f"component's own threshold, else {CLASSICAL_LIVE} for the classical cues",
     )
-    spoof_threshold: float = Field(
-        default=0.3,
+    spoof_threshold: float | None = Field(
+        default=None,
         ge=0.0,
         le=1.0,
-        description="median live score below which passive refuses outright; between the two "
-        "the passive result is uncertain",
+        description="window live score below which passive refuses outright; between the two "
+        "the passive result is uncertain (the challenge runs); unset: taken like "
+        f"live_threshold ({CLASSICAL_SPOOF} for the classical cues)",
+    )
+    calibration: str = Field(
+        default="pad",
+        min_length=1,
+        description="name of the PAD calibration in the pack's calibration block "
+        "(`jifang calibrate liveness` writes it); ignored when absent",
     )
     max_frames: int = Field(
         default=8, ge=1, le=120, description="frames of a sequence scored (evenly spaced)"
@@ -166,7 +181,8 @@ class PassiveConfig(_Section):
 
     @model_validator(mode="after")
     def _bands(self) -> PassiveConfig:
-        if self.spoof_threshold > self.live_threshold:
+        live, spoof = self.live_threshold, self.spoof_threshold
+        if live is not None and spoof is not None and spoof > live:
             raise ValueError("spoof_threshold must not exceed live_threshold")
         return self
 

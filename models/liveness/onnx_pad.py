@@ -22,6 +22,7 @@ from models.errors import ModelError
 from models.manifest import PackManifest
 from models.runtime.base import onnx_session
 from models.runtime.image import to_bgr
+from models.liveness.types import PassiveThresholds
 from models.types import FloatArray, Image, Task
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,16 @@ class PadParams(BaseModel):
         default=None,
         ge=0.0,
         le=1.0,
-        description="live probability at or above which one frame counts as live, as the pack "
-        "carries it (jifang eval liveness uses it unless --threshold is given)",
+        description="live probability at or above which a presentation counts as live, as the "
+        "pack carries it before any site calibration (jifang eval liveness and the gate use "
+        "it unless a PAD calibration or the config sets another)",
+    )
+    spoof_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="live probability below which the gate refuses without a challenge; "
+        "unset: equal to live_threshold (no doubt band)",
     )
 
     @property
@@ -163,6 +172,40 @@ def build(path: Path, params: Mapping[str, Any], threads: int) -> OnnxPad:
     except ValidationError as err:
         raise ModelError(f"{path.name}: bad pad_onnx params ({err})") from err
     return OnnxPad(path, parsed, threads=min(threads, parsed.threads))
+
+
+def carried_thresholds(
+    pack_dir: Path, manifest: PackManifest, pad: OnnxPad, calibration: str = "pad"
+) -> PassiveThresholds:
+    """The bands the pack carries for its PAD: the named PAD calibration when the pack's
+    calibration block has one for this very PAD file, else the component's own params."""
+    from models.manifest import load_calibration, sha256_file
+
+    entry = manifest.file(Task.LIVENESS)
+    assert entry is not None  # a loaded PAD has its entry
+    record = load_calibration(pack_dir).pad.get(calibration)
+    if record is not None:
+        if record.pad_sha256 == entry.sha256 or record.pad_sha256 == sha256_file(
+            pack_dir / entry.path
+        ):
+            return PassiveThresholds(
+                record.live_threshold, record.spoof_threshold, f"calibration {calibration}"
+            )
+        logger.warning(
+            "%s: PAD calibration %r was made for another PAD file; using the component's "
+            "own thresholds",
+            manifest.name,
+            calibration,
+        )
+    live = pad.params.live_threshold
+    if live is None:
+        raise ModelError(
+            f"{manifest.name}: the PAD component {entry.path} carries no live_threshold and the "
+            f"pack has no PAD calibration {calibration!r}: run `jifang calibrate liveness` or "
+            "set liveness.passive.live_threshold"
+        )
+    spoof = pad.params.spoof_threshold
+    return PassiveThresholds(live, live if spoof is None else min(spoof, live), "pack")
 
 
 def load_pad(pack_dir: Path, manifest: PackManifest, threads: int) -> OnnxPad | None:

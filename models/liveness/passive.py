@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -10,9 +11,9 @@ from typing import Protocol
 import numpy as np
 
 from models.liveness import cues
-from models.liveness.config import PassiveConfig
+from models.liveness.config import CLASSICAL_LIVE, CLASSICAL_SPOOF, PassiveConfig
 from models.liveness.onnx_pad import OnnxPad
-from models.liveness.types import LivenessFrame
+from models.liveness.types import LivenessFrame, PassiveThresholds
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +28,34 @@ class PassiveResult:
 
 
 class PassiveScorer(Protocol):
-    """Scores a sequence of frames for presentation attacks."""
+    """Scores a sequence of frames for presentation attacks, with the bands its score uses."""
 
     name: str
+    thresholds: PassiveThresholds
 
     def score(self, frames: Sequence[LivenessFrame]) -> PassiveResult:
         """Live scores of (a sample of) the frames."""
         ...
+
+
+def resolve_thresholds(config: PassiveConfig, carried: PassiveThresholds) -> PassiveThresholds:
+    """The config's thresholds where set, the carried ones (pack or classical) otherwise."""
+    live, spoof = config.live_threshold, config.spoof_threshold
+    if live is None and spoof is None:
+        return carried
+    sources = {carried.source} if live is None or spoof is None else set()
+    return PassiveThresholds(
+        carried.live if live is None else live,
+        carried.spoof if spoof is None else spoof,
+        " + ".join(sorted({"config", *sources})),
+    )
+
+
+def classical_thresholds(config: PassiveConfig) -> PassiveThresholds:
+    """The classical cues' bands: the config's, else the documented defaults."""
+    return resolve_thresholds(
+        config, PassiveThresholds(CLASSICAL_LIVE, CLASSICAL_SPOOF, "classical default")
+    )
 
 
 def sample(frames: Sequence[LivenessFrame], count: int) -> list[LivenessFrame]:
@@ -56,6 +78,7 @@ class ClassicalPad:
 
     def __init__(self, config: PassiveConfig) -> None:
         self.config = config
+        self.thresholds = classical_thresholds(config)
 
     def frame_evidence(self, frame: LivenessFrame) -> dict[str, float]:
         """Attack evidence in [0, 1] per cue for one frame."""
@@ -110,16 +133,37 @@ class ClassicalPad:
 
 
 class ModelPad:
-    """Passive PAD with the pack's ONNX model (task `liveness`)."""
+    """Passive PAD with the pack's ONNX model (task `liveness`).
+
+    A frame is scored once: the gate re-evaluates a growing window after every frame, so the
+    scores of the frames already seen are kept, by frame identity, without keeping the
+    frames themselves alive (a weak reference; at most `MEMO` entries).
+    """
 
     name = "onnx"
+    MEMO = 512
 
-    def __init__(self, model: OnnxPad, config: PassiveConfig) -> None:
+    def __init__(self, model: OnnxPad, config: PassiveConfig, thresholds: PassiveThresholds):
         self.model = model
         self.config = config
+        self.thresholds = resolve_thresholds(config, thresholds)
+        self._memo: dict[int, tuple[weakref.ref[LivenessFrame], float]] = {}
+
+    def frame_score(self, frame: LivenessFrame) -> float:
+        """The model's live probability of one frame's face (computed once per frame)."""
+        kept = self._memo.get(id(frame))
+        if kept is not None and kept[0]() is frame:
+            return kept[1]
+        value = float(self.model.score(frame.image, [frame.face.detection.box])[0])
+        if len(self._memo) >= self.MEMO:
+            self._memo = {k: v for k, v in self._memo.items() if v[0]() is not None}
+            while len(self._memo) >= self.MEMO:
+                self._memo.pop(next(iter(self._memo)))
+        self._memo[id(frame)] = (weakref.ref(frame), value)
+        return value
 
     def score(self, frames: Sequence[LivenessFrame]) -> PassiveResult:
-        """The model's live probability per sampled frame."""
+        """The model's live probability per sampled frame, and their median."""
         chosen = sample(frames, self.config.max_frames)
-        scores = [float(self.model.score(f.image, [f.face.detection.box])[0]) for f in chosen]
+        scores = [self.frame_score(f) for f in chosen]
         return PassiveResult(tuple(scores), float(np.median(scores)), {})

@@ -1,7 +1,17 @@
 """The start policy: which liveness checks run, in what order, and what a refusal says.
 
-Steps: passive PAD score -> temporal (blink or non-rigid motion) -> challenge-response when
-configured. Any error inside a check refuses the start (fail closed).
+The fusion rule (pinned by tests/models/test_liveness.py::test_fusion_rule_table):
+1. no frames, or frames out of time order: refused;
+2. passive (when required, or when the challenge runs on doubt): the window's score is the
+   median of its sampled frames' live scores (the PAD model's probability, or the product of
+   the classical cue factors); below the spoof band it is refused, between the spoof and live
+   bands it is uncertain;
+3. temporal (when required): non-rigid motion or a blink across the window, else refused;
+4. challenge: always when `active: always`; on doubt when `active: when_uncertain`; with
+   `active: never` an uncertain passive score is refused;
+5. otherwise live.
+The checks run in this order and the first refusal decides. Any error inside a check refuses
+the start (fail closed).
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from models.engine import FaceEngine
 from models.errors import ModelError
 from models.liveness.active import ChallengeSession, State, plan_steps
 from models.liveness.config import ActiveMode, LivenessPolicyConfig
-from models.liveness.onnx_pad import load_pad
+from models.liveness.onnx_pad import carried_thresholds, load_pad
 from models.liveness.passive import ClassicalPad, ModelPad, PassiveScorer
 from models.liveness.temporal import check_temporal
 from models.liveness.types import Cause, LivenessDecision, LivenessFrame, Outcome
@@ -38,10 +48,17 @@ def observe(engine: FaceEngine, image: Image, t: float) -> LivenessFrame | None:
 
 
 def passive_scorer_for(engine: FaceEngine, config: LivenessPolicyConfig) -> PassiveScorer:
-    """The pack's ONNX PAD model when it has one, else the classical cues."""
+    """The pack's ONNX PAD model when it has one, else the classical cues.
+
+    The PAD's bands: `liveness.passive.*_threshold` where set, else the pack's PAD
+    calibration, else the PAD component's own (see `carried_thresholds`).
+    """
     model = load_pad(engine.pack_dir, engine.manifest, threads=1)
     if model is not None:
-        return ModelPad(model, config.passive)
+        carried = carried_thresholds(
+            engine.pack_dir, engine.manifest, model, config.passive.calibration
+        )
+        return ModelPad(model, config.passive, carried)
     return ClassicalPad(config.passive)
 
 
@@ -64,7 +81,11 @@ class LivenessPolicy:
             if on
         ]
         parts.append(f"active={c.active.value}")
-        return f"{'+'.join(parts)} ({self.passive.name})"
+        bands = self.passive.thresholds
+        return (
+            f"{'+'.join(parts)} ({self.passive.name}, live >= {bands.live:g}, spoof < "
+            f"{bands.spoof:g} from {bands.source})"
+        )
 
     def evaluate(self, frames: Sequence[LivenessFrame]) -> LivenessDecision:
         """LIVE, REFUSED (LIVENESS_FAILED and a cause) or CHALLENGE (run `start_challenge`)."""
@@ -88,17 +109,18 @@ class LivenessPolicy:
             )
         scores: dict[str, float] = {}
         uncertain = False
+        bands = self.passive.thresholds
         if c.require_passive or c.active == ActiveMode.WHEN_UNCERTAIN:
             result = self.passive.score(frames)
             scores["passive"] = result.score
             scores.update({f"passive_{k}": v for k, v in result.details.items()})
-            if c.require_passive and result.score < c.passive.spoof_threshold:
+            if c.require_passive and result.score < bands.spoof:
                 return LivenessDecision.refused(
                     Cause.PASSIVE_SPOOF,
-                    f"passive live score {result.score:.2f} < {c.passive.spoof_threshold}",
+                    f"passive live score {result.score:.2f} < {bands.spoof} ({bands.source})",
                     scores,
                 )
-            uncertain = result.score < c.passive.live_threshold
+            uncertain = result.score < bands.live
         if c.require_temporal:
             temporal = check_temporal(frames, c.temporal)
             scores.update({f"temporal_{k}": v for k, v in temporal.scores.items()})
@@ -112,8 +134,8 @@ class LivenessPolicy:
         if uncertain and c.require_passive:
             return LivenessDecision.refused(
                 Cause.PASSIVE_UNCERTAIN,
-                f"passive live score {scores['passive']:.2f} < {c.passive.live_threshold} "
-                "and no challenge is configured",
+                f"passive live score {scores['passive']:.2f} < {bands.live} "
+                f"({bands.source}) and no challenge is configured",
                 scores,
             )
         return LivenessDecision(Outcome.LIVE, None, None, "live", scores)

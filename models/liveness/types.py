@@ -22,6 +22,26 @@ class LivenessFrame:
     """FaceMesh points; temporal and active checks need them."""
 
 
+@dataclass(frozen=True)
+class PassiveThresholds:
+    """The two bands of the window's passive live score, and where they came from."""
+
+    live: float
+    """At or above: passive passes."""
+    spoof: float
+    """Below: passive refuses outright; between the two the result is uncertain."""
+    source: str
+    """"config", "calibration NAME" (the pack's calibration block), "pack" (the PAD
+    component's own params) or "classical default"."""
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.spoof <= self.live <= 1.0):
+            raise ValueError(
+                f"passive thresholds from {self.source}: need 0 <= spoof ({self.spoof}) <= "
+                f"live ({self.live}) <= 1"
+            )
+
+
 class Outcome(StrEnum):
     """What the policy concluded."""
 

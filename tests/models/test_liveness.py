@@ -35,7 +35,8 @@ from models.liveness import (
 from models.liveness.active import ChallengeSession, plan_steps
 from models.liveness.config import CueConfig, ParallaxConfig, PassiveConfig
 from models.liveness.geometry import LEFT_EYE, RIGHT_EYE, eye_aspect_ratio, yaw_offset
-from models.liveness.passive import ClassicalPad, PassiveResult
+from models.liveness.passive import ClassicalPad, PassiveResult, resolve_thresholds
+from models.liveness.types import PassiveThresholds
 from models.liveness.synthetic import framed_face, rigid_sequence
 from models.liveness.temporal import check_temporal
 from models.runtime.facemesh import DenseLandmarks
@@ -261,34 +262,75 @@ def test_mirrored_camera_swaps_left_and_right(astronaut_frame) -> None:
     assert session.state == State.PASSED
 
 
-def test_challenge_runs_when_passive_is_uncertain(astronaut_frame) -> None:
-    class Fixed:
-        name = "fixed"
+class Fixed:
+    """A passive scorer that gives every window the same score, with bands 0.3 / 0.6."""
 
-        def __init__(self, score: float) -> None:
-            self.value = score
+    name = "fixed"
+    thresholds = PassiveThresholds(0.6, 0.3, "test")
 
-        def score(self, frames):  # noqa: ANN001, ANN202 - PassiveScorer protocol
-            return PassiveResult((self.value,), self.value)
+    def __init__(self, score: float) -> None:
+        self.value = score
 
+    def score(self, frames):  # noqa: ANN001, ANN202 - PassiveScorer protocol
+        return PassiveResult((self.value,), self.value)
+
+
+LIVE, CHALLENGE = Outcome.LIVE, Outcome.CHALLENGE
+SPOOF, UNSURE, RIGID = Cause.PASSIVE_SPOOF, Cause.PASSIVE_UNCERTAIN, Cause.RIGID_FACE
+
+
+@pytest.mark.parametrize(
+    ("passive", "moving", "active", "expected"),
+    [
+        # confident passive: the temporal check decides, the challenge only when always
+        (0.9, True, "when_uncertain", LIVE),
+        (0.9, False, "when_uncertain", RIGID),
+        (0.9, True, "always", CHALLENGE),
+        (0.9, True, "never", LIVE),
+        # exactly on the live band counts as live, exactly on the spoof band as doubt
+        (0.6, True, "when_uncertain", LIVE),
+        (0.3, True, "when_uncertain", CHALLENGE),
+        # doubt: the challenge when configured, else a refusal; temporal still comes first
+        (0.45, True, "when_uncertain", CHALLENGE),
+        (0.45, False, "when_uncertain", RIGID),
+        (0.45, True, "never", UNSURE),
+        # below the spoof band: refused before anything else, whatever the motion
+        (0.1, True, "when_uncertain", SPOOF),
+        (0.1, True, "always", SPOOF),
+        (0.29, False, "when_uncertain", SPOOF),
+    ],
+)
+def test_fusion_rule_table(astronaut_frame, passive, moving, active, expected) -> None:
     pts = astronaut_frame.dense.points
     frames = [
-        with_points(astronaut_frame, eyes_closed(pts) if i == 5 else pts, i / FPS)
+        with_points(astronaut_frame, eyes_closed(pts) if moving and i == 5 else pts, i / FPS)
         for i in range(15)
     ]
-    config = LivenessPolicyConfig()
-    assert LivenessPolicy(config, Fixed(0.9)).evaluate(frames).outcome == Outcome.LIVE
-    assert LivenessPolicy(config, Fixed(0.45)).evaluate(frames).outcome == Outcome.CHALLENGE
-    assert LivenessPolicy(config, Fixed(0.1)).evaluate(frames).cause == Cause.PASSIVE_SPOOF
-    never = config.model_copy(update={"active": ActiveMode.NEVER})
-    assert LivenessPolicy(never, Fixed(0.45)).evaluate(frames).cause == Cause.PASSIVE_UNCERTAIN
-    always = config.model_copy(update={"active": ActiveMode.ALWAYS})
-    assert LivenessPolicy(always, Fixed(0.9)).evaluate(frames).outcome == Outcome.CHALLENGE
+    config = LivenessPolicyConfig(active=ActiveMode(active))
+    decision = LivenessPolicy(config, Fixed(passive)).evaluate(frames)
+    if isinstance(expected, Outcome):
+        assert decision.outcome == expected, decision.detail
+    else:
+        assert decision.outcome == Outcome.REFUSED and decision.cause == expected, decision.detail
+
+
+def test_config_thresholds_override_the_carried_ones() -> None:
+    carried = PassiveThresholds(0.5, 0.2, "pack")
+    assert resolve_thresholds(PassiveConfig(), carried) is carried
+    both = resolve_thresholds(PassiveConfig(live_threshold=0.7, spoof_threshold=0.1), carried)
+    assert (both.live, both.spoof, both.source) == (0.7, 0.1, "config")
+    one = resolve_thresholds(PassiveConfig(live_threshold=0.8), carried)
+    assert (one.live, one.spoof, one.source) == (0.8, 0.2, "config + pack")
+    with pytest.raises(ValueError, match="spoof"):
+        resolve_thresholds(PassiveConfig(spoof_threshold=0.9), carried)
+    classical = ClassicalPad(PassiveConfig()).thresholds
+    assert (classical.live, classical.spoof, classical.source) == (0.6, 0.3, "classical default")
 
 
 def test_a_failing_check_refuses_the_start(astronaut_frame) -> None:
     class Broken:
         name = "broken"
+        thresholds = PassiveThresholds(0.6, 0.3, "test")
 
         def score(self, frames):  # noqa: ANN001, ANN202 - PassiveScorer protocol
             raise ModelError("PAD model failed: boom")

@@ -89,25 +89,71 @@ def test_wrong_input_size_bad_params_and_wrong_task_are_errors(tmp_path: Path) -
         build_component(tmp_path, entry(path, {"input_size": 64}, Task.DETECTOR), 1, OnnxPad)
 
 
-def test_pack_with_a_pad_model_uses_it_in_the_policy(tmp_path: Path, default_pack: Path) -> None:
+def _pad_pack(tmp_path: Path, default_pack: Path, params: dict[str, object]) -> Path:
     pack = tmp_path / "pack"
     pack.mkdir()
     for item in default_pack.iterdir():
-        if item.name != "manifest.yaml":
+        if item.name not in ("manifest.yaml", "calibration.yaml"):
             (pack / item.name).symlink_to(item)
     pad_path = mean_model(pack / "pad.onnx")
     manifest = load_manifest(default_pack)
-    write_manifest(pack, manifest.model_copy(update={"files": (*manifest.files, entry(pad_path))}))
+    files = (*manifest.files, entry(pad_path, params))
+    write_manifest(pack, manifest.model_copy(update={"files": files}))
+    return pack
+
+
+def test_pack_with_a_pad_model_uses_it_in_the_policy(tmp_path: Path, default_pack: Path) -> None:
+    pack = _pad_pack(tmp_path, default_pack, {"live_threshold": 0.55, "spoof_threshold": 0.2})
     engine = FaceEngine(pack, threads=1)
     assert load_pad(pack, engine.manifest, 1) is not None
     config = LivenessPolicyConfig()
     scorer = passive_scorer_for(engine, config)
     assert isinstance(scorer, ModelPad)
+    assert (scorer.thresholds.live, scorer.thresholds.spoof) == (0.55, 0.2)
+    assert scorer.thresholds.source == "pack"
     frame = observe(engine, faces.astronaut(), 0.0)
     assert frame is not None
     decision = LivenessPolicy(config, scorer).evaluate([frame])
     assert 0.0 <= decision.scores["passive"] <= 1.0
     assert not decision.live  # one frame is never enough for the temporal check
+
+
+def test_pad_bands_come_from_the_config_the_calibration_or_the_component(
+    tmp_path: Path, default_pack: Path
+) -> None:
+    from models.manifest import PadCalibration, put_pad_calibration, sha256_file
+
+    pack = _pad_pack(tmp_path, default_pack, {"live_threshold": 0.55})
+    engine = FaceEngine(pack, threads=1)
+    # No spoof band on the component: no doubt band, the live point refuses below it.
+    got = passive_scorer_for(engine, LivenessPolicyConfig()).thresholds
+    assert (got.live, got.spoof, got.source) == (0.55, 0.55, "pack")
+
+    def record(sha: str) -> PadCalibration:
+        return PadCalibration(
+            live_threshold=0.7,
+            spoof_threshold=0.1,
+            pad_sha256=sha,
+            bpcer=0.1,
+            apcer={"print": 0.0, "replay": 0.05},
+            bpcer_refused=0.0,
+            counts={"live": 10, "spoof_print": 5, "spoof_replay": 5},
+        )
+
+    put_pad_calibration(pack, "pad", record("0" * 64))  # made for another PAD file: ignored
+    assert passive_scorer_for(engine, LivenessPolicyConfig()).thresholds.source == "pack"
+    put_pad_calibration(pack, "pad", record(sha256_file(pack / "pad.onnx")))
+    got = passive_scorer_for(engine, LivenessPolicyConfig()).thresholds
+    assert (got.live, got.spoof, got.source) == (0.7, 0.1, "calibration pad")
+    config = LivenessPolicyConfig.model_validate({"passive": {"live_threshold": 0.9}})
+    got = passive_scorer_for(engine, config).thresholds
+    assert (got.live, got.spoof) == (0.9, 0.1) and got.source == "calibration pad + config"
+
+
+def test_a_pad_without_any_threshold_refuses_to_load(tmp_path: Path, default_pack: Path) -> None:
+    engine = FaceEngine(_pad_pack(tmp_path, default_pack, {}), threads=1)
+    with pytest.raises(ModelError, match="carries no live_threshold .* `jifang calibrate liveness`"):
+        passive_scorer_for(engine, LivenessPolicyConfig())
 
 
 def test_pack_without_a_pad_model_falls_back_to_classical_cues(engine) -> None:
