@@ -115,7 +115,9 @@ def test_cli_writes_bands_that_eval_and_the_policy_then_use(
     assert scorer.thresholds.live == record.live_threshold
 
 
-def test_cli_without_attacks_fails_and_writes_nothing(tmp_path: Path, default_pack: Path) -> None:
+def test_cli_without_attacks_fails_and_writes_nothing(
+    tmp_path: Path, default_pack: Path, astronaut_bgr: np.ndarray
+) -> None:
     pytest.importorskip("torch")
     from jifang.cli import app
     from tests.training.test_pad_import import _write_weights
@@ -126,6 +128,7 @@ def test_cli_without_attacks_fails_and_writes_nothing(tmp_path: Path, default_pa
     import_pad(default_pack, tmp_path / "weights", pack)
     before = sorted((p.name, p.read_bytes()) for p in pack.iterdir())
     (tmp_path / "data" / "live").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "data" / "live" / "face.png"), astronaut_bgr)
     run = CliRunner().invoke(
         app,
         ["calibrate", "liveness", "--pack", str(pack), "--data", str(tmp_path / "data")],
