@@ -274,10 +274,21 @@ class LivenessSection(LivenessPolicyConfig):
         description="longest wait for one frame while a challenge runs (the step timeout "
         "itself is challenge.step_timeout_s, on the frame clock)",
     )
+    observe_s: float = Field(
+        default=1.5,
+        ge=0.1,
+        le=30.0,
+        description="longest the gate keeps observing a start (from its first usable frame) "
+        "for the policy to find it live without a challenge; then it judges in full, asking "
+        "for the challenge when the passive score is in doubt (the window still ends at "
+        "gate.window_s)",
+    )
 
     def policy_config(self) -> LivenessPolicyConfig:
         """The `models.liveness` policy this section describes (disabled for 'none')."""
-        values = self.model_dump(exclude={"policy", "prompt_languages", "challenge_poll_s"})
+        values = self.model_dump(
+            exclude={"policy", "prompt_languages", "challenge_poll_s", "observe_s"}
+        )
         values["enabled"] = self.enabled and self.policy == "sequence"
         return LivenessPolicyConfig.model_validate(values)
 

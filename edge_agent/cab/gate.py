@@ -27,7 +27,7 @@ from contract.messages import (
 )
 from edge_agent.cab.cache import LocalGallery
 from edge_agent.cab.claims import ResolvedClaim, resolve_claim
-from edge_agent.cab.liveness import GateLiveness, NoLiveness
+from edge_agent.cab.liveness import GateLiveness, LivenessVerdict, NoLiveness
 from edge_agent.cab.types import Decision, Frame, GateFault
 from edge_agent.config import ClaimsSection, GateSection, ModelsSection, QualitySection
 from models.engine import FaceEngine, QualityScores
@@ -224,6 +224,27 @@ class Collected:
     best_image: np.ndarray | None
 
 
+@dataclass(frozen=True)
+class StartWindow:
+    """What a start's window gave: its frames, the match on them, and settled liveness."""
+
+    collected: Collected
+    match: Decision | None
+    """The match and certificate decision on the good frames (None with too few of them)."""
+    verdict: LivenessVerdict | None
+    """Liveness settled live within the window (None: not settled, judge in full)."""
+
+
+_CERTIFICATE_REFUSALS = frozenset(
+    {
+        ReasonCode.CERT_EXPIRED,
+        ReasonCode.CERT_REVOKED,
+        ReasonCode.CERT_SUSPENDED,
+        ReasonCode.WRONG_CATEGORY,
+    }
+)
+
+
 class Verifier:
     """Decides one start-up (or re-verification) from a frame feed."""
 
@@ -294,7 +315,12 @@ class Verifier:
         today: date,
         claim: ClaimInfo | None = None,
     ) -> Decision:
-        """Collect frames and decide; a claim switches to 1:1 against the claimed operator."""
+        """Collect frames and decide; a claim switches to 1:1 against the claimed operator.
+
+        Matching and the certificate check run on the frames as they arrive while liveness
+        keeps observing (see `_start_window`); the challenge runs only when the window ends
+        with the passive score in doubt.
+        """
         resolved: ResolvedClaim | None = None
         if claim is not None:
             try:
@@ -311,7 +337,15 @@ class Verifier:
                     self.claims,
                 ),
             )
-        got = self.collect(feed, self.gate.window_s, self.gate.frames_required, for_liveness=True)
+
+        def match(good: list[FrameCheck]) -> Decision:
+            probe = fuse_embeddings([g.embedding for g in good if g.embedding is not None])
+            if resolved is not None:
+                return self._one_to_one(probe, resolved, gallery, device_config, today)
+            return self._one_to_n(probe, gallery, device_config, today)
+
+        window = self._start_window(feed, match)
+        got = window.collected
         if len(got.good) < self.gate.frames_required:
             return Decision(
                 got.worst,
@@ -322,11 +356,16 @@ class Verifier:
                 faces_seen=got.faces,
             )
         evidence = _jpeg(got.best_image)
-        verdict = self.liveness.judge(
-            got.live_frames, _source(feed, self.on_progress), self.analyzer.largest_face
-        )
-        liveness = verdict.score
-        if not verdict.live:
+        decision = window.match
+        assert decision is not None  # set whenever the window holds frames_required good ones
+        verdict = window.verdict
+        if verdict is None and decision.reason == ReasonCode.AUTHORIZED:
+            # The window ended without settled liveness: the full policy, challenge included.
+            verdict = self.liveness.judge(
+                got.live_frames, _source(feed, self.on_progress), self.analyzer.largest_face
+            )
+        liveness = verdict.score if verdict is not None else None
+        if verdict is not None and not verdict.live:
             return Decision(
                 ReasonCode.LIVENESS_FAILED,
                 verdict.detail,
@@ -336,11 +375,6 @@ class Verifier:
                 liveness_score=liveness,
                 evidence_jpeg=evidence,
             )
-        probe = fuse_embeddings([g.embedding for g in got.good if g.embedding is not None])
-        if resolved is not None:
-            decision = self._one_to_one(probe, resolved, gallery, device_config, today)
-        else:
-            decision = self._one_to_n(probe, gallery, device_config, today)
         return Decision(
             decision.reason,
             decision.detail,
@@ -352,6 +386,80 @@ class Verifier:
             liveness,
             evidence,
         )
+
+    def _start_window(
+        self, feed: FrameFeed, match: Callable[[list[FrameCheck]], Decision]
+    ) -> StartWindow:
+        """Frames of one start, analysed as they arrive, until the decision is settled.
+
+        - from the `frames_required`-th good frame on, the fused probe is matched: a matched
+          operator whose certificate refuses ends the window at once (more frames cannot
+          change a certificate);
+        - once liveness holds its minimum evidence, the window ends as soon as the policy
+          finds the frames live (and the match authorizes), or the match refuses (an
+          unknown face is not asked for a challenge), or liveness stops observing
+          (`liveness.observe_s`);
+        - it never runs past `gate.window_s`; without a live verdict the caller judges
+          liveness in full (the challenge when in doubt).
+        """
+        required = self.gate.frames_required
+        good: list[FrameCheck] = []
+        live_frames: list[LivenessFrame] = []
+        seen = faces = 0
+        refusal = ReasonCode.NO_FACE
+        best_image: np.ndarray | None = None
+        first_t: float | None = None
+        decision: Decision | None = None
+        verdict: LivenessVerdict | None = None
+        window_s = self.gate.window_s
+        deadline = time.monotonic() + window_s
+
+        def collected() -> Collected:
+            return Collected(good, live_frames, seen, faces, refusal, best_image)
+
+        while True:
+            if self.on_progress is not None:
+                self.on_progress()
+            remaining = max(0.0, deadline - time.monotonic())
+            frame = feed.next_frame(timeout_s=min(remaining, self.poll_s))
+            if frame is None:
+                if time.monotonic() >= deadline:
+                    break
+                continue
+            if first_t is None:
+                first_t = frame.t
+            elif frame.t - first_t > window_s:
+                break
+            seen += 1
+            result = self.analyzer.check(frame.image)
+            if result.face is not None:
+                faces += 1
+            if result.reason is not None:
+                if _more_informative(result.reason, refusal):
+                    refusal = result.reason
+                continue
+            good.append(result)
+            if best_image is None:
+                best_image = frame.image
+            if result.face is not None:
+                observed = self.liveness.frame(frame.image, result.face, frame.t)
+                if observed is not None:
+                    live_frames.append(observed)
+            if len(good) < required:
+                continue
+            decision = match(good)
+            if decision.reason in _CERTIFICATE_REFUSALS:
+                break
+            if self.liveness.frames_needed(live_frames):
+                continue
+            if decision.reason != ReasonCode.AUTHORIZED:
+                break
+            done, verdict = self.liveness.settle(live_frames)
+            if done:
+                break
+        if len(good) >= required and decision is None:
+            decision = match(good)
+        return StartWindow(collected(), decision, verdict)
 
     def _one_to_one(
         self,

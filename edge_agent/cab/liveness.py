@@ -20,6 +20,7 @@ import numpy as np
 from edge_agent.config import LivenessSection
 from models.engine import FaceEngine
 from models.liveness import (
+    ActiveMode,
     LivenessDecision,
     LivenessFrame,
     LivenessPolicy,
@@ -103,6 +104,12 @@ class GateLiveness(Protocol):
         """True while the window does not yet hold enough frames to judge."""
         ...
 
+    def settle(self, frames: Sequence[LivenessFrame]) -> tuple[bool, LivenessVerdict | None]:
+        """Once enough frames are held: (done, verdict). Done with a verdict: live already;
+        done without one: stop observing and `judge` (which may run the challenge); not done:
+        keep observing."""
+        ...
+
     def judge(
         self, frames: Sequence[LivenessFrame], source: FrameSource, face_of: FaceFinder
     ) -> LivenessVerdict:
@@ -135,6 +142,10 @@ class NoLiveness:
         """Never waits for frames."""
         return False
 
+    def settle(self, frames: Sequence[LivenessFrame]) -> tuple[bool, LivenessVerdict | None]:
+        """Always settled live."""
+        return True, LivenessVerdict(True, None, "liveness policy none: not checked")
+
     def judge(
         self, frames: Sequence[LivenessFrame], source: FrameSource, face_of: FaceFinder
     ) -> LivenessVerdict:
@@ -160,6 +171,7 @@ class SequenceLiveness:
         self.name = self.policy.description
         entry = engine.manifest.file(Task.LIVENESS)
         self.passive_pad = entry.path if isinstance(scorer, ModelPad) and entry else None
+        self.thresholds = scorer.thresholds
         if self.passive_pad is None and config.require_passive:
             # Without a model the classical cues rarely reach a confident live score, so
             # `active: when_uncertain` asks nearly every operator for the challenge.
@@ -190,6 +202,17 @@ class SequenceLiveness:
             return len(frames) < config.temporal.min_frames or span < config.temporal.min_span_s
         return len(frames) < min(config.passive.max_frames, 2)
 
+    def settle(self, frames: Sequence[LivenessFrame]) -> tuple[bool, LivenessVerdict | None]:
+        """Live as soon as the policy finds the frames live without a challenge; stop
+        observing when the challenge is certain (`active: always`) or `observe_s` has
+        passed since the first frame; keep observing otherwise."""
+        decision = self.policy.evaluate(frames)
+        if decision.live:
+            return True, self._verdict(decision)
+        span = frames[-1].t - frames[0].t if frames else 0.0
+        always = self.policy.config.active == ActiveMode.ALWAYS
+        return always or span >= self.section.observe_s, None
+
     def judge(
         self, frames: Sequence[LivenessFrame], source: FrameSource, face_of: FaceFinder
     ) -> LivenessVerdict:
@@ -198,6 +221,10 @@ class SequenceLiveness:
         if decision.outcome == Outcome.CHALLENGE:
             start = frames[-1].t if frames else 0.0
             decision = self._challenge(start, source, face_of, decision)
+        return self._verdict(decision)
+
+    @staticmethod
+    def _verdict(decision: LivenessDecision) -> LivenessVerdict:
         score = decision.scores.get("passive")
         if score is not None and (math.isnan(score) or not 0.0 <= score <= 1.0):
             score = None if math.isnan(score) else min(1.0, max(0.0, score))

@@ -11,7 +11,6 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
 CLASSICAL_LIVE = 0.6
 """Default live band of the classical cues' score (no PAD model): set from generated sequences."""
 CLASSICAL_SPOOF = 0.3

@@ -19,10 +19,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.errors import ModelError
+from models.liveness.types import PassiveThresholds
 from models.manifest import PackManifest
 from models.runtime.base import onnx_session
 from models.runtime.image import to_bgr
-from models.liveness.types import PassiveThresholds
 from models.types import FloatArray, Image, Task
 
 logger = logging.getLogger(__name__)

@@ -17,9 +17,15 @@ from calibration.liveness_eval import Presentation
 
 def _items(rng: np.random.Generator) -> list[Presentation]:
     out = []
-    for label, n, centre in (("live", 40, 0.7), ("spoof_print", 25, 0.3), ("spoof_replay", 30, 0.4)):
+    for label, n, centre in (
+        ("live", 40, 0.7),
+        ("spoof_print", 25, 0.3),
+        ("spoof_replay", 30, 0.4),
+    ):
         scores = np.clip(rng.normal(centre, 0.2, n), 0, 1).round(2)  # ties on purpose
-        out += [Presentation(Path(f"{label}{i}"), label, float(s), 1, 1) for i, s in enumerate(scores)]
+        out += [
+            Presentation(Path(f"{label}{i}"), label, float(s), 1, 1) for i, s in enumerate(scores)
+        ]
     out.append(Presentation(Path("live-noface"), "live", 0.99, 1, 0))  # no face: always rejected
     return out
 

@@ -36,9 +36,9 @@ from models.liveness.active import ChallengeSession, plan_steps
 from models.liveness.config import CueConfig, ParallaxConfig, PassiveConfig
 from models.liveness.geometry import LEFT_EYE, RIGHT_EYE, eye_aspect_ratio, yaw_offset
 from models.liveness.passive import ClassicalPad, PassiveResult, resolve_thresholds
-from models.liveness.types import PassiveThresholds
 from models.liveness.synthetic import framed_face, rigid_sequence
 from models.liveness.temporal import check_temporal
+from models.liveness.types import PassiveThresholds
 from models.runtime.facemesh import DenseLandmarks
 from tests.models import faces
 

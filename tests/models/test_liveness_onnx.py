@@ -152,7 +152,9 @@ def test_pad_bands_come_from_the_config_the_calibration_or_the_component(
 
 def test_a_pad_without_any_threshold_refuses_to_load(tmp_path: Path, default_pack: Path) -> None:
     engine = FaceEngine(_pad_pack(tmp_path, default_pack, {}), threads=1)
-    with pytest.raises(ModelError, match="carries no live_threshold .* `jifang calibrate liveness`"):
+    with pytest.raises(
+        ModelError, match="carries no live_threshold .* `jifang calibrate liveness`"
+    ):
         passive_scorer_for(engine, LivenessPolicyConfig())
 
 
