@@ -203,9 +203,15 @@ class SequenceLiveness:
         return len(frames) < min(config.passive.max_frames, 2)
 
     def settle(self, frames: Sequence[LivenessFrame]) -> tuple[bool, LivenessVerdict | None]:
-        """Live as soon as the policy finds the frames live without a challenge; stop
-        observing when the challenge is certain (`active: always`) or `observe_s` has
-        passed since the first frame; keep observing otherwise."""
+        """With a PAD model: live as soon as the policy finds the frames live without a
+        challenge; stop observing when the challenge is certain (`active: always`) or
+        `observe_s` has passed since the first frame; keep observing otherwise.
+
+        Without one (classical cues) the window is judged once, as soon as it holds its
+        minimum: the cues are no confident live score, and judging every new frame would give
+        an attack many tries at a lucky one. The challenge stays the fallback."""
+        if self.passive_pad is None:
+            return True, None
         decision = self.policy.evaluate(frames)
         if decision.live:
             return True, self._verdict(decision)

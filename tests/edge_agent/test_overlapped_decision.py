@@ -171,3 +171,18 @@ def test_a_doubtful_window_asks_for_the_challenge(
     decision = parts.gate.request_start(_operator(parts, astro_cab))
     assert decision.reason == ReasonCode.AUTHORIZED, decision.detail
     assert parts.gate.verifier.liveness.display.shown  # the simulated operator answered
+
+
+def test_without_a_pad_model_the_window_is_judged_once_and_the_challenge_decides(
+    pad_gate, default_pack: Path, astro_cab: np.ndarray
+) -> None:
+    # The classical cues are no confident live score: the window is judged once, at its
+    # minimum, and the challenge (answered by the simulated operator) decides.
+    parts = pad_gate(default_pack)
+    liveness = parts.gate.verifier.liveness
+    assert liveness.passive_pad is None
+    settled, verdict = liveness.settle([])
+    assert settled and verdict is None
+    decision = parts.gate.request_start(_operator(parts, astro_cab))
+    assert decision.reason == ReasonCode.AUTHORIZED, decision.detail
+    assert liveness.display.shown
