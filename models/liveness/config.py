@@ -7,12 +7,17 @@ internal evaluation clips (too few subjects to fit anything).
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-CLASSICAL_LIVE = 0.6
-"""Default live band of the classical cues' score (no PAD model): set from generated sequences."""
+CLASSICAL_LIVE = math.inf
+"""Default live band of the classical cues' score (no PAD model): none. The cues can refuse a
+window but never confirm one, so without a PAD model the challenge decides every start that
+the cues do not refuse. Measured (bench/cab_gate.py without PAD): with a 0.6 live band the cues
+passed 19 of 21 real live starts, and one of 13 replay starts, without a challenge. A site
+that accepts that risk sets `liveness.passive.live_threshold`."""
 CLASSICAL_SPOOF = 0.3
 """Default spoof band of the classical cues' score."""
 
@@ -122,7 +127,8 @@ class PassiveConfig(_Section):
         le=1.0,
         description="window live score (median over the sampled frames) at or above which "
         "passive passes; unset: the pack's PAD calibration `calibration`, else the PAD "
-        f"component's own threshold, else {CLASSICAL_LIVE} for the classical cues",
+        "component's own threshold, else none for the classical cues (they never confirm "
+        "a window on their own: the challenge decides)",
     )
     spoof_threshold: float | None = Field(
         default=None,

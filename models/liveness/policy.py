@@ -5,7 +5,7 @@ The fusion rule (pinned by tests/models/test_liveness.py::test_fusion_rule_table
 2. passive (when required, or when the challenge runs on doubt): the window's score is the
    median of its sampled frames' live scores (the PAD model's probability, or the product of
    the classical cue factors); below the spoof band it is refused, between the spoof and live
-   bands it is uncertain;
+   bands it is uncertain (the classical cues have no live band by default: at best uncertain);
 3. temporal (when required): non-rigid motion or a blink across the window, else refused;
 4. challenge: always when `active: always`; on doubt when `active: when_uncertain`; with
    `active: never` an uncertain passive score is refused;
@@ -17,6 +17,7 @@ the start (fail closed).
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Sequence
 
@@ -82,9 +83,10 @@ class LivenessPolicy:
         ]
         parts.append(f"active={c.active.value}")
         bands = self.passive.thresholds
+        live = "live never confirmed" if math.isinf(bands.live) else f"live >= {bands.live:g}"
         return (
-            f"{'+'.join(parts)} ({self.passive.name}, live >= {bands.live:g}, spoof < "
-            f"{bands.spoof:g} from {bands.source})"
+            f"{'+'.join(parts)} ({self.passive.name}, {live}, spoof < {bands.spoof:g} from "
+            f"{bands.source})"
         )
 
     def evaluate(self, frames: Sequence[LivenessFrame]) -> LivenessDecision:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -27,7 +28,7 @@ class PassiveThresholds:
     """The two bands of the window's passive live score, and where they came from."""
 
     live: float
-    """At or above: passive passes."""
+    """At or above: passive passes. Infinite: never (the cues refuse but do not confirm)."""
     spoof: float
     """Below: passive refuses outright; between the two the result is uncertain."""
     source: str
@@ -35,10 +36,10 @@ class PassiveThresholds:
     component's own params) or "classical default"."""
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.spoof <= self.live <= 1.0):
+        if not (0.0 <= self.spoof <= self.live and (self.live <= 1.0 or math.isinf(self.live))):
             raise ValueError(
                 f"passive thresholds from {self.source}: need 0 <= spoof ({self.spoof}) <= "
-                f"live ({self.live}) <= 1"
+                f"live ({self.live}) <= 1 (or no live band)"
             )
 
 

@@ -8,6 +8,7 @@ shared clips are used when present.
 from __future__ import annotations
 
 import random
+from math import inf
 from pathlib import Path
 
 import cv2
@@ -323,8 +324,30 @@ def test_config_thresholds_override_the_carried_ones() -> None:
     assert (one.live, one.spoof, one.source) == (0.8, 0.2, "config + pack")
     with pytest.raises(ValueError, match="spoof"):
         resolve_thresholds(PassiveConfig(spoof_threshold=0.9), carried)
-    classical = ClassicalPad(PassiveConfig()).thresholds
-    assert (classical.live, classical.spoof, classical.source) == (0.6, 0.3, "classical default")
+    classical = ClassicalPad(PassiveConfig()).thresholds  # no live band: the challenge decides
+    assert (classical.live, classical.spoof, classical.source) == (inf, 0.3, "classical default")
+
+
+def test_the_classical_cues_never_confirm_a_window_on_their_own(astronaut_frame) -> None:
+    # A perfect classical score is still doubt: without a PAD model the challenge decides,
+    # and with `active: never` the start is refused rather than passed on the cues alone.
+    class Perfect(Fixed):
+        thresholds = ClassicalPad(PassiveConfig()).thresholds
+
+    pts = astronaut_frame.dense.points
+    frames = [
+        with_points(astronaut_frame, eyes_closed(pts) if i == 5 else pts, i / FPS)
+        for i in range(15)
+    ]
+    asked = LivenessPolicy(LivenessPolicyConfig(), Perfect(1.0)).evaluate(frames)
+    assert asked.outcome == Outcome.CHALLENGE
+    never = LivenessPolicy(LivenessPolicyConfig(active="never"), Perfect(1.0)).evaluate(frames)
+    assert never.cause == Cause.PASSIVE_UNCERTAIN
+    assert (
+        "live never confirmed" in LivenessPolicy(LivenessPolicyConfig(), Perfect(1.0)).description
+    )
+    site = ClassicalPad(PassiveConfig(live_threshold=0.6)).thresholds
+    assert (site.live, site.source) == (0.6, "classical default + config")
 
 
 def test_a_failing_check_refuses_the_start(astronaut_frame) -> None:
