@@ -43,3 +43,19 @@ def write_result(name: str, figures: dict[str, Any]) -> Path:
     path.write_text(text + "\n", encoding="utf-8")
     print(f"wrote {path}")
     return path
+
+
+SHARED_PAD_WEIGHTS = REPO.parent / "shared" / "models" / "minifasnet"
+
+
+def pad_pack() -> Path | None:
+    """The default pack plus the site-supplied MiniFASNet PAD (`jifang models import-pad`),
+    built into the model directory when missing; None without the weights in ../shared."""
+    if not SHARED_PAD_WEIGHTS.is_dir():
+        return None
+    out = model_dir() / "jifang-open-pad"
+    if not (out / "manifest.yaml").is_file():
+        from training.pad_import import import_pad
+
+        import_pad(default_pack(), SHARED_PAD_WEIGHTS, out)
+    return out
