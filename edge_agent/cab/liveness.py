@@ -29,6 +29,7 @@ from models.liveness import (
     passive_scorer_for,
 )
 from models.liveness.passive import ModelPad
+from models.liveness.temporal import SPAN_TOLERANCE_S
 from models.types import Face, Task
 
 logger = logging.getLogger(__name__)
@@ -199,7 +200,8 @@ class SequenceLiveness:
             return True
         if config.require_temporal:
             span = frames[-1].t - frames[0].t
-            return len(frames) < config.temporal.min_frames or span < config.temporal.min_span_s
+            short = span < config.temporal.min_span_s - SPAN_TOLERANCE_S
+            return len(frames) < config.temporal.min_frames or short
         return len(frames) < min(config.passive.max_frames, 2)
 
     def settle(self, frames: Sequence[LivenessFrame]) -> tuple[bool, LivenessVerdict | None]:

@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 _EYE_POINTS = frozenset(RIGHT_EYE + LEFT_EYE)
 _STABLE = np.array([i for i in range(468) if i not in _EYE_POINTS])
+SPAN_TOLERANCE_S = 1e-3
+"""A window spans `min_span_s` when it falls short by less than this (frame times are floats:
+12 frames at 15 fps measure 0.79999... s)."""
 OPEN_PERCENTILE = 90.0
 """The open-eye level is this percentile of the sequence's (rectified) eye aspect ratios."""
 
@@ -69,7 +72,7 @@ def check_temporal(frames: Sequence[LivenessFrame], config: TemporalConfig) -> T
     if not dense:
         return TemporalResult(False, Cause.NO_LANDMARKS, "no frame has dense landmarks")
     span = dense[-1].t - dense[0].t
-    if len(dense) < config.min_frames or span < config.min_span_s:
+    if len(dense) < config.min_frames or span < config.min_span_s - SPAN_TOLERANCE_S:
         return TemporalResult(
             False,
             Cause.TOO_FEW_FRAMES,
