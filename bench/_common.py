@@ -6,9 +6,12 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -59,3 +62,26 @@ def pad_pack() -> Path | None:
 
         import_pad(default_pack(), SHARED_PAD_WEIGHTS, out)
     return out
+
+
+def resampled(path: Path, fps: float) -> Iterator[np.ndarray]:
+    """A clip's frames resampled by time to `fps` (the native frame nearest each instant),
+    one at a time; SystemExit naming the file when it has none."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    native = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    given = index = 0
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            while round(given * native / fps) == index:
+                given += 1
+                yield frame
+            index += 1
+    finally:
+        capture.release()
+    if not given:
+        raise SystemExit(f"{path}: no frames could be read")

@@ -43,7 +43,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from _common import REPO, RESULTS, default_pack, pad_pack
+from _common import REPO, RESULTS, default_pack, pad_pack, resampled
 
 CLIPS = REPO.parent / "shared" / "data" / "liveness" / "liveness_replay_frames"
 
@@ -104,22 +104,7 @@ def encode(image: np.ndarray) -> bytes:
 def read_clip(path: Path, fps: float) -> list[bytes]:
     """A clip's frames resampled by time to `fps`, JPEG-encoded as they are read (a decoded
     clip would weigh more than the agent)."""
-    capture = cv2.VideoCapture(str(path))
-    native = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    frames: list[bytes] = []
-    index = 0
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        # keep the native frame nearest each output instant
-        while round(len(frames) * native / fps) == index:
-            frames.append(encode(frame))
-        index += 1
-    capture.release()
-    if not frames:
-        raise SystemExit(f"{path}: no frames could be read")
-    return frames
+    return [encode(frame) for frame in resampled(path, fps)]
 
 
 def frame_640x480(image: np.ndarray) -> np.ndarray:

@@ -19,12 +19,11 @@ Writes bench/results/temporal_window.json.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-from _common import REPO, default_pack, pad_pack, write_result
+from _common import REPO, default_pack, pad_pack, resampled, write_result
 
 from models.engine import FaceEngine
 from models.liveness import LivenessPolicy, LivenessPolicyConfig, Outcome, observe
@@ -39,25 +38,6 @@ SPANS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2)
 STEP_S = 0.2
 
 
-def clip_at(path: Path, fps: float) -> list[np.ndarray]:
-    """A clip's frames resampled by time to `fps`."""
-    capture = cv2.VideoCapture(str(path))
-    native = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    out: list[np.ndarray] = []
-    index = 0
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        while round(len(out) * native / fps) == index:
-            out.append(frame)
-        index += 1
-    capture.release()
-    if not out:
-        raise SystemExit(f"{path}: no frames could be read")
-    return out
-
-
 def observed(engine: FaceEngine, images: list[np.ndarray]) -> list[LivenessFrame | None]:
     return [observe(engine, image, i / FPS) for i, image in enumerate(images)]
 
@@ -65,8 +45,8 @@ def observed(engine: FaceEngine, images: list[np.ndarray]) -> list[LivenessFrame
 def sources(engine: FaceEngine) -> dict[str, list[list[LivenessFrame | None]]]:
     """Observed sequences per label."""
     clips = DATA / "liveness_replay_frames"
-    live = clip_at(clips / "live" / "real2.webm", FPS)
-    replay = clip_at(clips / "spoof_replay" / "fake2.webm", FPS)
+    live = list(resampled(clips / "live" / "real2.webm", FPS))
+    replay = list(resampled(clips / "spoof_replay" / "fake2.webm", FPS))
     stills = [live[i] for i in range(0, len(live), max(1, len(live) // 4))]
     stills += [
         image
