@@ -9,8 +9,9 @@ Attempts (each one is a start attempt of `--window-s` seconds; no attempt shares
 When the policy asks for the challenge, the frames that follow the window in the same clip
 are the response (a recorded attack cannot follow a random prompt; a live clip recorded
 without prompts is the worst case for BPCER). Nothing is fitted: the policy runs with its
-default config. `bench/results/liveness.json` holds exactly the figures the issue names;
-the per-cue breakdown goes to `bench/results/liveness_detail.json`.
+default config. It runs once with the open pack (no PAD model: `liveness.json`) and once with
+it plus the shared MiniFASNet PAD (`liveness_pad.json`); each holds exactly the figures the
+issue names, and the per-cue breakdown goes to `<name>_detail.json`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from _common import REPO, RESULTS, default_pack, write_result
+from _common import REPO, RESULTS, default_pack, pad_pack, write_result
 
 from models.engine import FaceEngine
 from models.liveness import LivenessPolicy, LivenessPolicyConfig, Outcome, cues, observe
@@ -136,14 +137,17 @@ def run(engine: FaceEngine, policy: LivenessPolicy, attempt: Attempt, seed: int)
     if challenged:
         start = attempt.frames[-1][1]
         session = policy.start_challenge(start, random.Random(seed))
+        answered: list[LivenessFrame] = []
         for image, t in attempt.response:
             frame = observe(engine, image, t)
+            if frame is not None:
+                answered.append(frame)
             state = session.feed(
                 frame if frame is not None else LivenessFrame(image, frames[-1].face, t)
             )
             if state.value != "pending":
                 break
-        decision = policy.finish_challenge(session, decision.scores)
+        decision = policy.finish_challenge(session, decision.scores, answered)
     return {
         "cues": measure_cues(frames, policy.config),
         "label": attempt.label,
@@ -223,17 +227,13 @@ def check_result(result: dict[str, Any]) -> None:
         raise ValueError(f"a rate lies outside [0, 1]: {rates}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the bench and write the results."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--window-s", type=float, default=1.5, help="attempt length, seconds")
-    parser.add_argument("--response-s", type=float, default=8.0, help="challenge response, seconds")
-    parser.add_argument("--still-frames", type=int, default=20, help="frames per generated attempt")
-    args = parser.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"no liveness data at {DATA}; nothing to evaluate")
-        return 1
-    engine = FaceEngine(default_pack(), threads=1)
+PACKS = {"default": "liveness", "pad": "liveness_pad"}
+"""Each pack the bench runs the default policy with, and the result file it writes."""
+
+
+def evaluate_pack(pack: Path, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The agreed figures and the detail document of the default policy with one pack."""
+    engine = FaceEngine(pack, threads=1)
     config = LivenessPolicyConfig()
     policy = LivenessPolicy(config, passive_scorer_for(engine, config))
     rows = [
@@ -242,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     counts: dict[str, int] = defaultdict(int)
     accepted: dict[str, int] = defaultdict(int)
+    challenged: dict[str, int] = defaultdict(int)
     for row in rows:
         counts[row["label"]] += 1
         accepted[row["label"]] += int(row["accepted"])
+        challenged[row["label"]] += int(row["challenged"])
     bona = counts["bona_fide"]
     result = {
         "policy": policy.description,
@@ -254,9 +256,6 @@ def main(argv: list[str] | None = None) -> int:
         "attacks": {k: counts[k] for k in ("print", "replay")},
     }
     check_result(result)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "liveness.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result, indent=2))
     cues_measured = cue_table(rows)
     timing = {
         "observe_ms_per_frame_median": float(np.median([r["observe_ms_per_frame"] for r in rows])),
@@ -264,20 +263,54 @@ def main(argv: list[str] | None = None) -> int:
     }
     for row in rows:
         del row["cues"]
-    write_result(
-        "liveness_detail",
-        {
-            "summary": result,
-            "window_s": args.window_s,
-            "cues": cues_measured,
-            "timing": timing,
-            "attempts": rows,
-            "note": "bona fide: 1 subject, 1 clip; replay: the same subject re-filmed (1 clip) "
-            "+ 2 screen stills moved rigidly; print: 1 printed photo + generated prints of "
-            "the live subject; attempts are non-overlapping windows; nothing fitted "
-            "(default config); a smoke test, not a PAD claim",
-        },
+    detail = {
+        "summary": result,
+        "pack": pack.name,
+        "window_s": args.window_s,
+        "challenged": dict(challenged),
+        "cues": cues_measured,
+        "timing": timing,
+        "attempts": rows,
+        "note": "bona fide: 1 subject, 1 clip; replay: the same subject re-filmed (1 clip) "
+        "+ 2 screen stills moved rigidly; print: 1 printed photo + generated prints of "
+        "the live subject; attempts are non-overlapping windows; nothing fitted "
+        "(default config; the PAD pack is imported from the shared MiniFASNet files); "
+        "a challenged live attempt answers with the unprompted frames that follow it, "
+        "the worst case for BPCER; a smoke test, not a PAD claim",
+    }
+    return result, detail
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench with each pack and write the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--window-s", type=float, default=1.5, help="attempt length, seconds")
+    parser.add_argument("--response-s", type=float, default=8.0, help="challenge response, seconds")
+    parser.add_argument("--still-frames", type=int, default=20, help="frames per generated attempt")
+    parser.add_argument(
+        "--pack",
+        choices=sorted(PACKS),
+        action="append",
+        help="default: the open pack (no PAD model); pad: it plus the shared MiniFASNet "
+        "(skipped without the weights); repeatable, both when not given",
     )
+    args = parser.parse_args(argv)
+    if not DATA.is_dir():
+        print(f"no liveness data at {DATA}; nothing to evaluate")
+        return 1
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for key in args.pack or sorted(PACKS):
+        pack = default_pack() if key == "default" else pad_pack()
+        if pack is None:
+            print(f"{key}: no MiniFASNet weights in ../shared; skipped")
+            continue
+        result, detail = evaluate_pack(pack, args)
+        name = PACKS[key]
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
+        print(f"== {pack.name}")
+        print(json.dumps(result, indent=2))
+        print(f"challenged: {detail['challenged']}")
+        write_result(f"{name}_detail", detail)
     return 0
 
 

@@ -28,7 +28,7 @@ from models.liveness import (
     Prompt,
     passive_scorer_for,
 )
-from models.liveness.passive import ModelPad
+from models.liveness.passive import EvenSample, ModelPad
 from models.liveness.temporal import SPAN_TOLERANCE_S
 from models.types import Face, Task
 
@@ -254,6 +254,7 @@ class SequenceLiveness:
         shown: Prompt | None = None
         wall_deadline = time.monotonic() + session.config.step_timeout_s * len(session.steps)
         last_face: Face | None = None
+        answered = EvenSample(self.policy.config.passive.max_frames)
         try:
             while (prompt := session.prompt()) is not None:
                 if prompt != shown:
@@ -269,13 +270,15 @@ class SequenceLiveness:
                 face = face_of(image)
                 if face is not None:
                     last_face = face
-                    session.feed(self.frame(image, face, t) or LivenessFrame(image, face, t))
+                    frame = self.frame(image, face, t) or LivenessFrame(image, face, t)
+                    answered.add(frame)
+                    session.feed(frame)
                 elif last_face is not None:
                     # No face: the clock still runs, so looking away times the step out.
                     session.feed(LivenessFrame(image, last_face, t))
         finally:
             self.display.clear()
-        return self.policy.finish_challenge(session, first.scores)
+        return self.policy.finish_challenge(session, first.scores, answered.kept)
 
 
 def build_liveness(

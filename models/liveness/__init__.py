@@ -8,8 +8,9 @@ How the cab agent uses it (every threshold is in `LivenessPolicyConfig`):
     if decision.outcome is Outcome.CHALLENGE:
         session = policy.start_challenge(start=t_now)
         while (prompt := session.prompt()) is not None:   # show/speak prompt.text
-            session.feed(observe(engine, image, t) or LivenessFrame(image, last_face, t))
-        decision = policy.finish_challenge(session, decision.scores)
+            frame = observe(engine, image, t)             # kept in `answered` when not None
+            session.feed(frame or LivenessFrame(image, last_face, t))
+        decision = policy.finish_challenge(session, decision.scores, answered)
     # refused: decision.reason is ReasonCode.LIVENESS_FAILED, decision.cause says why
 """
 

@@ -8,7 +8,8 @@ The fusion rule (pinned by tests/models/test_liveness.py::test_fusion_rule_table
    bands it is uncertain (the classical cues have no live band by default: at best uncertain);
 3. temporal (when required): non-rigid motion or a blink across the window, else refused;
 4. challenge: always when `active: always`; on doubt when `active: when_uncertain`; with
-   `active: never` an uncertain passive score is refused;
+   `active: never` an uncertain passive score is refused; a passed challenge is still refused
+   when the passive score over the frames that answered it falls below the spoof band;
 5. otherwise live.
 The checks run in this order and the first refusal decides. Any error inside a check refuses
 the start (fail closed).
@@ -147,14 +148,31 @@ class LivenessPolicy:
         steps = plan_steps(self.config.challenge, rng or random.SystemRandom())
         return ChallengeSession(self.config.challenge, steps, start)
 
-    @staticmethod
     def finish_challenge(
-        session: ChallengeSession, scores: dict[str, float] | None = None
+        self,
+        session: ChallengeSession,
+        scores: dict[str, float] | None = None,
+        answered: Sequence[LivenessFrame] = (),
     ) -> LivenessDecision:
-        """The decision once the challenge has ended (a pending one counts as timed out)."""
+        """The decision once the challenge has ended (a pending one counts as timed out).
+
+        A passed challenge is live unless the passive score over the frames that answered it
+        (`answered`, those with a face) falls below the spoof band: a replayed video can
+        happen to blink and turn as asked, but it stays a screen while it does."""
         scores = dict(scores or {})
         scores["challenge_progress"] = session.progress
         if session.state == State.PASSED:
+            if self.config.require_passive and answered:
+                result = self.passive.score(answered)
+                scores["passive_challenge"] = result.score
+                bands = self.passive.thresholds
+                if result.score < bands.spoof:
+                    return LivenessDecision.refused(
+                        Cause.PASSIVE_SPOOF,
+                        f"passive live score {result.score:.2f} during the challenge < "
+                        f"{bands.spoof} ({bands.source})",
+                        scores,
+                    )
             return LivenessDecision(Outcome.LIVE, None, None, session.detail, scores)
         if session.state == State.FAILED and session.cause is not None:
             return LivenessDecision.refused(session.cause, session.detail, scores)

@@ -36,7 +36,7 @@ from models.liveness import (
 from models.liveness.active import ChallengeSession, plan_steps
 from models.liveness.config import CueConfig, ParallaxConfig, PassiveConfig
 from models.liveness.geometry import LEFT_EYE, RIGHT_EYE, eye_aspect_ratio, yaw_offset
-from models.liveness.passive import ClassicalPad, PassiveResult, resolve_thresholds
+from models.liveness.passive import ClassicalPad, EvenSample, PassiveResult, resolve_thresholds
 from models.liveness.synthetic import framed_face, rigid_sequence
 from models.liveness.temporal import check_temporal
 from models.liveness.types import PassiveThresholds
@@ -238,6 +238,36 @@ def test_following_the_challenge_passes_it(astronaut_frame) -> None:
     assert policy.finish_challenge(session).live
 
 
+@pytest.mark.parametrize(
+    ("passive", "answered", "live"),
+    [(0.1, True, False), (0.45, True, True), (0.1, False, True)],
+)
+def test_a_passed_challenge_is_refused_when_its_answer_scores_as_a_spoof(
+    astronaut_frame, passive: float, answered: bool, live: bool
+) -> None:
+    # A replayed clip can happen to blink and turn as prompted; the PAD keeps watching.
+    policy = LivenessPolicy(LivenessPolicyConfig(), Fixed(passive))
+    session = policy.start_challenge(0.0, random.Random(3))
+    assert run_challenge(session, astronaut_frame, 0.0) == State.PASSED
+    frames = [with_points(astronaut_frame, astronaut_frame.dense.points, i / FPS) for i in range(5)]
+    decision = policy.finish_challenge(session, {"passive": 0.45}, frames if answered else [])
+    assert decision.live is live
+    if not live:
+        assert decision.cause == Cause.PASSIVE_SPOOF and "during the challenge" in decision.detail
+    if answered:
+        assert decision.scores["passive_challenge"] == passive
+
+
+def test_the_challenge_answer_is_kept_bounded_and_evenly_spaced() -> None:
+    keeper = EvenSample(4)
+    for i in range(1000):
+        keeper.add(i)  # type: ignore[arg-type] - any item; frames in the agent
+    kept = keeper.kept
+    assert 4 <= len(kept) <= 8 and kept[0] == 0
+    gaps = {b - a for a, b in zip(kept, kept[1:], strict=False)}
+    assert len(gaps) == 1 and kept[-1] + gaps.pop() > 1000 - 1 - keeper.stride
+
+
 def test_a_still_face_times_out_and_a_wrong_turn_fails(astronaut_frame) -> None:
     config = ActiveConfig(steps=1, step_timeout_s=2.0)
     pts = astronaut_frame.dense.points
@@ -245,7 +275,7 @@ def test_a_still_face_times_out_and_a_wrong_turn_fails(astronaut_frame) -> None:
     for i in range(40):
         session.feed(with_points(astronaut_frame, pts, i / FPS))
     assert session.state == State.FAILED and session.cause == Cause.CHALLENGE_TIMEOUT
-    decision = LivenessPolicy.finish_challenge(session)
+    decision = LivenessPolicy(LivenessPolicyConfig()).finish_challenge(session)
     assert decision.reason == ReasonCode.LIVENESS_FAILED
 
     wrong = ChallengeSession(config, [Step.TURN_RIGHT], start=0.0)
