@@ -8,7 +8,8 @@ at every threshold: for a live one that is a bona fide rejection (the gate would
 operator), for an attack it is not accepted.
 
 BPCER = rejected bona fide / bona fide; APCER per attack type = accepted attacks / attacks,
-each at `score >= threshold`. A class whose folder is missing or empty has a null rate.
+each at `score >= threshold`. A class whose folder is missing or empty has a null rate; a
+`spoof*` folder of another name is refused by name rather than left out.
 """
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ def presentations(root: Path) -> dict[str, list[Path]]:
     """Files per class folder; an error naming `root` when it holds none of the classes."""
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder")
+    unknown = sorted(
+        d.name
+        for d in root.iterdir()
+        if d.is_dir() and d.name.startswith("spoof") and d.name not in CLASSES
+    )
+    if unknown:
+        raise ValueError(
+            f"{root / unknown[0]}: not a class folder ({', '.join(CLASSES)}); move its files "
+            "into the attack type they are (a face shown on a screen is spoof_replay)"
+        )
     found = {
         label: sorted(
             p

@@ -46,6 +46,18 @@ def test_a_missing_class_has_a_null_rate_and_an_empty_folder_is_an_error(tmp_pat
         presentations(tmp_path)
 
 
+def test_an_attack_folder_of_another_name_is_refused_by_name(tmp_path: Path) -> None:
+    # Left out silently, its attacks would vanish from the APCER.
+    for folder in ("live", "spoof_replay", "spoof_screen"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="spoof_screen: not a class folder"):
+        presentations(tmp_path)
+    (tmp_path / "spoof_screen" / "a.png").rename(tmp_path / "spoof_replay" / "b.png")
+    (tmp_path / "spoof_screen").rmdir()
+    assert [p.name for p in presentations(tmp_path)["spoof_replay"]] == ["a.png", "b.png"]
+
+
 def test_a_video_is_one_presentation_scored_by_the_median_of_its_frames(tmp_path: Path) -> None:
     path = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15, (64, 48))
