@@ -79,6 +79,39 @@ def verify(
         typer.echo(f"wrote {json_out}")
 
 
+@eval_app.command("attempts")
+def attempts(
+    pack: PackOption,
+    data: Annotated[Path, typer.Option("--data", help="one set, or a folder of sets")],
+    templates: Annotated[
+        int, typer.Option("--templates", min=1, max=10, help="enrolment templates per person")
+    ] = 3,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
+    threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
+    model_dir: ModelDir = None,
+) -> None:
+    """FNMR at fixed FMRs per start attempt, per set, with K rotating enrolment templates."""
+    from calibration.attempts import evaluate_attempts
+    from models.engine import FaceEngine
+    from models.errors import ModelError
+    from models.store import default_model_dir, resolve_pack
+
+    try:
+        engine = FaceEngine(resolve_pack(pack, model_dir or default_model_dir()), threads=threads)
+        result = evaluate_attempts(engine, data, templates)
+    except (ModelError, ValueError) as err:
+        raise _fail(err) from err
+    typer.echo(f"{'set':26} {'K':>2} {'genuine':>8} {'impostor':>9}  FNMR@1e-2  1e-3      1e-4")
+    for name, record in result["sets"].items():
+        rates = "  ".join(f"{_pct(record['fnmr_at_fmr'][k]):>8}" for k in ("1e-2", "1e-3", "1e-4"))
+        typer.echo(
+            f"{name:26} {record['templates']:>2} {record['genuine_attempts']:>8} "
+            f"{record['impostor_attempts']:>9}  {rates}"
+        )
+    if json_out is not None:
+        _write_json(json_out, result)
+
+
 calibrate_app = typer.Typer(
     help="Calibrate thresholds, INT8 models and camera zones.", no_args_is_help=True
 )
