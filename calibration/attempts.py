@@ -77,6 +77,12 @@ def units_of(embedded: EmbeddedSet, root: Path) -> list[Unit]:
     ]
 
 
+def set_units(engine: FaceEngine, face_set: FaceSet, progress: bool = True) -> list[Unit]:
+    """Every unit of a set, embedded by the pack (sequence frames fused)."""
+    embedded = embed_set(engine, with_sequences(face_set), progress=progress)
+    return units_of(embedded, face_set.root)
+
+
 def attempt_scores(
     units: list[Unit], templates: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -139,9 +145,7 @@ def evaluate_attempts(
         raise ValueError(f"--templates {templates}: must be 1 to {MAX_TEMPLATES}")
     sets: dict[str, Any] = {}
     for face_set in find_sets(data):
-        embedded = embed_set(engine, with_sequences(face_set), progress=progress)
-        units = units_of(embedded, face_set.root)
-        sets[face_set.name] = set_attempts(units, templates)
+        sets[face_set.name] = set_attempts(set_units(engine, face_set, progress), templates)
     if not any(record["genuine_attempts"] for record in sets.values()):
         raise ValueError(
             f"{data}: no person has more than {templates} usable images or sequences, so no "
