@@ -9,9 +9,10 @@ Attempts (each one is a start attempt of `--window-s` seconds; no attempt shares
 When the policy asks for the challenge, the frames that follow the window in the same clip
 are the response (a recorded attack cannot follow a random prompt; a live clip recorded
 without prompts is the worst case for BPCER). Nothing is fitted: the policy runs with its
-default config. It runs once with the open pack (no PAD model: `liveness.json`) and once with
-it plus the shared MiniFASNet PAD (`liveness_pad.json`); each holds exactly the figures the
-issue names, and the per-cue breakdown goes to `<name>_detail.json`.
+default config. It runs the default policy once per model: the open pack (no PAD model: the
+classical cues) and the open pack plus the shared MiniFASNet PAD. `liveness.json` holds the
+default pack's figures at the top and a row per model under `models`, BPCER also in dim and
+backlit windows made from the live clip; the per-cue breakdown goes to `liveness_detail.json`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,33 @@ class Attempt:
     source: str
     frames: list[tuple[np.ndarray, float]]
     response: list[tuple[np.ndarray, float]]
+    condition: str = "normal"
+    """Lighting of a bona fide attempt: normal, or dim / backlit (made from the live clip)."""
+
+
+def dim(image: np.ndarray) -> np.ndarray:
+    """Low light: a third of the brightness, with the gamma lift a webcam's auto-exposure gives."""
+    scaled = (image.astype(np.float32) / 255.0) ** 1.2 * 0.35
+    return np.asarray(np.clip(scaled * 255.0, 0, 255), np.uint8)
+
+
+def backlit(image: np.ndarray) -> np.ndarray:
+    """A bright window behind the operator: the centre (the face) at half brightness, the
+    surround washed towards white."""
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = np.sqrt(((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2)
+    surround = np.clip((r - 0.35) / 0.5, 0.0, 1.0)[..., None]
+    out = image.astype(np.float32) * (0.5 + 0.5 * surround) + 150.0 * surround
+    return np.asarray(np.clip(out, 0, 255), np.uint8)
+
+
+LIGHTING = {"dim": dim, "backlit": backlit}
+
+
+def relit(frames: list[tuple[np.ndarray, float]], change: Any) -> list[tuple[np.ndarray, float]]:
+    """The same frames under another lighting."""
+    return [(change(image), t) for image, t in frames]
 
 
 def read_clip(path: Path) -> list[tuple[np.ndarray, float]]:
@@ -88,6 +116,17 @@ def attempts(window_s: float, response_s: float, still_frames: int) -> list[Atte
         for i, (s, e) in enumerate(windows(clip, window_s)):
             response = clip[e : e + int(response_s * fps)]
             out.append(Attempt(label, f"{clip_path.name}#{i}", clip[s:e], response))
+            if label == "bona_fide":
+                for condition, change in LIGHTING.items():
+                    out.append(
+                        Attempt(
+                            label,
+                            f"{clip_path.name}#{i} {condition} (generated)",
+                            relit(clip[s:e], change),
+                            relit(response, change),
+                            condition,
+                        )
+                    )
             if label == "bona_fide":
                 still = clip[(s + e) // 2][0]
                 seq = rigid_sequence(np.asarray(still, np.uint8), 2 * still_frames, seed=i)
@@ -151,6 +190,7 @@ def run(engine: FaceEngine, policy: LivenessPolicy, attempt: Attempt, seed: int)
     return {
         "cues": measure_cues(frames, policy.config),
         "label": attempt.label,
+        "condition": attempt.condition,
         "source": attempt.source,
         "faces": len(frames),
         "frames": len(attempt.frames),
@@ -216,19 +256,28 @@ def cue_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return table
 
 
-def check_result(result: dict[str, Any]) -> None:
-    """Refuse to write a result file that lacks the agreed fields or holds a rate outside [0, 1]."""
-    if set(result) != {"policy", "bpcer", "bona_fide", "apcer", "attacks"}:
-        raise ValueError(f"liveness.json fields {sorted(result)} are not the agreed ones")
-    if set(result["apcer"]) != {"print", "replay"} or set(result["attacks"]) != {"print", "replay"}:
+ROW_FIELDS = {"policy", "bpcer", "bona_fide", "apcer", "attacks", "bpcer_by_lighting"}
+"""The agreed figures of one policy run (the issue's keys, plus counts and lighting)."""
+
+
+def check_row(row: dict[str, Any]) -> None:
+    """Refuse a row that lacks the agreed fields or holds a rate outside [0, 1]."""
+    if set(row) != ROW_FIELDS:
+        raise ValueError(f"liveness.json fields {sorted(row)} are not the agreed ones")
+    if set(row["apcer"]) != {"print", "replay"} or set(row["attacks"]) != {"print", "replay"}:
         raise ValueError("apcer and attacks must name exactly print and replay")
-    rates = (result["bpcer"], *result["apcer"].values())
+    rates = (row["bpcer"], *row["apcer"].values(), *row["bpcer_by_lighting"].values())
     if not all(0.0 <= v <= 1.0 for v in rates):
         raise ValueError(f"a rate lies outside [0, 1]: {rates}")
 
 
-PACKS = {"default": "liveness", "pad": "liveness_pad"}
-"""Each pack the bench runs the default policy with, and the result file it writes."""
+PACKS = {"default": "classical", "pad": "minifasnet"}
+"""Each pack the bench runs the default policy with, and its row in liveness.json."""
+SPLIT = (
+    "by video: bona fide = windows of real2.webm (1 subject), replay = windows of fake2.webm "
+    "and 2 screen stills, print = 1 printed photo and generated prints; dim and backlit "
+    "bona fide windows generated from real2.webm; nothing fitted on any of it"
+)
 
 
 def evaluate_pack(pack: Path, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -244,18 +293,24 @@ def evaluate_pack(pack: Path, args: argparse.Namespace) -> tuple[dict[str, Any],
     accepted: dict[str, int] = defaultdict(int)
     challenged: dict[str, int] = defaultdict(int)
     for row in rows:
-        counts[row["label"]] += 1
-        accepted[row["label"]] += int(row["accepted"])
-        challenged[row["label"]] += int(row["challenged"])
+        key = row["label"] if row["condition"] == "normal" else f"bona_fide_{row['condition']}"
+        counts[key] += 1
+        accepted[key] += int(row["accepted"])
+        challenged[key] += int(row["challenged"])
     bona = counts["bona_fide"]
+
+    def bpcer(key: str) -> float:
+        return (counts[key] - accepted[key]) / counts[key] if counts[key] else 1.0
+
     result = {
         "policy": policy.description,
-        "bpcer": (bona - accepted["bona_fide"]) / bona if bona else 1.0,
+        "bpcer": bpcer("bona_fide"),
         "bona_fide": bona,
         "apcer": {k: accepted[k] / counts[k] if counts[k] else 1.0 for k in ("print", "replay")},
         "attacks": {k: counts[k] for k in ("print", "replay")},
+        "bpcer_by_lighting": {c: bpcer(f"bona_fide_{c}") for c in LIGHTING},
     }
-    check_result(result)
+    check_row(result)
     cues_measured = cue_table(rows)
     timing = {
         "observe_ms_per_frame_median": float(np.median([r["observe_ms_per_frame"] for r in rows])),
@@ -299,18 +354,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no liveness data at {DATA}; nothing to evaluate")
         return 1
     RESULTS.mkdir(parents=True, exist_ok=True)
+    models: dict[str, Any] = {}
+    details: dict[str, Any] = {}
     for key in args.pack or sorted(PACKS):
         pack = default_pack() if key == "default" else pad_pack()
         if pack is None:
             print(f"{key}: no MiniFASNet weights in ../shared; skipped")
             continue
-        result, detail = evaluate_pack(pack, args)
-        name = PACKS[key]
-        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
-        print(f"== {pack.name}")
-        print(json.dumps(result, indent=2))
-        print(f"challenged: {detail['challenged']}")
-        write_result(f"{name}_detail", detail)
+        row, detail = evaluate_pack(pack, args)
+        models[PACKS[key]] = {"pack": pack.name, **row}
+        details[PACKS[key]] = detail
+        print(f"== {pack.name}: challenged {detail['challenged']}")
+    if "classical" not in models:
+        raise SystemExit("the default pack's row is missing: run with --pack default")
+    default = {k: v for k, v in models["classical"].items() if k != "pack"}
+    result = {**default, "split": SPLIT, "models": models}
+    (RESULTS / "liveness.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
+    print(json.dumps(result, indent=2))
+    write_result("liveness_detail", details)
     return 0
 
 
