@@ -23,6 +23,7 @@ import random
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,13 @@ def backlit(image: np.ndarray) -> np.ndarray:
 LIGHTING = {"dim": dim, "backlit": backlit}
 
 
-def relit(frames: list[tuple[np.ndarray, float]], change: Any) -> list[tuple[np.ndarray, float]]:
+Relight = Callable[[np.ndarray], np.ndarray]
+"""A lighting change of one frame."""
+
+
+def relit(
+    frames: list[tuple[np.ndarray, float]], change: Relight
+) -> list[tuple[np.ndarray, float]]:
     """The same frames under another lighting."""
     return [(change(image), t) for image, t in frames]
 
