@@ -16,6 +16,11 @@ Each attempt is scored by `models.matching` (frame fusion, template fusion), the
 cab gate runs. FNMR at FMR f is the share of genuine attempts below the threshold at which
 a share f of the impostor attempts score at or above it; it is null where the impostor
 attempts cannot support f (fewer than 3 / f: the rule of three).
+
+Strangers (optional): faces of people in no gallery, one unit each, attempt every enrolled
+person in every rotation. An uncertified person is often not enrolled at all, and a
+normalised score can treat him differently from an enrolled impostor, so their false-match
+rate is reported at the same threshold, with the FNMR at the threshold that holds both.
 """
 
 from __future__ import annotations
@@ -31,12 +36,13 @@ import numpy.typing as npt
 from calibration.datasets import IMAGE_SUFFIXES, EmbeddedSet, FaceSet, embed_set, find_sets
 from calibration.metrics import fmr_key, rates_at, supports, threshold_at_fmr
 from models.engine import FaceEngine
-from models.matching import fuse_embeddings, template_score
+from models.matching import ScoreNorm, fuse_embeddings, template_scores
 
 FMRS = (1e-2, 1e-3, 1e-4)
 """The false-match rates each set is reported at."""
 MAX_TEMPLATES = 10
 """The largest K accepted (a site enrols a handful)."""
+FloatRows = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -84,48 +90,103 @@ def set_units(engine: FaceEngine, face_set: FaceSet, progress: bool = True) -> l
 
 
 def attempt_scores(
-    units: list[Unit], templates: int
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Genuine and impostor attempt scores under the rotation protocol."""
-    by_person: dict[str, list[Unit]] = defaultdict(list)
-    for unit in units:
-        by_person[unit.person].append(unit)
+    units: list[Unit],
+    templates: int,
+    norm: ScoreNorm | None = None,
+    strangers: FloatRows | None = None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Genuine, impostor and stranger attempt scores under the rotation protocol.
+
+    With `norm`, every score is normalised against the claimed operator's cohort: the other
+    enrolled people's templates of that rotation plus the distractors. `strangers` (unit
+    embeddings of people in no gallery) are scored against every enrolled person in each
+    rotation: the attacks of someone who was never enrolled.
+    """
+    by_person: dict[str, list[int]] = defaultdict(list)
+    for index, unit in enumerate(units):
+        by_person[unit.person].append(index)
     enrolled = sorted(p for p, own in by_person.items() if len(own) > templates)
-    genuine: list[float] = []
-    impostor: list[float] = []
+    probes = np.stack([u.embedding for u in units]) if units else np.zeros((0, 0), np.float32)
+    owners = np.array([u.person for u in units])
+    genuine: list[npt.NDArray[np.float64]] = []
+    impostor: list[npt.NDArray[np.float64]] = []
+    stranger: list[npt.NDArray[np.float64]] = []
     rotations = max((len(by_person[p]) for p in enrolled), default=0)
     for r in range(rotations):
         gallery: dict[str, npt.NDArray[np.float32]] = {}
-        used: dict[str, set[int]] = {}
+        used = np.zeros(len(units), bool)
         for person in enrolled:
             own = by_person[person]
-            chosen = {(r + j) % len(own) for j in range(templates)}
-            used[person] = chosen
-            gallery[person] = np.stack([own[i].embedding for i in sorted(chosen)])
-        for person, own in by_person.items():
-            for i, unit in enumerate(own):
-                for other, stack in gallery.items():
-                    if other == person:
-                        if i not in used[person]:
-                            genuine.append(template_score(stack, unit.embedding))
-                    else:
-                        impostor.append(template_score(stack, unit.embedding))
-    return np.asarray(genuine, np.float64), np.asarray(impostor, np.float64)
+            chosen = sorted(own[(r + j) % len(own)] for j in range(templates))
+            used[chosen] = True
+            gallery[person] = probes[chosen]
+        for claimed in enrolled:
+            scores = _claim_scores(gallery, claimed, probes, norm)
+            mine = owners == claimed
+            genuine.append(scores[mine & ~used])
+            impostor.append(scores[~mine])
+            if strangers is not None and len(strangers):
+                stranger.append(_claim_scores(gallery, claimed, strangers, norm))
+    return _joined(genuine), _joined(impostor), _joined(stranger)
 
 
-def set_attempts(units: list[Unit], templates: int) -> dict[str, Any]:
-    """The record of one set at K templates."""
-    genuine, impostor = attempt_scores(units, templates)
+def _joined(parts: list[npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0, np.float64)
+
+
+def _claim_scores(
+    gallery: dict[str, npt.NDArray[np.float32]],
+    claimed: str,
+    probes: FloatRows,
+    norm: ScoreNorm | None,
+) -> npt.NDArray[np.float64]:
+    """Each probe's score under a 1:1 claim of `claimed`, as the gate scores it."""
+    stack = gallery[claimed]
+    if norm is None:
+        return template_scores(stack, probes)
+    others = [t for person, t in gallery.items() if person != claimed]
+    cohort = norm.cohort(np.concatenate(others) if others else None)
+    return norm.scores(stack, probes, cohort)
+
+
+def set_attempts(
+    units: list[Unit],
+    templates: int,
+    norm: ScoreNorm | None = None,
+    strangers: npt.NDArray[np.float32] | None = None,
+) -> dict[str, Any]:
+    """The record of one set at K templates.
+
+    With `strangers`, the record adds `stranger_fmr` (the strangers' false-match rate at
+    each threshold) and `fnmr_at_fmr_both` (FNMR at the threshold that keeps both the
+    enrolled impostors' and the strangers' false-match rate at or below f).
+    """
+    genuine, impostor, stranger = attempt_scores(units, templates, norm, strangers)
     fnmr: dict[str, float | None] = {}
     supported: dict[str, bool] = {}
+    stranger_fmr: dict[str, float | None] = {}
+    both: dict[str, float | None] = {}
     for fmr in FMRS:
         key = fmr_key(fmr)
         supported[key] = bool(genuine.size) and supports(impostor.size, fmr)
-        fnmr[key] = (
-            rates_at(genuine, impostor, threshold_at_fmr(impostor, fmr))[0]
-            if supported[key]
-            else None
-        )
+        threshold = threshold_at_fmr(impostor, fmr) if supported[key] else None
+        fnmr[key] = rates_at(genuine, impostor, threshold)[0] if threshold is not None else None
+        if strangers is None:
+            continue
+        stranger_fmr[key] = None
+        both[key] = None
+        if threshold is not None and stranger.size:
+            stranger_fmr[key] = float(np.mean(stranger >= threshold))
+            if supports(stranger.size, fmr):
+                held = max(threshold, threshold_at_fmr(stranger, fmr))
+                both[key] = rates_at(genuine, impostor, held)[0]
+    extra: dict[str, Any] = {}
+    if strangers is not None:
+        extra = {
+            "stranger_attempts": int(stranger.size),
+            "stranger_fmr": stranger_fmr,
+            "fnmr_at_fmr_both": both,
+        }
     return {
         "templates": templates,
         "fnmr_at_fmr": fnmr,
@@ -134,18 +195,37 @@ def set_attempts(units: list[Unit], templates: int) -> dict[str, Any]:
         "supported": supported,
         "people": len({u.person for u in units}),
         "units": len(units),
+        **extra,
     }
 
 
+def stranger_embeddings(engine: FaceEngine, folder: Path, progress: bool = True) -> FloatRows:
+    """One embedding per unit of every set under `folder`: people enrolled nowhere."""
+    units = [u for face_set in find_sets(folder) for u in set_units(engine, face_set, progress)]
+    if not units:
+        raise ValueError(f"--strangers {folder}: no face found in any image")
+    return np.stack([u.embedding for u in units])
+
+
 def evaluate_attempts(
-    engine: FaceEngine, data: Path, templates: int, progress: bool = True
+    engine: FaceEngine,
+    data: Path,
+    templates: int,
+    progress: bool = True,
+    strangers: Path | None = None,
 ) -> dict[str, Any]:
-    """`{"pack": ..., "sets": {name: record}}` for every set under `data`, each on its own."""
+    """`{"pack": ..., "sets": {name: record}}` for every set under `data`, each on its own.
+
+    With `strangers` (a set, or a folder of sets, of people in none of `data`'s sets), every
+    record adds the strangers' figures (see `set_attempts`).
+    """
     if not 1 <= templates <= MAX_TEMPLATES:
         raise ValueError(f"--templates {templates}: must be 1 to {MAX_TEMPLATES}")
+    attackers = stranger_embeddings(engine, strangers, progress) if strangers else None
     sets: dict[str, Any] = {}
     for face_set in find_sets(data):
-        sets[face_set.name] = set_attempts(set_units(engine, face_set, progress), templates)
+        units = set_units(engine, face_set, progress)
+        sets[face_set.name] = set_attempts(units, templates, strangers=attackers)
     if not any(record["genuine_attempts"] for record in sets.values()):
         raise ValueError(
             f"{data}: no person has more than {templates} usable images or sequences, so no "

@@ -87,6 +87,14 @@ def attempts(
         int, typer.Option("--templates", min=1, max=10, help="enrolment templates per person")
     ] = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
+    strangers: Annotated[
+        Path | None,
+        typer.Option(
+            "--strangers",
+            help="faces of people in none of the sets (e.g. one photo per person): their "
+            "false-match rate and the FNMR that holds both rates are added",
+        ),
+    ] = None,
     threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
     model_dir: ModelDir = None,
 ) -> None:
@@ -98,7 +106,7 @@ def attempts(
 
     try:
         engine = FaceEngine(resolve_pack(pack, model_dir or default_model_dir()), threads=threads)
-        result = evaluate_attempts(engine, data, templates)
+        result = evaluate_attempts(engine, data, templates, strangers=strangers)
     except (ModelError, ValueError) as err:
         raise _fail(err) from err
     typer.echo(f"{'set':26} {'K':>2} {'genuine':>8} {'impostor':>9}  FNMR@1e-2  1e-3      1e-4")
@@ -108,6 +116,15 @@ def attempts(
             f"{name:26} {record['templates']:>2} {record['genuine_attempts']:>8} "
             f"{record['impostor_attempts']:>9}  {rates}"
         )
+        if "stranger_fmr" in record:
+            fmr = "  ".join(
+                f"{_pct(record['stranger_fmr'][k]):>8}" for k in ("1e-2", "1e-3", "1e-4")
+            )
+            both = "  ".join(
+                f"{_pct(record['fnmr_at_fmr_both'][k]):>8}" for k in ("1e-2", "1e-3", "1e-4")
+            )
+            typer.echo(f"{'  strangers: FMR':26} {record['stranger_attempts']:>21}  {fmr}")
+            typer.echo(f"{'  FNMR holding both':48}  {both}")
     if json_out is not None:
         _write_json(json_out, result)
 

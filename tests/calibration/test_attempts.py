@@ -28,7 +28,7 @@ def test_rotation_protocol_matches_a_brute_force_count() -> None:
     units = [_unit("a", i, rng) for i in range(4)]
     units += [_unit("b", i, rng) for i in range(3)]
     units += [_unit("c", 0, rng)]  # too few to enrol: an impostor probe only
-    genuine, impostor = attempt_scores(units, templates=2)
+    genuine, impostor, _ = attempt_scores(units, templates=2)
     expected_genuine: list[float] = []
     expected_impostor: list[float] = []
     people = {"a": units[:4], "b": units[4:7], "c": units[7:]}
@@ -48,7 +48,7 @@ def test_rotation_protocol_matches_a_brute_force_count() -> None:
     assert sorted(impostor) == pytest.approx(sorted(expected_impostor))
     assert genuine.size == 4 * 2 + 4 * 1  # a: 2 probes per rotation; b: 1
     record = set_attempts(units, templates=2)
-    # 44 impostor attempts cannot support any reported FMR: every rate is null, not 0.
+    # 36 impostor attempts cannot support any reported FMR: every rate is null, not 0.
     assert record["impostor_attempts"] == impostor.size
     assert record["fnmr_at_fmr"] == {"1e-2": None, "1e-3": None, "1e-4": None}
     assert record["supported"] == {"1e-2": False, "1e-3": False, "1e-4": False}
@@ -121,3 +121,26 @@ def test_cli_refuses_sets_without_a_genuine_attempt(pack: Path, tmp_path: Path) 
     assert "no person has more than 4" in result.output and not out.exists()
     result = _run("--pack", str(pack), "--data", str(tmp_path / "missing"))
     assert result.exit_code == 1 and "missing: not a folder" in result.output
+
+
+def test_cli_adds_strangers_attempting_every_enrolled_person(pack: Path, tmp_path: Path) -> None:
+    data = faces.write_set(tmp_path / "data" / "tiny")
+    strangers = tmp_path / "strangers" / "walk_ins"
+    for i, image in enumerate(faces.variants(faces.cameraman())[:3]):
+        (strangers / f"s{i}").mkdir(parents=True)
+        cv2.imwrite(str(strangers / f"s{i}" / "0.png"), image)
+    out = tmp_path / "attempts.json"
+    args = ["--pack", str(pack), "--data", str(data), "--templates", "2", "--json", str(out)]
+    result = _run(*args, "--strangers", str(strangers))
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())["sets"]["tiny"]
+    # 4 rotations (the most units anyone has) x 2 enrolled people x 3 strangers.
+    assert record["stranger_attempts"] == 4 * 2 * 3
+    assert (
+        set(record["stranger_fmr"]) == set(record["fnmr_at_fmr_both"]) == {"1e-2", "1e-3", "1e-4"}
+    )
+    assert "strangers: FMR" in result.output
+    missing = tmp_path / "nobody"
+    out.unlink()
+    result = _run(*args, "--strangers", str(missing))
+    assert result.exit_code == 1 and "nobody" in result.output and not out.exists()
