@@ -33,7 +33,7 @@ from edge_agent.config import ClaimsSection, GateSection, ModelsSection, Quality
 from models.engine import FaceEngine, QualityScores
 from models.liveness import LivenessFrame
 from models.manifest import CalibrationBlock
-from models.matching import fuse_embeddings, template_score
+from models.matching import Identification, fuse_embeddings, identification, template_score
 from models.types import Face
 
 logger = logging.getLogger(__name__)
@@ -499,7 +499,8 @@ class Verifier:
     ) -> Decision:
         result = gallery.index().search(probe, k=2)
         best = result.best
-        if best is None:
+        outcome = identification(result, self.policy.threshold, self.gate.min_margin)
+        if best is None or outcome == Identification.EMPTY:
             return Decision(ReasonCode.NO_MATCH, "gallery holds no templates")
         margin = min(2.0, max(0.0, result.margin))
         match = MatchInfo(
@@ -508,13 +509,13 @@ class Verifier:
             threshold=self.policy.threshold,
             margin=margin,
         )
-        if best.score < self.policy.threshold:
+        if outcome == Identification.BELOW_THRESHOLD:
             return Decision(
                 ReasonCode.NO_MATCH,
                 f"best score {best.score:.3f} < threshold {self.policy.threshold:.3f}",
                 match=match,
             )
-        if margin < self.gate.min_margin:
+        if outcome == Identification.AMBIGUOUS:
             return Decision(
                 ReasonCode.AMBIGUOUS_MATCH,
                 f"margin {margin:.3f} over the second operator < {self.gate.min_margin}",
