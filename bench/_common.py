@@ -33,6 +33,21 @@ def default_pack() -> Path:
     return build_default_pack(model_dir())
 
 
+def mirrored_pack(base: Path, work: Path) -> Path:
+    """The base pack with the mirrored recognizer and no adapter, built under `work`."""
+    from training.adapt import AdapterProvenance, build_adapted_pack
+
+    provenance = AdapterProvenance(source="none")
+    return build_adapted_pack(base, None, work, "jifang-open-mirror", provenance, mirror=True)
+
+
+def halves_by_person(count: int, seed: int) -> tuple[list[int], list[int]]:
+    """Indices 0..count-1 shuffled with `seed` and cut in two (first half floor(count/2))."""
+    order = np.random.default_rng(seed).permutation(count)
+    half = count // 2
+    return [int(i) for i in order[:half]], [int(i) for i in order[half:]]
+
+
 def write_result(name: str, figures: dict[str, Any]) -> Path:
     """Print the figures and write exactly them to bench/results/<name>.json."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -37,13 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import REPO, default_pack, write_result
+from _common import REPO, default_pack, halves_by_person, mirrored_pack, write_result
 
 from calibration.attempts import set_attempts, set_units
 from calibration.datasets import find_sets
 from models.engine import FaceEngine
 from models.matching import DEFAULT_TOP, ScoreNorm
-from training.adapt import AdapterProvenance, build_adapted_pack
 
 FACES = REPO.parent / "shared" / "data" / "faces"
 EAST_ASIAN = r"casia|east_asian|cjk"
@@ -68,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.faces.is_dir():
         print(f"no face sets at {args.faces}; nothing to evaluate")
         return 1
-    sets = [s for s in find_sets(args.faces)]
+    sets = find_sets(args.faces)
     sets.sort(key=lambda s: (not re.search(EAST_ASIAN, s.name), s.name))
     singletons = next((s for s in sets if s.name == SINGLETONS), None)
     if singletons is None:
@@ -77,22 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     base = default_pack()
     ks = range(1, args.max_templates + 1)
     with tempfile.TemporaryDirectory() as work:
-        mirrored = build_adapted_pack(
-            base,
-            None,
-            Path(work),
-            "jifang-open-mirror",
-            AdapterProvenance(source="none"),
-            mirror=True,
-        )
+        mirrored = mirrored_pack(base, Path(work))
         engines = {"open": FaceEngine(base, threads=2), "mirror": FaceEngine(mirrored, threads=2)}
         by_config: dict[str, dict[str, dict[str, Any]]] = {}
         for name, engine in engines.items():
             people = set_units(engine, singletons, progress=False)
-            order = np.random.default_rng(SEED).permutation(len(people))
-            half = len(order) // 2
-            cohort = np.stack([people[i].embedding for i in order[:half]])
-            strangers = np.stack([people[i].embedding for i in order[half:][:STRANGERS]])
+            cohort_half, stranger_half = halves_by_person(len(people), SEED)
+            cohort = np.stack([people[i].embedding for i in cohort_half])
+            strangers = np.stack([people[i].embedding for i in stranger_half[:STRANGERS]])
             norms: dict[str, ScoreNorm | None] = {name: None}
             if name == "mirror":
                 norms["mirror_asnorm"] = ScoreNorm(cohort, DEFAULT_TOP)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import REPO, default_pack, write_result
+from _common import REPO, default_pack, halves_by_person, mirrored_pack, write_result
 
 from calibration.attempts import Unit, set_units
 from calibration.datasets import find_sets
@@ -42,7 +42,6 @@ from edge_agent.config import GateSection
 from models.engine import FaceEngine
 from models.gallery import Gallery
 from models.matching import Identification, identification
-from training.adapt import AdapterProvenance, build_adapted_pack
 
 FACES = REPO.parent / "shared" / "data" / "faces"
 MATED_SETS = ("casia_ea_dev", "lfw_east_asian28_gray")
@@ -61,10 +60,9 @@ def evaluate(engine: FaceEngine, sets: dict[str, Any], min_margin: float) -> dic
             by_person.setdefault(f"{name}/{unit.person}", []).append(unit)
         mated += [own for own in by_person.values() if len(own) >= 2]
     singles = set_units(engine, sets[SINGLETONS], progress=False)
-    order = np.random.default_rng(SEED).permutation(len(singles))
-    half = len(order) // 2
-    fillers = [singles[i] for i in order[:half]][: max(0, GALLERY - len(mated))]
-    non_mated = [singles[i] for i in order[half:]]
+    filler_half, search_half = halves_by_person(len(singles), SEED)
+    fillers = [singles[i] for i in filler_half][: max(0, GALLERY - len(mated))]
+    non_mated = [singles[i] for i in search_half]
     gallery = Gallery(engine.manifest.embedding.dim)
     photos: list[np.ndarray] = []
     for own in mated:
@@ -159,14 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "packs": {},
     }
     with tempfile.TemporaryDirectory() as work:
-        mirrored = build_adapted_pack(
-            base,
-            None,
-            Path(work),
-            "jifang-open-mirror",
-            AdapterProvenance(source="none"),
-            mirror=True,
-        )
+        mirrored = mirrored_pack(base, Path(work))
         for name, pack in (("open", base), ("mirror", mirrored)):
             row = evaluate(FaceEngine(pack, threads=2), sets, min_margin)
             figures["packs"][name] = row

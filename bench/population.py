@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from _common import RESULTS, SHARED_FACES, default_pack, model_dir, write_result
+from _common import RESULTS, SHARED_FACES, default_pack, mirrored_pack, model_dir, write_result
 from _population_data import load_or_compute
 
 from calibration.datasets import find_sets
@@ -315,12 +315,7 @@ def run(
     """Every repeat: split, select, fit, evaluate; returns per-repeat figures by set."""
     base = default_pack()
     # The Western configuration is a real pack too: it loads in the edge engine unchanged.
-    FaceEngine(
-        build_adapted_pack(
-            base, None, work, "jifang-open-mirror", AdapterProvenance(source="none"), mirror=True
-        ),
-        threads=1,
-    )
+    FaceEngine(mirrored_pack(base, work), threads=1)
     rng = np.random.default_rng(SEED)
     per_repeat: list[dict[str, Any]] = []
     selections: list[dict[str, Any]] = []

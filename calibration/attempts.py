@@ -108,6 +108,8 @@ def attempt_scores(
     enrolled = sorted(p for p, own in by_person.items() if len(own) > templates)
     probes = np.stack([u.embedding for u in units]) if units else np.zeros((0, 0), np.float32)
     owners = np.array([u.person for u in units])
+    # Strangers are scored in the same call per claim as the units, after them.
+    searched = probes if strangers is None else np.concatenate([probes, strangers])
     genuine: list[npt.NDArray[np.float64]] = []
     impostor: list[npt.NDArray[np.float64]] = []
     stranger: list[npt.NDArray[np.float64]] = []
@@ -121,12 +123,12 @@ def attempt_scores(
             used[chosen] = True
             gallery[person] = probes[chosen]
         for claimed in enrolled:
-            scores = _claim_scores(gallery, claimed, probes, norm)
+            scores = _claim_scores(gallery, claimed, searched, norm)
+            enrolled_scores, attacks = scores[: len(units)], scores[len(units) :]
             mine = owners == claimed
-            genuine.append(scores[mine & ~used])
-            impostor.append(scores[~mine])
-            if strangers is not None and len(strangers):
-                stranger.append(_claim_scores(gallery, claimed, strangers, norm))
+            genuine.append(enrolled_scores[mine & ~used])
+            impostor.append(enrolled_scores[~mine])
+            stranger.append(attacks)
     return _joined(genuine), _joined(impostor), _joined(stranger)
 
 

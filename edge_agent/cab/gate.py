@@ -500,7 +500,7 @@ class Verifier:
         result = gallery.index().search(probe, k=2)
         best = result.best
         outcome = identification(result, self.policy.threshold, self.gate.min_margin)
-        if best is None or outcome == Identification.EMPTY:
+        if best is None:
             return Decision(ReasonCode.NO_MATCH, "gallery holds no templates")
         margin = min(2.0, max(0.0, result.margin))
         match = MatchInfo(
