@@ -12,8 +12,9 @@ Protocol, for K templates:
 - every other unit of an enrolled person is a genuine attempt against his own templates;
 - every unit of every person (enrolled or not, K or fewer units too) is an impostor attempt
   against each other enrolled person's templates.
-Each attempt is scored by `models.matching` (frame fusion, template fusion), the code the
-cab gate runs. FNMR at FMR f is the share of genuine attempts below the threshold at which
+Each attempt is scored by `models.matching` (frame fusion, template fusion and, when the
+pack carries a cohort, AS-norm against the other enrolled people and the cohort), the code
+the cab gate runs. FNMR at FMR f is the share of genuine attempts below the threshold at which
 a share f of the impostor attempts score at or above it; it is null where the impostor
 attempts cannot support f (fewer than 3 / f: the rule of three).
 
@@ -35,8 +36,9 @@ import numpy.typing as npt
 
 from calibration.datasets import IMAGE_SUFFIXES, EmbeddedSet, FaceSet, embed_set, find_sets
 from calibration.metrics import fmr_key, rates_at, supports, threshold_at_fmr
+from contract.codes import ScoreKind
 from models.engine import FaceEngine
-from models.matching import ScoreNorm, fuse_embeddings, template_scores
+from models.matching import Cohort, ScoreNorm, fuse_embeddings, template_scores
 
 FMRS = (1e-2, 1e-3, 1e-4)
 """The false-match rates each set is reported at."""
@@ -164,6 +166,22 @@ def set_attempts(
     enrolled impostors' and the strangers' false-match rate at or below f).
     """
     genuine, impostor, stranger = attempt_scores(units, templates, norm, strangers)
+    record = attempt_record(genuine, impostor, stranger if strangers is not None else None)
+    return {
+        "templates": templates,
+        **record,
+        "people": len({u.person for u in units}),
+        "units": len(units),
+    }
+
+
+def attempt_record(
+    genuine: npt.NDArray[np.float64],
+    impostor: npt.NDArray[np.float64],
+    stranger: npt.NDArray[np.float64] | None = None,
+) -> dict[str, Any]:
+    """FNMR at each FMR of a set's attempt scores (see `set_attempts`); with `stranger`
+    scores, the strangers' false-match rate and the FNMR that holds both rates."""
     fnmr: dict[str, float | None] = {}
     supported: dict[str, bool] = {}
     stranger_fmr: dict[str, float | None] = {}
@@ -173,7 +191,7 @@ def set_attempts(
         supported[key] = bool(genuine.size) and supports(impostor.size, fmr)
         threshold = threshold_at_fmr(impostor, fmr) if supported[key] else None
         fnmr[key] = rates_at(genuine, impostor, threshold)[0] if threshold is not None else None
-        if strangers is None:
+        if stranger is None:
             continue
         stranger_fmr[key] = None
         both[key] = None
@@ -183,20 +201,17 @@ def set_attempts(
                 held = max(threshold, threshold_at_fmr(stranger, fmr))
                 both[key] = rates_at(genuine, impostor, held)[0]
     extra: dict[str, Any] = {}
-    if strangers is not None:
+    if stranger is not None:
         extra = {
             "stranger_attempts": int(stranger.size),
             "stranger_fmr": stranger_fmr,
             "fnmr_at_fmr_both": both,
         }
     return {
-        "templates": templates,
         "fnmr_at_fmr": fnmr,
         "genuine_attempts": int(genuine.size),
         "impostor_attempts": int(impostor.size),
         "supported": supported,
-        "people": len({u.person for u in units}),
-        "units": len(units),
         **extra,
     }
 
@@ -209,25 +224,45 @@ def stranger_embeddings(engine: FaceEngine, folder: Path, progress: bool = True)
     return np.stack([u.embedding for u in units])
 
 
+def set_norm(
+    cohort: Cohort | None, set_name: str, units: list[Unit]
+) -> tuple[ScoreNorm | None, int]:
+    """The normalisation the gate would use, without the cohort faces of the set's own
+    people (nobody is his own distractor); also how many were left out."""
+    if cohort is None:
+        return None, 0
+    return cohort.norm(f"{set_name}/{person}" for person in {u.person for u in units})
+
+
 def evaluate_attempts(
     engine: FaceEngine,
     data: Path,
     templates: int,
     progress: bool = True,
     strangers: Path | None = None,
+    normalise: bool = True,
 ) -> dict[str, Any]:
     """`{"pack": ..., "sets": {name: record}}` for every set under `data`, each on its own.
 
-    With `strangers` (a set, or a folder of sets, of people in none of `data`'s sets), every
-    record adds the strangers' figures (see `set_attempts`).
+    Scores are AS-norm scores when the pack carries a cohort (as the gate's are under an
+    as_norm calibration), unless `normalise` is off. With `strangers` (a set, or a folder
+    of sets, of people in none of `data`'s sets), every record adds the strangers' figures
+    (see `set_attempts`).
     """
     if not 1 <= templates <= MAX_TEMPLATES:
         raise ValueError(f"--templates {templates}: must be 1 to {MAX_TEMPLATES}")
     attackers = stranger_embeddings(engine, strangers, progress) if strangers else None
+    cohort = engine.cohort if normalise else None
     sets: dict[str, Any] = {}
     for face_set in find_sets(data):
         units = set_units(engine, face_set, progress)
-        sets[face_set.name] = set_attempts(units, templates, strangers=attackers)
+        norm, excluded = set_norm(cohort, face_set.name, units)
+        record = set_attempts(units, templates, norm, strangers=attackers)
+        record["score"] = (ScoreKind.COSINE if norm is None else ScoreKind.AS_NORM).value
+        if norm is not None:
+            record["cohort_faces"] = len(norm.distractors)
+            record["cohort_excluded"] = excluded
+        sets[face_set.name] = record
     if not any(record["genuine_attempts"] for record in sets.values()):
         raise ValueError(
             f"{data}: no person has more than {templates} usable images or sequences, so no "

@@ -95,6 +95,13 @@ def attempts(
             "false-match rate and the FNMR that holds both rates are added",
         ),
     ] = None,
+    normalise: Annotated[
+        bool,
+        typer.Option(
+            help="normalise scores against the pack's cohort when it has one (as the gate "
+            "does under an as_norm calibration); --no-normalise scores raw cosines"
+        ),
+    ] = True,
     threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
     model_dir: ModelDir = None,
 ) -> None:
@@ -106,9 +113,13 @@ def attempts(
 
     try:
         engine = FaceEngine(resolve_pack(pack, model_dir or default_model_dir()), threads=threads)
-        result = evaluate_attempts(engine, data, templates, strangers=strangers)
+        result = evaluate_attempts(
+            engine, data, templates, strangers=strangers, normalise=normalise
+        )
     except (ModelError, ValueError) as err:
         raise _fail(err) from err
+    kinds = {record["score"] for record in result["sets"].values()}
+    typer.echo(f"scores: {', '.join(sorted(kinds))}")
     typer.echo(f"{'set':26} {'K':>2} {'genuine':>8} {'impostor':>9}  FNMR@1e-2  1e-3      1e-4")
     for name, record in result["sets"].items():
         rates = "  ".join(f"{_pct(record['fnmr_at_fmr'][k]):>8}" for k in ("1e-2", "1e-3", "1e-4"))
@@ -187,6 +198,7 @@ def threshold(
         set_thresholds,
         summary_json,
     )
+    from contract.codes import ScoreKind
     from models.engine import FaceEngine
     from models.errors import ModelError
     from models.manifest import CALIBRATION_NAME_PATTERN, put_calibrations
@@ -214,7 +226,9 @@ def threshold(
         pack_dir = resolve_pack(pack, model_dir or default_model_dir())
         engine = FaceEngine(pack_dir, threads=threads)
         results = [
-            set_thresholds(embed_set(engine, s, whole_crop=whole_crop), s.root, settings)
+            set_thresholds(
+                embed_set(engine, s, whole_crop=whole_crop), s.root, settings, engine.cohort
+            )
             for s in sets
         ]
     except (ModelError, ValueError) as err:
@@ -226,6 +240,11 @@ def threshold(
             f"{r.name}: {r.images} images, {r.identities} identities, "
             f"{r.genuine_pairs} genuine / {r.impostor_pairs} impostor pairs"
         )
+        if r.score != ScoreKind.COSINE:
+            typer.echo(
+                f"  scores: {r.score.value} against the pack's cohort ({r.cohort_excluded} "
+                "cohort face(s) of the set's own people left out)"
+            )
         for k, p in r.points.items():
             fnmr = "—" if p.fnmr is None else f"{100 * p.fnmr:.2f}%"
             ci = (

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from calibration.metrics import det_curve
-from calibration.threshold import METHOD, SetThresholds, detail_json, score_summary
+from calibration.threshold import SetThresholds, detail_json, method_text, score_summary
+from contract.codes import ScoreKind
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def plot_histograms(result: SetThresholds, path: Path) -> None:
     for key, point in result.points.items():
         ax.axvline(point.threshold, linestyle="--", linewidth=1)
         ax.text(point.threshold, ax.get_ylim()[1] * 0.9, f" {key}", fontsize=8, rotation=90)
-    ax.set_xlabel("cosine similarity")
+    ax.set_xlabel("cosine similarity" if result.score == ScoreKind.COSINE else "AS-norm score")
     ax.set_ylabel("density")
     ax.set_title(f"scores: {result.name}")
     ax.legend()
@@ -105,7 +106,7 @@ def write_report(results: list[SetThresholds], out_dir: Path, pack: str, contrac
         "",
         "## Method",
         "",
-        f"- {METHOD.format(reps=settings.bootstrap_replicates)}.",
+        f"- {method_text(settings.bootstrap_replicates, results[0].score)}.",
         f"- Intervals are {level} two-sided. The Clopper-Pearson FNMR interval treats genuine "
         "pairs as independent and the threshold as exact, so it understates the uncertainty; "
         "the bootstrap over identities keeps pairs of one person together and carries the "

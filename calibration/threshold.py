@@ -34,20 +34,29 @@ from calibration.metrics import (
     fmr_key,
     identity_bootstrap,
     labelled_pair_scores,
+    matrix_pair_scores,
     rates_at,
     supports,
     threshold_at_fmr,
 )
+from contract.codes import ScoreKind
 from models.manifest import Calibration
+from models.matching import Cohort
 
 logger = logging.getLogger(__name__)
 
 METHOD = (
-    "threshold: smallest cosine with FMR <= target on the set's impostor pairs; "
+    "threshold: smallest {score} with FMR <= target on the set's impostor pairs; "
     "FMR claimed only with >= 3/FMR impostor pairs (rule of three); "
     "fnmr_ci: Clopper-Pearson over genuine pairs at the threshold; "
     "threshold_ci: percentile bootstrap over identities ({reps} replicates)"
 )
+
+
+def method_text(replicates: int, score: ScoreKind = ScoreKind.COSINE) -> str:
+    """The method sentence of a record or report, for the score kind calibrated."""
+    kind = "cosine" if score == ScoreKind.COSINE else "AS-norm score (cohort: the pack's)"
+    return METHOD.format(reps=replicates, score=kind)
 
 
 class ThresholdSettings(BaseModel):
@@ -110,6 +119,11 @@ class SetThresholds:
     """FMR key -> impostor pairs that FMR would need."""
     eer: float
     settings: ThresholdSettings
+    score: ScoreKind = ScoreKind.COSINE
+    """cosine, or as_norm against the pack's cohort (see `set_thresholds`)."""
+    cohort_sha256: str | None = None
+    cohort_excluded: int = 0
+    """Cohort faces left out because they belong to people in the set."""
 
     @property
     def genuine_pairs(self) -> int:
@@ -147,10 +161,25 @@ def check_embedded(embedded: EmbeddedSet) -> None:
         )
 
 
-def set_thresholds(embedded: EmbeddedSet, root: Path, settings: ThresholdSettings) -> SetThresholds:
-    """Scores, thresholds and intervals of one embedded set."""
+def set_thresholds(
+    embedded: EmbeddedSet,
+    root: Path,
+    settings: ThresholdSettings,
+    cohort: Cohort | None = None,
+) -> SetThresholds:
+    """Scores, thresholds and intervals of one embedded set.
+
+    With the pack's `cohort`, pair scores are AS-norm scores, as the gate computes them,
+    with the distractors alone as cohort (`ScoreNorm.pair_matrix`): every impostor is
+    scored as a stranger. The cohort faces of the set's own people are left out.
+    """
     check_embedded(embedded)
-    scores = labelled_pair_scores(embedded.embeddings, embedded.labels)
+    excluded = 0
+    if cohort is None:
+        scores = labelled_pair_scores(embedded.embeddings, embedded.labels)
+    else:
+        norm, excluded = cohort.norm(f"{embedded.name}/{label}" for label in set(embedded.labels))
+        scores = matrix_pair_scores(norm.pair_matrix(embedded.embeddings), embedded.labels)
     genuine, impostor = scores.genuine, scores.impostor
     supported = tuple(f for f in settings.fmrs if supports(impostor.size, f))
     unsupported = {fmr_key(f): int(np.ceil(3.0 / f)) for f in settings.fmrs if f not in supported}
@@ -191,6 +220,9 @@ def set_thresholds(embedded: EmbeddedSet, root: Path, settings: ThresholdSetting
         unsupported=unsupported,
         eer=equal_error_rate(genuine, impostor),
         settings=settings,
+        score=ScoreKind.COSINE if cohort is None else ScoreKind.AS_NORM,
+        cohort_sha256=None if cohort is None else cohort.sha256,
+        cohort_excluded=excluded,
     )
 
 
@@ -220,7 +252,9 @@ def calibration_record(result: SetThresholds, contract_id: str) -> Calibration:
         ci_level=result.settings.ci_level,
         threshold_ci=point.threshold_ci,
         fnmr_ci=point.fnmr_ci,
-        method=METHOD.format(reps=result.settings.bootstrap_replicates),
+        method=method_text(result.settings.bootstrap_replicates, result.score),
+        score=result.score,
+        cohort_sha256=result.cohort_sha256,
     )
 
 
@@ -257,7 +291,9 @@ def detail_json(results: list[SetThresholds], pack: str, contract_id: str) -> di
     return {
         "pack": pack,
         "contract_id": contract_id,
-        "method": METHOD.format(reps=settings.bootstrap_replicates),
+        "method": method_text(
+            settings.bootstrap_replicates, results[0].score if results else ScoreKind.COSINE
+        ),
         "ci_level": settings.ci_level,
         "target_fmr": settings.target_fmr,
         "sets": {

@@ -126,3 +126,24 @@ class ClaimKind(StrEnum):
     CERT_QR = "cert_qr"
     IC_CARD = "ic_card"
     EMPLOYEE_NO = "employee_no"
+
+
+class ScoreKind(StrEnum):
+    """What a match score is, and so which scale its threshold is on."""
+
+    COSINE = "cosine"
+    """Cosine similarity of L2-normalised embeddings, -1..1."""
+    AS_NORM = "as_norm"
+    """Adaptive symmetric normalisation of the cosine against a cohort (models.matching):
+    a standardised score, roughly 0 for an impostor and several units for the right person."""
+
+
+class LivenessCheck(StrEnum):
+    """How liveness was settled for an authorized start."""
+
+    PASSIVE = "passive"
+    """The passive check found the frames live without asking for a challenge."""
+    CHALLENGE = "challenge"
+    """The passive check was in doubt (or the policy always asks): the challenge decided."""
+    NONE = "none"
+    """No liveness check ran (policy none)."""

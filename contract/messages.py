@@ -27,11 +27,13 @@ from contract.codes import (
     DeviceKind,
     EventKind,
     GateState,
+    LivenessCheck,
     ReasonCode,
+    ScoreKind,
     Severity,
 )
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 """Current wire schema version. Minor bumps add optional fields; a major bump breaks."""
 
 
@@ -55,7 +57,8 @@ EventId = Annotated[uuid.UUID, AfterValidator(_is_uuid7)]
 SchemaVersion = Annotated[
     str, Field(pattern=r"^1\.\d+$", description="wire schema version; major version 1")
 ]
-Score = Annotated[float, Field(ge=-1.0, le=1.0)]
+MAX_NORMALISED_SCORE = 1000.0
+"""Bound on the magnitude of a normalised (as_norm) score or threshold on the wire."""
 
 
 class _Model(BaseModel):
@@ -119,11 +122,25 @@ class MatchInfo(_Model):
 
     operator_id: str = Field(min_length=1, max_length=64)
     certificate_no: str | None = Field(default=None, max_length=64)
-    score: Score = Field(
-        description="cosine similarity of L2-normalised embeddings; higher is closer"
+    score: float = Field(
+        allow_inf_nan=False,
+        description="higher is closer: a cosine similarity of L2-normalised embeddings "
+        "(-1..1), or a normalised score, as `score_kind` says",
     )
-    threshold: Score
+    threshold: float = Field(allow_inf_nan=False)
     margin: float = Field(ge=0.0, le=2.0, description="best score minus second-best score")
+    score_kind: ScoreKind = ScoreKind.COSINE
+
+    @model_validator(mode="after")
+    def _on_scale(self) -> MatchInfo:
+        bound = 1.0 if self.score_kind == ScoreKind.COSINE else MAX_NORMALISED_SCORE
+        for name in ("score", "threshold"):
+            if abs(getattr(self, name)) > bound:
+                raise ValueError(
+                    f"{name} {getattr(self, name)} outside ±{bound:g} for a "
+                    f"{self.score_kind.value} score"
+                )
+        return self
 
 
 class ClaimInfo(_Model):
@@ -142,6 +159,11 @@ class CabDecisionPayload(_Model):
     frames_used: int = Field(ge=0)
     match: MatchInfo | None = None
     liveness_score: float | None = Field(default=None, ge=0.0, le=1.0)
+    liveness_by: LivenessCheck | None = Field(
+        default=None,
+        description="how liveness was settled (None: not reached, or an older agent); only "
+        "`passive` starts are free of liveness doubt",
+    )
     claim: ClaimInfo | None = None
     pack_contract_id: str = Field(default="", max_length=128)
     detail: str = Field(

@@ -163,9 +163,10 @@ class GateSection(_Section):
     window_s: float = Field(default=4.0, ge=0.5, le=60.0, description="time to collect them")
     match_threshold: float | None = Field(
         default=None,
-        ge=-1.0,
-        le=1.0,
-        description="cosine threshold; None = the calibrated value for models.calibration",
+        ge=-1000.0,
+        le=1000.0,
+        description="threshold on the scale of the calibration's score (cosine: -1..1; "
+        "as_norm: normalised units); None = the calibrated value for models.calibration",
     )
     min_margin: float = Field(
         default=0.05, ge=0.0, le=1.0, description="best minus second-best similarity"

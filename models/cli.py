@@ -92,7 +92,8 @@ def info(
         typer.echo("calibration none (run: jifang calibrate threshold)")
     for name, cal in calibration.calibrations.items():
         typer.echo(
-            f"calibration {name}: threshold {cal.threshold:.4f} at FMR {cal.target_fmr:g} "
+            f"calibration {name}: {cal.score.value} threshold {cal.threshold:.4f} at FMR "
+            f"{cal.target_fmr:g} "
             f"({cal.genuine_pairs} genuine / {cal.impostor_pairs} impostor pairs; {cal.data})"
         )
 

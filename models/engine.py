@@ -20,6 +20,7 @@ from models.manifest import (
     PackManifest,
     load_calibration,
 )
+from models.matching import Cohort
 from models.runtime.base import Adapter, Detector, LandmarkModel, Recognizer
 from models.runtime.facemesh import DenseLandmarks, FaceMesh
 from models.runtime.image import to_bgr, to_gray
@@ -110,6 +111,16 @@ class FaceEngine:
             else None
         )
         spec = self.manifest.embedding
+        self.cohort: Cohort | None = (
+            build_component(pack_dir, files[Task.COHORT], threads, Cohort)
+            if Task.COHORT in files
+            else None
+        )
+        if self.cohort is not None and self.cohort.embeddings.shape[1] != spec.dim:
+            raise ModelError(
+                f"{self.manifest.name}: cohort rows are {self.cohort.embeddings.shape[1]}-d, "
+                f"the pack makes {spec.dim}-d embeddings"
+            )
         needed = "dlib5" if spec.alignment == "dlib_chip" else "arcface5"
         source = (
             self.landmarker.keypoint_scheme if self.landmarker else self.detector.keypoint_scheme

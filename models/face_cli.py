@@ -94,20 +94,32 @@ def compare(
     model_dir: ModelDir = None,
 ) -> None:
     """Similarity of the largest face in each image (cosine: higher means more alike)."""
+    from models.errors import ModelError
+    from models.matching import calibrated_scorer
+
     engine = _engine(pack, model_dir)
     first, second = _acquire(engine, a), _acquire(engine, b)
-    score = engine.compare(
-        engine.embed(first.image, first.face), engine.embed(second.image, second.face)
-    )
+    one = engine.embed(first.image, first.face)
+    other = engine.embed(second.image, second.face)
+    score = engine.compare(one, other)
     typer.echo(f"similarity {score:.4f}")
     cal = engine.calibration.calibrations.get(calibration)
     if cal is None:
         typer.echo(f"(no calibration {calibration!r} in the pack: no verdict)")
-    else:
-        verdict = "SAME person" if score >= cal.threshold else "DIFFERENT people"
-        typer.echo(
-            f"{verdict} at threshold {cal.threshold:.4f} (FMR {cal.target_fmr:g}, {calibration})"
-        )
+        return
+    try:
+        norm = calibrated_scorer(cal, engine.cohort).norm
+    except ModelError as err:
+        typer.echo(f"error: calibration {calibration!r}: {err}", err=True)
+        raise typer.Exit(code=1) from err
+    if norm is not None:
+        # As calibrated: one face the template, the other the probe, the distractors the cohort.
+        score = norm.score(one[None], other, norm.distractors)
+        typer.echo(f"normalised score {score:.4f} ({cal.score.value})")
+    verdict = "SAME person" if score >= cal.threshold else "DIFFERENT people"
+    typer.echo(
+        f"{verdict} at threshold {cal.threshold:.4f} (FMR {cal.target_fmr:g}, {calibration})"
+    )
 
 
 @app.command("enroll")

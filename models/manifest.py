@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from contract.codes import ScoreKind
+from contract.messages import MAX_NORMALISED_SCORE
 from models.errors import ModelError
 from models.types import Metric, Task
 
@@ -117,7 +119,19 @@ def compute_contract_id(files: tuple[FileEntry, ...] | list[FileEntry], spec: Em
 class Calibration(_Strict):
     """One named calibration: a verification threshold and the evidence behind it."""
 
-    threshold: float = Field(ge=-1.0, le=1.0, description="cosine similarity to accept")
+    threshold: float = Field(
+        allow_inf_nan=False, description="score to accept, on the scale `score` names"
+    )
+    score: ScoreKind = Field(
+        default=ScoreKind.COSINE,
+        description="cosine: raw cosine similarity; as_norm: normalised against the pack's "
+        "cohort (models.matching.ScoreNorm), which must then be the one named below",
+    )
+    cohort_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="as_norm: the cohort file the scores were normalised against",
+    )
     target_fmr: float = Field(gt=0.0, lt=1.0)
     genuine_pairs: int = Field(ge=0)
     impostor_pairs: int = Field(ge=0)
@@ -137,6 +151,23 @@ class Calibration(_Strict):
         default=None, description="interval of fnmr_at_target (see `method`)"
     )
     method: str = Field(default="", description="how the threshold and intervals were computed")
+
+    @model_validator(mode="after")
+    def _on_scale(self) -> Calibration:
+        if self.score == ScoreKind.COSINE:
+            if not -1.0 <= self.threshold <= 1.0:
+                raise ValueError(f"a cosine threshold must be in -1..1, got {self.threshold}")
+            if self.cohort_sha256 is not None:
+                raise ValueError("a cosine calibration names no cohort")
+        else:
+            if abs(self.threshold) > MAX_NORMALISED_SCORE:
+                raise ValueError(
+                    f"a normalised threshold must be within ±{MAX_NORMALISED_SCORE:g}, "
+                    f"got {self.threshold}"
+                )
+            if self.cohort_sha256 is None:
+                raise ValueError("an as_norm calibration must name its cohort (cohort_sha256)")
+        return self
 
     @property
     def supported_fmr(self) -> float:

@@ -25,14 +25,18 @@ evaluations share (frame fusion, template fusion, score normalisation).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
 
-from models.gallery import SearchResult
+from contract.codes import ScoreKind
+from models.errors import ModelError
+from models.gallery import Gallery, Match, SearchResult
+from models.manifest import Calibration
 
 FloatMatrix = npt.NDArray[np.float32]
 DEFAULT_TOP = 20
@@ -151,6 +155,16 @@ class ScoreNorm:
         z = 0.5 * ((raw - probe_mean[:, None]) / probe_std[:, None] + (raw - t_mean) / t_std)
         return np.asarray(z.max(axis=1), np.float64)
 
+    def pair_matrix(self, faces: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+        """Normalised scores between every two faces (rows), each one template against the
+        other as probe, with the distractors alone as cohort: every impostor scored as a
+        stranger would be (calibration pairs)."""
+        faces = np.asarray(faces, np.float64)
+        mean, std = cohort_stats(faces, self.distractors, self.top)
+        raw = faces @ faces.T
+        z = 0.5 * ((raw - mean[:, None]) / std[:, None] + (raw - mean[None, :]) / std[None, :])
+        return np.asarray(z, np.float64)
+
     def score(
         self,
         templates: npt.NDArray[np.floating],
@@ -160,3 +174,93 @@ class ScoreNorm:
     ) -> float:
         """The operator's normalised score for one probe."""
         return float(self.scores(templates, probe, cohort, stats)[0])
+
+
+def identity_key(label: str) -> str:
+    """How a cohort file names the person behind a row: a hash of `<set>/<identity>`, so
+    that data of the same person can be kept out of the cohort without storing names."""
+    return hashlib.sha256(label.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """A pack's distractor cohort: one unit embedding per person, with who each row is."""
+
+    embeddings: FloatMatrix
+    identities: tuple[str, ...]
+    """`identity_key` of each row's person."""
+    sha256: str
+    """The cohort file's checksum (calibrations normalised against it name it)."""
+    top: int = DEFAULT_TOP
+
+    def __post_init__(self) -> None:
+        if len(self.identities) != len(self.embeddings):
+            raise ValueError(
+                f"cohort of {len(self.embeddings)} rows names {len(self.identities)} people"
+            )
+
+    def norm(self, exclude: Iterable[str] = ()) -> tuple[ScoreNorm, int]:
+        """The normalisation, with the rows of the people labelled `exclude` left out
+        (a person must not be his own distractor); also how many rows were left out."""
+        keys = {identity_key(label) for label in exclude}
+        keep = np.array([key not in keys for key in self.identities], bool)
+        dropped = int(len(keep) - keep.sum())
+        return ScoreNorm(np.asarray(self.embeddings[keep], np.float32), self.top), dropped
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """How the gate scores a probe against a site's gallery, on one calibration's scale:
+    the raw cosine, or AS-norm with the other operators' templates and the pack's
+    distractors as the cohort of each claimed operator."""
+
+    norm: ScoreNorm | None = None
+
+    @property
+    def kind(self) -> ScoreKind:
+        """The scale of the scores (and so of the threshold they meet)."""
+        return ScoreKind.COSINE if self.norm is None else ScoreKind.AS_NORM
+
+    def claim(self, gallery: Gallery, operator: str, probe: npt.NDArray[np.floating]) -> float:
+        """The operator's score for the probe (ValueError when he has no template)."""
+        labels, vectors = gallery.export()
+        mine = np.array([label == operator for label in labels], bool)
+        if not mine.any():
+            raise ValueError(f"operator {operator!r} has no template")
+        if self.norm is None:
+            return template_score(vectors[mine], probe)
+        return self.norm.score(vectors[mine], probe, self.norm.cohort(vectors[~mine]))
+
+    def search(self, gallery: Gallery, probe: npt.NDArray[np.floating], k: int) -> SearchResult:
+        """The top-k operators by score, best first (every operator normalised against his
+        own cohort under AS-norm)."""
+        if self.norm is None:
+            return gallery.search(np.asarray(probe, np.float32), k)
+        labels, vectors = gallery.export()
+        owners = np.array(labels)
+        scored: list[Match] = []
+        for operator in sorted(set(labels)):
+            mine = owners == operator
+            score = self.norm.score(vectors[mine], probe, self.norm.cohort(vectors[~mine]))
+            scored.append(Match(operator, score, int(np.flatnonzero(mine)[0])))
+        scored.sort(key=lambda m: -m.score)
+        return SearchResult(tuple(scored[:k]))
+
+
+def calibrated_scorer(calibration: Calibration, cohort: Cohort | None) -> Scorer:
+    """The scoring a calibration was made with. A normalised calibration without the very
+    cohort it was made against is refused: its threshold means nothing on other scores."""
+    if calibration.score == ScoreKind.COSINE:
+        return Scorer()
+    if cohort is None:
+        raise ModelError(
+            f"the calibration is on normalised ({calibration.score.value}) scores, but the "
+            "pack has no cohort"
+        )
+    if cohort.sha256 != calibration.cohort_sha256:
+        raise ModelError(
+            f"the calibration was normalised against cohort "
+            f"{(calibration.cohort_sha256 or '')[:12]}…, the pack's is {cohort.sha256[:12]}…; "
+            "recalibrate"
+        )
+    return Scorer(cohort.norm()[0])

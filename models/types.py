@@ -23,6 +23,9 @@ class Task(StrEnum):
     LIVENESS = "liveness"
     QUALITY = "quality"
     DENSE_LANDMARKS = "dense_landmarks"
+    COHORT = "cohort"
+    """Embeddings of people enrolled nowhere, one per person: the cohort of score
+    normalisation (models.matching.ScoreNorm)."""
     CYLINDER_DETECTOR = "cylinder_detector"
     """Finds gas cylinders in a station camera frame (station packs, models.station_pack)."""
 

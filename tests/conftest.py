@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -174,3 +174,33 @@ def astronaut_bgr():  # noqa: ANN201
     import numpy as np
 
     return np.ascontiguousarray(skimage_data.astronaut()[:, :, ::-1])
+
+
+def cohort_rows_for_tests(n: int, seed: int = 0, dim: int = 128) -> Any:
+    """`n` random unit rows as a pack cohort; the last one is the astronaut's (`tiny` set of
+    tests.models.faces), as if she had been in the fitting data."""
+    import numpy as np
+
+    from models.matching import identity_key
+    from training.adapt import CohortRows
+
+    rows = np.random.default_rng(seed).normal(size=(n, dim))
+    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    names = [f"others/p{i}" for i in range(n - 1)] + ["tiny/astronaut"]
+    return CohortRows(rows, tuple(identity_key(name) for name in names))
+
+
+@pytest.fixture(scope="session")
+def cohort_pack(default_pack: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default pack plus a cohort of 60 faces (same embeddings, so the same contract)."""
+    from training.adapt import AdapterProvenance, build_adapted_pack
+
+    root = tmp_path_factory.mktemp("packs")
+    return build_adapted_pack(
+        default_pack,
+        None,
+        root,
+        "normed",
+        AdapterProvenance(source="test"),
+        cohort=cohort_rows_for_tests(60),
+    )

@@ -50,6 +50,7 @@ from models.manifest import (
     verify_pack,
     write_manifest,
 )
+from models.matching import DEFAULT_TOP, MIN_DISTRACTORS, identity_key
 from models.store import verified_manifest
 from models.types import Task
 from models.vectors import l2_normalize, mirror_mean
@@ -58,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 ADAPTER_FILE = "adapter.onnx"
 ADAPTER_WRAPPER = "linear_adapter"
+COHORT_FILE = "cohort.npz"
+COHORT_WRAPPER = "as_norm_cohort"
 ONNX_OPSET = 17
 EIGEN_FLOOR = 1e-10
 """Relative floor on covariance eigenvalues before inverting (numerical safety only)."""
@@ -438,6 +441,29 @@ class AdapterProvenance:
     """False by default: the fitting data's terms decide, and research sets forbid it."""
 
 
+@dataclass(frozen=True)
+class CohortRows:
+    """The distractor cohort a new pack carries (see `cohort_rows`)."""
+
+    embeddings: npt.NDArray[np.float32]
+    identities: tuple[str, ...]
+    """`models.matching.identity_key` of each row's person."""
+
+
+def cohort_rows(fit_set: FitSet, linear: LinearMap | None) -> CohortRows | None:
+    """One face per person of the fitting data (his first image), embedded as the new pack
+    embeds it: the cohort of score normalisation at the gate. None with fewer than
+    `models.matching.MIN_DISTRACTORS` people, too few for stable cohort statistics."""
+    first: dict[str, int] = {}
+    for index, label in enumerate(fit_set.labels):
+        first.setdefault(label, index)
+    if len(first) < MIN_DISTRACTORS:
+        return None
+    raw = fit_set.raw[list(first.values())]
+    rows = linear.apply(raw) if linear is not None else l2_normalize(raw)
+    return CohortRows(np.asarray(rows, np.float32), tuple(identity_key(label) for label in first))
+
+
 def build_adapted_pack(
     base_pack: Path,
     linear: LinearMap | None,
@@ -446,15 +472,17 @@ def build_adapted_pack(
     provenance: AdapterProvenance,
     force: bool = False,
     mirror: bool = False,
+    cohort: CohortRows | None = None,
 ) -> Path:
     """Copy the base pack's files plus the adapter into a new pack (atomically).
 
     With `mirror`, the recognizer is replaced by its mirrored wrapper (see
     `mirror_recognizer`); the adapter must then have been fitted on mirrored embeddings.
-    `linear` may be None for a mirror-only pack.
+    `linear` may be None for a mirror-only pack. With `cohort` (embedded by the new pack's
+    recognizer and adapter), the pack carries it for score normalisation.
     """
-    if linear is None and not mirror:
-        raise ModelError("nothing to add: give an adapter, the mirror option, or both")
+    if linear is None and not mirror and cohort is None:
+        raise ModelError("nothing to add: give an adapter, the mirror option or a cohort")
     base = verified_manifest(base_pack)
     if base.file(Task.ADAPTER) is not None:
         raise ModelError(f"{base.name}: already has an adapter; fit on a pack without one")
@@ -466,6 +494,13 @@ def build_adapted_pack(
             f"{base.name}: adapter takes {linear.input_dim}-d embeddings, "
             f"the pack makes {base.embedding.dim}-d"
         )
+    if cohort is not None:
+        dim = linear.output_dim if linear is not None else base.embedding.dim
+        if cohort.embeddings.ndim != 2 or cohort.embeddings.shape[1] != dim:
+            raise ModelError(
+                f"cohort rows of shape {list(cohort.embeddings.shape)}: the pack makes {dim}-d "
+                "embeddings"
+            )
     target = model_dir / name
     if target.exists() and not force:
         raise ModelError(f"{target}: already exists (use --force to replace it)")
@@ -499,6 +534,8 @@ def build_adapted_pack(
             ]
         if linear is not None:
             files.append(_adapter_entry(linear, work, provenance))
+        if cohort is not None:
+            files.append(_cohort_entry(cohort, work, provenance))
         all_files = tuple(files)
         spec = EmbeddingSpec(
             **{
@@ -544,6 +581,22 @@ def _adapter_entry(linear: LinearMap, work: Path, provenance: AdapterProvenance)
             "output_dim": linear.output_dim,
             "method": linear.method.value,
         },
+    )
+
+
+def _cohort_entry(cohort: CohortRows, work: Path, provenance: AdapterProvenance) -> FileEntry:
+    path = work / COHORT_FILE
+    np.savez(path, embeddings=cohort.embeddings, identities=np.array(cohort.identities))
+    return FileEntry(
+        path=COHORT_FILE,
+        task=Task.COHORT,
+        wrapper=COHORT_WRAPPER,
+        sha256=sha256_file(path),
+        license=provenance.license,
+        commercial_use=provenance.commercial_use,
+        source=f"one face of each of {len(cohort.identities)} people of the fitting data, "
+        f"embedded by this pack ({provenance.source})",
+        params={"top": DEFAULT_TOP},
     )
 
 

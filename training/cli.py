@@ -64,6 +64,14 @@ def adapter(
             "built-in values are used and the command says so)",
         ),
     ] = True,
+    cohort: Annotated[
+        bool,
+        typer.Option(
+            help="also store one face per person of DATA as the cohort of score "
+            "normalisation (needs 50+ people; `jifang calibrate threshold` then calibrates "
+            "normalised scores)",
+        ),
+    ] = True,
     force: Annotated[bool, typer.Option(help="replace an existing pack of that name")] = False,
     threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
 ) -> None:
@@ -71,12 +79,14 @@ def adapter(
     from pydantic import ValidationError
 
     from models.errors import ModelError
+    from models.matching import MIN_DISTRACTORS
     from models.store import default_model_dir, resolve_pack
     from training.adapt import (
         AdapterConfig,
         AdapterMethod,
         AdapterProvenance,
         build_adapted_pack,
+        cohort_rows,
         embed_raw,
         fit_adapter,
     )
@@ -101,6 +111,12 @@ def adapter(
         if select and not given and config.method == AdapterMethod.WCCN:
             config = _selected(fit_set.raw, fit_set.labels, config)
         linear = fit_adapter(fit_set.raw, fit_set.labels, config)
+        rows = cohort_rows(fit_set, linear) if cohort else None
+        if cohort and rows is None:
+            typer.echo(
+                f"note: {len(set(fit_set.labels))} people in {data} are too few for a cohort "
+                f"(needs {MIN_DISTRACTORS}); the pack scores raw cosines"
+            )
         source = (
             f"{config.method.value} adapter (whiten shrinkage {config.whiten_shrinkage}, "
             f"within shrinkage {config.shrinkage}) fitted on {data.name}: "
@@ -115,6 +131,7 @@ def adapter(
             AdapterProvenance(source=source, license=license_id, commercial_use=commercial_use),
             force=force,
             mirror=mirror,
+            cohort=rows,
         )
     except (ModelError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
@@ -126,6 +143,11 @@ def adapter(
         f"{manifest.name}: {built} (contract {manifest.contract_id}); {source}; "
         f"{fit_set.skipped} image(s) without a face skipped"
     )
+    if rows is not None:
+        typer.echo(
+            f"cohort: one face of each of {len(rows.identities)} people; calibrate the pack "
+            "(jifang calibrate threshold) to use normalised scores at the gate"
+        )
 
 
 def _selected(

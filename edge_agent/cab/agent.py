@@ -88,7 +88,7 @@ def build_gate(
         contract_id = engine.contract_id
         block = calibrations if calibrations is not None else engine.calibration
         try:
-            policy = resolve_policy(config.gate, config.models, block, contract_id)
+            policy = resolve_policy(config.gate, config.models, block, contract_id, engine.cohort)
         except GateFault as fault:
             calibration_fault = fault
             raise

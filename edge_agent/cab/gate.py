@@ -16,8 +16,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from contract.codes import CertificateStatus, ReasonCode
+from contract.codes import CertificateStatus, ReasonCode, ScoreKind
 from contract.messages import (
+    MAX_NORMALISED_SCORE,
     CategoryRule,
     CertificateInfo,
     ClaimInfo,
@@ -31,9 +32,17 @@ from edge_agent.cab.liveness import GateLiveness, LivenessVerdict, NoLiveness
 from edge_agent.cab.types import Decision, Frame, GateFault
 from edge_agent.config import ClaimsSection, GateSection, ModelsSection, QualitySection
 from models.engine import FaceEngine, QualityScores
+from models.errors import ModelError
 from models.liveness import LivenessFrame
-from models.manifest import CalibrationBlock
-from models.matching import Identification, fuse_embeddings, identification, template_score
+from models.manifest import Calibration, CalibrationBlock
+from models.matching import (
+    Cohort,
+    Identification,
+    Scorer,
+    calibrated_scorer,
+    fuse_embeddings,
+    identification,
+)
 from models.types import Face
 
 logger = logging.getLogger(__name__)
@@ -57,15 +66,31 @@ class MatchPolicy:
     calibration: str
     source: str
     """"calibration" or "config" (gate.match_threshold override)."""
+    scorer: Scorer = Scorer()
+    """How probes are scored, on the calibration's scale (raw cosine or AS-norm)."""
+
+
+def _scorer(name: str, calibration: Calibration, cohort: Cohort | None) -> Scorer:
+    try:
+        return calibrated_scorer(calibration, cohort)
+    except ModelError as err:
+        raise GateFault(ReasonCode.MODEL_MISSING, f"calibration {name!r}: {err}") from err
 
 
 def resolve_policy(
-    gate: GateSection, models: ModelsSection, block: CalibrationBlock, contract_id: str
+    gate: GateSection,
+    models: ModelsSection,
+    block: CalibrationBlock,
+    contract_id: str,
+    cohort: Cohort | None = None,
 ) -> MatchPolicy:
-    """Threshold from the named calibration (or the config override); refuse unsupported ones."""
+    """Threshold and scoring from the named calibration (or the config override); refuse
+    unsupported ones. `cohort` is the pack's distractor cohort, if it has one."""
     name = models.calibration
     calibration = block.calibrations.get(name)
+    scorer = Scorer()
     if calibration is not None:
+        scorer = _scorer(name, calibration, cohort)
         if calibration.contract_id != contract_id:
             raise GateFault(
                 ReasonCode.MODEL_MISSING,
@@ -93,7 +118,13 @@ def resolve_policy(
             if calibration is not None and gate.match_threshold >= calibration.threshold
             else None
         )
-        return MatchPolicy(gate.match_threshold, fmr, name, "config")
+        if calibration is None and not -1.0 <= gate.match_threshold <= 1.0:
+            raise GateFault(
+                ReasonCode.MODEL_MISSING,
+                f"gate.match_threshold {gate.match_threshold} is not a cosine (-1..1), and no "
+                f"calibration {name!r} says what else it could be",
+            )
+        return MatchPolicy(gate.match_threshold, fmr, name, "config", scorer)
     if calibration is None:
         known = ", ".join(sorted(block.calibrations)) or "none"
         raise GateFault(
@@ -101,7 +132,7 @@ def resolve_policy(
             f"the pack has no calibration {name!r} (has: {known}) and gate.match_threshold is "
             "not set",
         )
-    return MatchPolicy(calibration.threshold, calibration.target_fmr, name, "calibration")
+    return MatchPolicy(calibration.threshold, calibration.target_fmr, name, "calibration", scorer)
 
 
 def one_to_n_allowed(policy: MatchPolicy, gallery_size: int, claims: ClaimsSection) -> bool:
@@ -149,8 +180,10 @@ def _largest(faces: list[Face]) -> Face:
     return max(faces, key=area)
 
 
-def _clamp(score: float) -> float:
-    return max(-1.0, min(1.0, score))
+def on_scale(score: float, scorer: Scorer) -> float:
+    """The score clamped to what the wire accepts for its kind (rounding can pass ±1)."""
+    bound = 1.0 if scorer.kind == ScoreKind.COSINE else MAX_NORMALISED_SCORE
+    return max(-bound, min(bound, score))
 
 
 class FrameAnalyzer:
@@ -385,6 +418,7 @@ class Verifier:
             got.faces,
             liveness,
             evidence,
+            liveness_by=verdict.by if verdict is not None else None,
         )
 
     def _start_window(
@@ -470,16 +504,17 @@ class Verifier:
         today: date,
     ) -> Decision:
         operator = claim.operator
-        templates = gallery.operator_templates(operator.operator_id)
-        if len(templates) == 0:
+        if len(gallery.operator_templates(operator.operator_id)) == 0:
             return Decision(ReasonCode.CLAIM_MISMATCH, "claimed operator has no face template")
-        score = _clamp(template_score(templates, probe))
+        scorer = self.policy.scorer
+        score = on_scale(scorer.claim(gallery.index(), operator.operator_id, probe), scorer)
         match = MatchInfo(
             operator_id=operator.operator_id,
             certificate_no=claim.certificate.certificate_no if claim.certificate else None,
             score=score,
             threshold=self.policy.threshold,
             margin=2.0,
+            score_kind=scorer.kind,
         )
         if score < self.policy.threshold:
             return Decision(
@@ -497,7 +532,8 @@ class Verifier:
     def _one_to_n(
         self, probe: np.ndarray, gallery: LocalGallery, device_config: DeviceConfig, today: date
     ) -> Decision:
-        result = gallery.index().search(probe, k=2)
+        scorer = self.policy.scorer
+        result = scorer.search(gallery.index(), probe, k=2)
         best = result.best
         outcome = identification(result, self.policy.threshold, self.gate.min_margin)
         if best is None:
@@ -505,9 +541,10 @@ class Verifier:
         margin = min(2.0, max(0.0, result.margin))
         match = MatchInfo(
             operator_id=best.label,
-            score=_clamp(best.score),
+            score=on_scale(best.score, scorer),
             threshold=self.policy.threshold,
             margin=margin,
+            score_kind=scorer.kind,
         )
         if outcome == Identification.BELOW_THRESHOLD:
             return Decision(

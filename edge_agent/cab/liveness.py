@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from contract.codes import LivenessCheck
 from edge_agent.config import LivenessSection
 from models.engine import FaceEngine
 from models.liveness import (
@@ -87,6 +88,8 @@ class LivenessVerdict:
     """The passive live score (0..1) the event carries; None when nothing was measured."""
     detail: str
     decision: LivenessDecision | None = None
+    by: LivenessCheck = LivenessCheck.NONE
+    """How it was settled: passive alone, the challenge, or no check."""
 
 
 class GateLiveness(Protocol):
@@ -216,7 +219,7 @@ class SequenceLiveness:
             return True, None
         decision = self.policy.evaluate(frames)
         if decision.live:
-            return True, self._verdict(decision)
+            return True, self._verdict(decision, LivenessCheck.PASSIVE)
         span = frames[-1].t - frames[0].t if frames else 0.0
         always = self.policy.config.active == ActiveMode.ALWAYS
         return always or span >= self.section.observe_s, None
@@ -226,20 +229,22 @@ class SequenceLiveness:
     ) -> LivenessVerdict:
         """Evaluate the policy; run the challenge when it is uncertain (or always, per config)."""
         decision = self.policy.evaluate(frames)
+        by = LivenessCheck.PASSIVE
         if decision.outcome == Outcome.CHALLENGE:
             start = frames[-1].t if frames else 0.0
             decision = self._challenge(start, source, face_of, decision)
-        return self._verdict(decision)
+            by = LivenessCheck.CHALLENGE
+        return self._verdict(decision, by)
 
     @staticmethod
-    def _verdict(decision: LivenessDecision) -> LivenessVerdict:
+    def _verdict(decision: LivenessDecision, by: LivenessCheck) -> LivenessVerdict:
         score = decision.scores.get("passive")
         if score is not None and (math.isnan(score) or not 0.0 <= score <= 1.0):
             score = None if math.isnan(score) else min(1.0, max(0.0, score))
         if decision.live:
-            return LivenessVerdict(True, score, decision.detail, decision)
+            return LivenessVerdict(True, score, decision.detail, decision, by)
         cause = decision.cause.value if decision.cause is not None else "refused"
-        return LivenessVerdict(False, score, f"liveness {cause}: {decision.detail}", decision)
+        return LivenessVerdict(False, score, f"liveness {cause}: {decision.detail}", decision, by)
 
     def _challenge(
         self,

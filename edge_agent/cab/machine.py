@@ -35,7 +35,7 @@ from contract.messages import (
     MatchInfo,
 )
 from edge_agent.cab.cache import GalleryCache
-from edge_agent.cab.gate import FrameFeed, Verifier
+from edge_agent.cab.gate import FrameFeed, Verifier, on_scale
 from edge_agent.cab.interlock import Interlock, InterlockError
 from edge_agent.cab.override import redeem_code
 from edge_agent.cab.types import Decision, GateFault
@@ -197,6 +197,7 @@ class CabGate:
             frames_used=decision.frames_used,
             match=decision.match,
             liveness_score=decision.liveness_score,
+            liveness_by=decision.liveness_by,
             claim=decision.claim,
             pack_contract_id=self.pack_contract_id,
             detail=decision.detail[:1024],
@@ -411,25 +412,29 @@ class CabGate:
         gallery = self.cache.gallery
         assert self.verifier is not None
         threshold = self.verifier.policy.threshold
+        scorer = self.verifier.policy.scorer
         if gallery is None:
             return None, False
-        if expected is not None:
-            templates = gallery.operator_templates(expected)
-            if len(templates):
-                score = float(np.max(templates @ probe))
-                if score >= threshold:
-                    info = MatchInfo(
-                        operator_id=expected, score=min(1.0, score), threshold=threshold, margin=0.0
-                    )
-                    return info, True
-        best = gallery.index().search(probe, k=1).best
+        if expected is not None and len(gallery.operator_templates(expected)):
+            score = scorer.claim(gallery.index(), expected, probe)
+            if score >= threshold:
+                info = MatchInfo(
+                    operator_id=expected,
+                    score=on_scale(score, scorer),
+                    threshold=threshold,
+                    margin=0.0,
+                    score_kind=scorer.kind,
+                )
+                return info, True
+        best = scorer.search(gallery.index(), probe, k=1).best
         if best is None:
             return None, False
         info = MatchInfo(
             operator_id=best.label,
-            score=max(-1.0, min(1.0, best.score)),
+            score=on_scale(best.score, scorer),
             threshold=threshold,
             margin=0.0,
+            score_kind=scorer.kind,
         )
         return info, False
 

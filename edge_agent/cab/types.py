@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from contract.codes import GateState, ReasonCode
+from contract.codes import GateState, LivenessCheck, ReasonCode
 from contract.messages import ClaimInfo, MatchInfo
 
 
@@ -41,6 +41,8 @@ class Decision:
     faces_seen: int = 0
     liveness_score: float | None = None
     evidence_jpeg: bytes | None = field(default=None, repr=False)
+    liveness_by: LivenessCheck | None = None
+    """How liveness was settled (None when the start did not get that far)."""
     override_granted: bool = False
     """True only for an emergency override whose code verified (reason OVERRIDE)."""
 

@@ -30,6 +30,7 @@ WRAPPERS: Mapping[str, WrapperSpec] = {
     "dlib_resnet": WrapperSpec(Task.RECOGNIZER, "models.runtime.dlib_recognizer:build"),
     "facemesh": WrapperSpec(Task.DENSE_LANDMARKS, "models.runtime.facemesh:build"),
     "linear_adapter": WrapperSpec(Task.ADAPTER, "models.runtime.adapter:build"),
+    "as_norm_cohort": WrapperSpec(Task.COHORT, "models.runtime.cohort:build"),
     "insightface_scrfd": WrapperSpec(
         Task.DETECTOR, "models.runtime.insightface_models:build_scrfd"
     ),

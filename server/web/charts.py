@@ -100,10 +100,14 @@ def stacked_bars(
     return "".join(parts)
 
 
-def score_bar(score: float, threshold: float, width: int = 240, height: int = 22) -> str:
-    """An SVG bar placing a similarity score beside its threshold on the 0..1 scale."""
-    clamp = min(max(score, 0.0), 1.0)
-    mark = min(max(threshold, 0.0), 1.0)
+def score_bar(
+    score: float, threshold: float, width: int = 240, height: int = 22, kind: str = "cosine"
+) -> str:
+    """An SVG bar placing a score beside its threshold: a cosine on the 0..1 scale, a
+    normalised score on 0..twice the threshold (or its own value, when higher)."""
+    top = 1.0 if kind == "cosine" else max(2.0 * threshold, score, 1e-9)
+    clamp = min(max(score / top, 0.0), 1.0)
+    mark = min(max(threshold / top, 0.0), 1.0)
     passed = score >= threshold
     colour = "#009E73" if passed else "#D55E00"
     return (

@@ -57,6 +57,8 @@ class MatchView:
     threshold: float
     margin: float | None
     passed: bool
+    score_kind: str
+    """"cosine" (-1..1) or "as_norm" (normalised against the pack's cohort)."""
     operator_id: str
     operator: Operator | None
     certificate_no: str | None
@@ -128,6 +130,7 @@ def _match(session: Session, info: dict[str, Any] | None) -> MatchView | None:
         threshold=threshold,
         margin=float(info["margin"]) if info.get("margin") is not None else None,
         passed=score >= threshold,
+        score_kind=str(info.get("score_kind", "cosine")),
         operator_id=str(info["operator_id"]),
         operator=session.get(Operator, str(info["operator_id"])),
         certificate_no=number,

@@ -346,3 +346,28 @@ def test_pages_load_nothing_from_other_hosts() -> None:
     for path in [*TEMPLATES.iterdir(), *STATIC.iterdir()]:
         text = path.read_text(encoding="utf-8").replace('xmlns="http://www.w3.org/2000/svg"', "")
         assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text), path.name
+
+
+def test_a_normalised_score_is_shown_on_its_own_scale(seeded: Seeded) -> None:
+    from contract.codes import ReasonCode, ScoreKind
+    from contract.messages import MatchInfo
+    from tests.server.helpers import batch_of
+    from tests.server.web.conftest import cab_event
+
+    match = MatchInfo(
+        operator_id=seeded.operator_id,
+        score=2.25,
+        threshold=4.5,
+        margin=2.0,
+        score_kind=ScoreKind.AS_NORM,
+    )
+    event = cab_event("crane-01", 9, datetime.now(UTC), ReasonCode.CLAIM_MISMATCH, match)
+    posted = seeded.world.crane.post_batch(batch_of("crane-01", [event]))
+    assert posted.status_code == 200, posted.text
+    page = _login(seeded.world, "supervisor").get(f"/review/{event.event_id}").text
+    assert 'id="score">2.250<' in page and 'id="threshold">4.500<' in page
+    assert "归一化分数" in page and "低于阈值" in page
+    # On 0..2x the threshold: the bar is a quarter full, the mark at the middle.
+    assert 'width="60.0"' in page and 'x1="120.0"' in page
+    cosine = _login(seeded.world, "supervisor").get(f"/review/{seeded.no_match}").text
+    assert "归一化分数" not in cosine
