@@ -17,6 +17,17 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+class TemplateOrigin(StrEnum):
+    """Where an operator's face template came from."""
+
+    CERTIFICATE = "certificate"
+    """The certificate (ID) photo of the office import: always kept."""
+    ENROLLMENT = "enrollment"
+    """A capture enrolled on purpose by staff (API)."""
+    START_CAPTURE = "start_capture"
+    """A frame of a start authorized under a 1:1 claim with no liveness doubt (automatic)."""
+
+
 class Outcome(StrEnum):
     """A reviewer's decision about a flagged event."""
 

@@ -59,6 +59,12 @@ class ServerSettings(BaseSettings):
         description="templates kept per operator (certificate photo + on-site captures); "
         "several templates cut false non-matches (bench/population_detail.json)",
     )
+    template_capture: bool = Field(
+        default=True,
+        description="add the evidence frame of a start AUTHORIZED under a 1:1 claim, with "
+        "liveness settled by the passive check alone, as a template (quality-gated like an "
+        "ID photo; the oldest such capture is replaced at enroll_max_templates)",
+    )
     enroll_max_yaw_deg: float = Field(default=25.0, ge=0.0, le=90.0)
     enroll_max_pitch_deg: float = Field(default=25.0, ge=0.0, le=90.0)
     enroll_min_exposure: float = Field(

@@ -186,6 +186,12 @@ class Template(Base):
     source_sha256: Mapped[str] = mapped_column(String(64))
     quality: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    origin: Mapped[str] = mapped_column(
+        String(16), default="certificate", server_default="certificate"
+    )
+    """server.domain.TemplateOrigin."""
+    event_id: Mapped[str | None] = mapped_column(String(36), nullable=True, unique=True)
+    """The start a capture came from (start_capture only)."""
 
 
 class GalleryChange(Base):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from server import audit, gallery
 from server.db import insert_rows
-from server.domain import mask_id_number
+from server.domain import TemplateOrigin, mask_id_number
 from server.importer.plan import ImportPlan, RowPlan
 from server.tables import Certificate, Operator, OperatorSite, Template
 
@@ -119,6 +119,8 @@ def _write(session: Session, plan: ImportPlan, now: datetime) -> ApplyResult:
                 "source_sha256": t.enrolled.source_sha256,
                 "quality": t.enrolled.quality,
                 "created_at": now,
+                "origin": TemplateOrigin.CERTIFICATE,
+                "event_id": None,
             }
             for op_id, t in w.templates
         ],

@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from contract.codes import CertificateStatus, ClaimKind, EventKind, GateState, ReasonCode
+from contract.codes import (
+    CertificateStatus,
+    ClaimKind,
+    EventKind,
+    GateState,
+    LivenessCheck,
+    ReasonCode,
+)
 from contract.messages import CategoryRule, ClaimInfo
 from edge_agent.cab.sources import ReplayFeed
 from tests.edge_agent.conftest import TODAY, astro_operator, camera_operator, cert
@@ -37,6 +44,7 @@ def test_authorized_closes_enable_and_records_event(make_gate, frames) -> None:
     assert event.payload.match.score >= event.payload.match.threshold
     assert event.payload.frames_used == 3
     assert event.payload.liveness_score is None  # no liveness check is performed
+    assert event.payload.liveness_by == LivenessCheck.NONE
     assert event.evidence and event.evidence[0].media_type == "image/jpeg"
 
 

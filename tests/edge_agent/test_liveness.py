@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from contract.codes import EventKind, GateState, ReasonCode
+from contract.codes import EventKind, GateState, LivenessCheck, ReasonCode
 from edge_agent.cab.liveness import NoLiveness, SequenceLiveness
 from edge_agent.cab.simclip import SimulatedOperator, live_clip
 from edge_agent.cab.sources import ReplayFeed
@@ -82,6 +82,8 @@ def test_live_operator_follows_every_challenge_step(make_gate, engine, astro_cab
     decision = parts.gate.request_start(operator)
     assert decision.reason == ReasonCode.AUTHORIZED, decision.detail
     assert {p.step for p in display.shown} == {Step.BLINK, Step.TURN_LEFT, Step.TURN_RIGHT}
+    # A start the challenge had to decide is one with a liveness doubt (no template from it).
+    assert _decision_event(parts).payload.liveness_by == LivenessCheck.CHALLENGE
 
 
 def test_window_too_short_for_the_temporal_check_is_refused(make_gate, live_frames) -> None:

@@ -81,6 +81,7 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/operators"): STAFF,
     ("GET", "/operators/{operator_id}"): STAFF,
     ("GET", "/operators/{operator_id}/templates/{template_id}/photo"): STAFF,
+    ("POST", "/operators/{operator_id}/templates/{template_id}/remove"): STAFF,
     ("GET", "/dashboard"): REVIEW,
 }
 PARAMS = {

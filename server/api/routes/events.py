@@ -5,19 +5,25 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Request, Response
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from contract.messages import EventBatch, EventBatchAck
+from contract.codes import EventKind, ReasonCode
+from contract.messages import Event, EventBatch, EventBatchAck
 from server import audit
 from server.api.deps import DeviceDep, ReviewerDep, SessionDep, SettingsDep, own_device
 from server.bundle import BundleError, build, evidence_path
 from server.ingest import ingest
+from server.settings import ServerSettings
 from server.tables import Evidence
+from server.templates import capture_from_start
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["events"])
@@ -51,6 +57,17 @@ async def post_events(
             session.rollback()
             if attempt:
                 raise HTTPException(409, "concurrent delivery of the same events") from None
+    if settings.template_capture and result.ack.accepted:
+        accepted = {str(i) for i in result.ack.accepted}
+        starts = [
+            e
+            for e in batch.events
+            if str(e.event_id) in accepted
+            and e.kind == EventKind.CAB_DECISION
+            and e.reason == ReasonCode.AUTHORIZED
+        ]
+        if starts:
+            await run_in_threadpool(_capture, session, request, settings, starts)
     for kind, flagged, severity in result.stored:
         metrics.ingested.labels(kind).inc()
         if flagged:
@@ -58,6 +75,26 @@ async def post_events(
     if result.ack.duplicates:
         metrics.duplicates.inc(len(result.ack.duplicates))
     return result.ack
+
+
+def _capture(
+    session: Session, request: Request, settings: ServerSettings, starts: Sequence[Event]
+) -> None:
+    """Templates from the batch's authorized starts, each in its own transaction; a failure
+    is logged and never undoes the acknowledged events."""
+    for event in starts:
+        try:
+            capture_from_start(
+                session,
+                request.app.state.faces,
+                event,
+                settings.evidence_dir,
+                settings.enroll_max_templates,
+            )
+            session.commit()
+        except Exception:  # a template is a bonus: the events are already stored
+            session.rollback()
+            logger.exception("template capture from start %s failed", event.event_id)
 
 
 @router.put("/evidence/{sha256}", status_code=201)

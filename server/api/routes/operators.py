@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from server import audit, gallery
 from server.api.deps import CertOfficeDep, SessionDep, SettingsDep, StaffDep
+from server.domain import TemplateOrigin
 from server.faces import EnrollmentError, FaceService
 from server.schemas import CertificatePublic, OperatorPublic, OperatorSitesUpdate
 from server.tables import Certificate, Operator, OperatorSite, Site, Template
@@ -136,6 +137,7 @@ async def add_template(
             source_sha256=enrolled.source_sha256,
             quality=enrolled.quality,
             created_at=datetime.now(UTC),
+            origin=TemplateOrigin.ENROLLMENT,
         )
     )
     gallery.bump(session, [operator_id])

@@ -8,15 +8,18 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from server.api.deps import SessionDep, SettingsDep
 from server.api.routes.operators import operator_public
 from server.bundle import evidence_path
 from server.domain import Role
+from server.settings import ServerSettings
 from server.tables import Operator, Site, Template
-from server.web.deps import StaffPage
+from server.templates import TemplateError, remove_template
+from server.web.deps import StaffPage, Viewer
 from server.web.render import render
 from server.web.views import operator_events, operator_templates
 
@@ -51,6 +54,39 @@ def operator_page(
     settings: SettingsDep,
 ) -> HTMLResponse:
     """One operator: certificates, templates (photos only where allowed), events."""
+    return _operator_page(request, operator_id, viewer, session, settings)
+
+
+@router.post("/{operator_id}/templates/{template_id}/remove")
+def remove_template_form(
+    request: Request,
+    operator_id: Annotated[str, Path(max_length=64)],
+    template_id: Annotated[str, Path(max_length=64)],
+    viewer: StaffPage,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
+    """Remove one template (never the certificate photo); audited, devices get the change."""
+    try:
+        remove_template(session, operator_id, template_id, viewer.principal.actor)
+    except TemplateError as err:
+        session.rollback()
+        return _operator_page(
+            request, operator_id, viewer, session, settings, error=err.code, status_code=409
+        )
+    session.commit()
+    return RedirectResponse(f"/operators/{operator_id}?removed=1", 303)
+
+
+def _operator_page(
+    request: Request,
+    operator_id: str,
+    viewer: Viewer,
+    session: Session,
+    settings: ServerSettings,
+    error: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
     op = session.get(Operator, operator_id)
     if op is None:
         return render(
@@ -72,7 +108,11 @@ def operator_page(
         request,
         viewer,
         "operator.html",
+        status_code=status_code,
         op=public,
+        removed=request.query_params.get("removed") == "1",
+        error=error,
+        max_templates=settings.enroll_max_templates,
         sites={s.id: s.name for s in session.scalars(select(Site))},
         templates=templates,
         photos=photos,
