@@ -292,6 +292,81 @@ def threshold(
         )
 
 
+@calibrate_app.command("identification")
+def identification(
+    pack: PackOption,
+    data: Annotated[
+        Path, typer.Option("--data", help="the site's people: one set, or a folder of sets")
+    ],
+    strangers: Annotated[
+        Path,
+        typer.Option(
+            "--strangers",
+            help="faces of people in none of DATA's sets (one per person): gallery fillers "
+            "up to --operators, the rest non-mated searches",
+        ),
+    ],
+    name: Annotated[str, typer.Option(help="the calibration to measure at and write into")],
+    operators: Annotated[
+        int, typer.Option(min=2, max=100_000, help="operators in the measured gallery")
+    ] = 200,
+    min_margin: Annotated[
+        float | None,
+        typer.Option(help="the 1:N rule's margin (default: the gate's gate.min_margin)"),
+    ] = None,
+    write: Annotated[bool, typer.Option(help="write the result into the calibration")] = True,
+    threads: Annotated[int, typer.Option(min=1, max=64)] = 2,
+    model_dir: ModelDir = None,
+) -> None:
+    """FPIR and FNIR of 1:N search at a calibration's threshold (the gate's 1:N bound)."""
+    from calibration.identification import calibrate_identification
+    from models.engine import FaceEngine
+    from models.errors import ModelError
+    from models.manifest import put_calibration
+    from models.matching import DEFAULT_MIN_MARGIN, calibrated_scorer
+    from models.store import default_model_dir, resolve_pack
+
+    margin = DEFAULT_MIN_MARGIN if min_margin is None else min_margin
+    try:
+        pack_dir = resolve_pack(pack, model_dir or default_model_dir())
+        engine = FaceEngine(pack_dir, threads=threads)
+        calibration = engine.calibration.calibrations.get(name)
+        if calibration is None:
+            known = ", ".join(sorted(engine.calibration.calibrations)) or "none"
+            raise ValueError(
+                f"the pack has no calibration {name!r} (has: {known}); run jifang calibrate "
+                "threshold first"
+            )
+        scorer = calibrated_scorer(calibration, engine.cohort)
+        point = calibrate_identification(
+            engine, calibration, scorer, data, strangers, operators, margin
+        )
+    except (ModelError, ValueError) as err:
+        raise _fail(err) from err
+    typer.echo(
+        f"gallery of {point.operators} operators ({point.templates} templates), "
+        f"{calibration.score.value} threshold {calibration.threshold:.4f}, margin "
+        f"{point.min_margin}"
+    )
+    typer.echo(
+        f"FPIR {_pct(point.fpir)} ({point.false_positives} of {point.non_mated_searches} "
+        f"non-mated searches; 95% upper bound {_pct(point.fpir_upper)}), FNIR "
+        f"{_pct(point.fnir)} of {point.mated_searches} mated searches"
+    )
+    if not write:
+        return
+    try:
+        block = put_calibration(
+            pack_dir,
+            name,
+            calibration.model_copy(update={"identification": point}),
+            engine.manifest,
+        )
+    except (ModelError, ValueError) as err:
+        raise _fail(err) from err
+    typer.echo(f"written into calibration {name} (revision {block.revision})")
+
+
 @calibrate_app.command("quantize")
 def quantize(
     pack: PackOption,

@@ -34,6 +34,7 @@ from pydantic_core import ErrorDetails
 from contract.codes import DeviceKind
 from edge_agent.station.config import StationConfig
 from models.liveness.config import LivenessPolicyConfig
+from models.matching import DEFAULT_MIN_MARGIN
 
 _PLACEHOLDER = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
@@ -169,7 +170,10 @@ class GateSection(_Section):
         "as_norm: normalised units); None = the calibrated value for models.calibration",
     )
     min_margin: float = Field(
-        default=0.05, ge=0.0, le=1.0, description="best minus second-best similarity"
+        default=DEFAULT_MIN_MARGIN,
+        ge=0.0,
+        le=1.0,
+        description="1:N: best minus second-best score (in the calibration's units)",
     )
     max_gallery_age_s: int = Field(
         default=86_400, ge=60, le=30 * 86_400, description="older gallery = GALLERY_STALE"

@@ -116,6 +116,26 @@ def compute_contract_id(files: tuple[FileEntry, ...] | list[FileEntry], spec: Em
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+class IdentificationPoint(_Strict):
+    """1:N search measured at a calibration's threshold (`jifang calibrate identification`):
+    the false positive identification rate for searches by people in no gallery, and the
+    false negative rate for enrolled people, under the gate's rule with `min_margin`."""
+
+    operators: int = Field(ge=1, description="operators in the measured gallery")
+    templates: int = Field(ge=1, description="templates in the measured gallery")
+    min_margin: float = Field(ge=0.0, le=2.0, description="the rule's margin over the second")
+    mated_searches: int = Field(ge=0)
+    non_mated_searches: int = Field(ge=1)
+    false_positives: int = Field(ge=0)
+    fpir: float = Field(ge=0.0, le=1.0)
+    fpir_upper: float = Field(
+        ge=0.0, le=1.0, description="one-sided 95% upper bound of FPIR (Clopper-Pearson)"
+    )
+    fnir: float | None = Field(default=None, ge=0.0, le=1.0)
+    data: str = ""
+    created: date | None = None
+
+
 class Calibration(_Strict):
     """One named calibration: a verification threshold and the evidence behind it."""
 
@@ -151,6 +171,9 @@ class Calibration(_Strict):
         default=None, description="interval of fnmr_at_target (see `method`)"
     )
     method: str = Field(default="", description="how the threshold and intervals were computed")
+    identification: IdentificationPoint | None = Field(
+        default=None, description="1:N measured at this threshold (the gate's 1:N risk bound)"
+    )
 
     @model_validator(mode="after")
     def _on_scale(self) -> Calibration:

@@ -43,6 +43,8 @@ DEFAULT_TOP = 20
 """Cohort cosines averaged per face (AS-norm's adaptive top-k)."""
 MIN_DISTRACTORS = 50
 """Fewest distractor faces a cohort may hold (its statistics are unstable below that)."""
+DEFAULT_MIN_MARGIN = 0.05
+"""The 1:N rule's default margin of the best operator over the second (gate.min_margin)."""
 STD_FLOOR = 1e-3
 """Lower bound on a cohort standard deviation (numerical safety only)."""
 

@@ -34,7 +34,7 @@ from edge_agent.config import ClaimsSection, GateSection, ModelsSection, Quality
 from models.engine import FaceEngine, QualityScores
 from models.errors import ModelError
 from models.liveness import LivenessFrame
-from models.manifest import Calibration, CalibrationBlock
+from models.manifest import Calibration, CalibrationBlock, IdentificationPoint
 from models.matching import (
     Cohort,
     Identification,
@@ -68,6 +68,8 @@ class MatchPolicy:
     """"calibration" or "config" (gate.match_threshold override)."""
     scorer: Scorer = Scorer()
     """How probes are scored, on the calibration's scale (raw cosine or AS-norm)."""
+    identification: IdentificationPoint | None = None
+    """1:N measured at the calibration's threshold (valid for a threshold at or above it)."""
 
 
 def _scorer(name: str, calibration: Calibration, cohort: Cohort | None) -> Scorer:
@@ -118,13 +120,18 @@ def resolve_policy(
             if calibration is not None and gate.match_threshold >= calibration.threshold
             else None
         )
+        measured = (
+            calibration.identification
+            if calibration is not None and gate.match_threshold >= calibration.threshold
+            else None
+        )
         if calibration is None and not -1.0 <= gate.match_threshold <= 1.0:
             raise GateFault(
                 ReasonCode.MODEL_MISSING,
                 f"gate.match_threshold {gate.match_threshold} is not a cosine (-1..1), and no "
                 f"calibration {name!r} says what else it could be",
             )
-        return MatchPolicy(gate.match_threshold, fmr, name, "config", scorer)
+        return MatchPolicy(gate.match_threshold, fmr, name, "config", scorer, measured)
     if calibration is None:
         known = ", ".join(sorted(block.calibrations)) or "none"
         raise GateFault(
@@ -135,15 +142,30 @@ def resolve_policy(
     return MatchPolicy(calibration.threshold, calibration.target_fmr, name, "calibration", scorer)
 
 
-def one_to_n_allowed(policy: MatchPolicy, gallery_size: int, claims: ClaimsSection) -> bool:
-    """1:N without a claim only when calibrated FMR x gallery size stays within the bound.
+def one_to_n_risk(policy: MatchPolicy, templates: int, min_margin: float) -> float | None:
+    """The estimated chance that a stranger's 1:N search names someone (None: unknown).
 
-    The gallery size counts templates: the calibrated FMR is per comparison, and a probe is
-    compared with every template (several per operator raise the risk about in proportion).
+    Measured (the calibration's `identification`, written by `jifang calibrate
+    identification`): the upper bound of FPIR, scaled up in proportion when the site's
+    gallery holds more templates than the measured one. It applies only when the gate's
+    margin is at least the measured one (a larger margin can only turn a false positive
+    into an ambiguous search). Otherwise estimated: calibrated FMR per comparison x
+    templates (several per operator raise the risk about in proportion).
     """
+    point = policy.identification
+    if point is not None and min_margin >= point.min_margin:
+        return point.fpir_upper * max(1.0, templates / point.templates)
     if policy.fmr is None:
-        return False
-    return policy.fmr * gallery_size <= claims.max_1n_risk
+        return None
+    return policy.fmr * templates
+
+
+def one_to_n_allowed(
+    policy: MatchPolicy, gallery_size: int, claims: ClaimsSection, min_margin: float
+) -> bool:
+    """1:N without a claim only when the estimated risk stays within claims.max_1n_risk."""
+    risk = one_to_n_risk(policy, gallery_size, min_margin)
+    return risk is not None and risk <= claims.max_1n_risk
 
 
 @dataclass(frozen=True)
@@ -360,7 +382,9 @@ class Verifier:
                 resolved = resolve_claim(claim, gallery)
             except GateFault as fault:
                 return Decision(fault.reason, fault.detail, claim=claim)
-        elif not one_to_n_allowed(self.policy, gallery.template_count(), self.claims):
+        elif not one_to_n_allowed(
+            self.policy, gallery.template_count(), self.claims, self.gate.min_margin
+        ):
             return Decision(
                 ReasonCode.CLAIM_REQUIRED,
                 _risk_detail(
@@ -368,6 +392,7 @@ class Verifier:
                     gallery.template_count(),
                     gallery.operators_with_templates(),
                     self.claims,
+                    self.gate.min_margin,
                 ),
             )
 
@@ -602,10 +627,21 @@ def _cert_detail(reason: ReasonCode, cert: CertificateInfo | None) -> str:
     )
 
 
-def _risk_detail(policy: MatchPolicy, size: int, operators: int, claims: ClaimsSection) -> str:
-    if policy.fmr is None:
+def _risk_detail(
+    policy: MatchPolicy, size: int, operators: int, claims: ClaimsSection, min_margin: float
+) -> str:
+    risk = one_to_n_risk(policy, size, min_margin)
+    if risk is None:
         return "threshold overridden below calibration: FMR unknown, 1:N disabled; present a claim"
+    point = policy.identification
+    if point is not None and min_margin >= point.min_margin:
+        basis = (
+            f"measured FPIR <= {point.fpir_upper:.2g} ({point.false_positives} of "
+            f"{point.non_mated_searches}) at {point.templates} templates, scaled to {size}"
+        )
+    else:
+        basis = f"calibrated FMR {policy.fmr:.2g} x {size} templates"
     return (
-        f"calibrated FMR {policy.fmr:.2g} x {size} templates ({operators} operators) = "
-        f"{policy.fmr * size:.3g} > claims.max_1n_risk {claims.max_1n_risk:.3g}; present a claim"
+        f"{basis} ({operators} operators) = {risk:.3g} > claims.max_1n_risk "
+        f"{claims.max_1n_risk:.3g}; present a claim"
     )
