@@ -28,11 +28,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from contract.codes import LivenessCheck, ReasonCode
-from contract.messages import CabDecisionEvent, Event
+from contract.messages import CabDecisionEvent, EmbeddingContract, Event
 from server import audit, gallery
 from server.bundle import evidence_path
 from server.domain import TemplateOrigin
-from server.faces import EnrollmentError, FaceService
+from server.faces import Enrolled, EnrollmentError, FaceService
 from server.tables import Evidence, Operator, Template
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,30 @@ def operator_template_rows(session: Session, operator_id: str, contract_id: str)
             .where(Template.operator_id == operator_id, Template.contract_id == contract_id)
             .order_by(Template.created_at, Template.id)
         )
+    )
+
+
+def new_template(
+    operator_id: str,
+    enrolled: Enrolled,
+    contract: EmbeddingContract,
+    origin: TemplateOrigin,
+    event_id: str | None = None,
+) -> Template:
+    """The row of a template enrolled under the server's contract, created now."""
+    return Template(
+        id=uuid.uuid4().hex,
+        operator_id=operator_id,
+        pack_name=contract.pack_name,
+        pack_version=contract.pack_version,
+        contract_id=contract.contract_id,
+        dim=contract.dim,
+        embedding=enrolled.embedding,
+        source_sha256=enrolled.source_sha256,
+        quality=enrolled.quality,
+        created_at=datetime.now(UTC),
+        origin=origin,
+        event_id=event_id,
     )
 
 
@@ -117,20 +141,7 @@ def capture_from_start(
             )
         session.delete(replaced)
         session.flush()
-    template = Template(
-        id=uuid.uuid4().hex,
-        operator_id=operator_id,
-        pack_name=contract.pack_name,
-        pack_version=contract.pack_version,
-        contract_id=contract.contract_id,
-        dim=contract.dim,
-        embedding=enrolled.embedding,
-        source_sha256=enrolled.source_sha256,
-        quality=enrolled.quality,
-        created_at=datetime.now(UTC),
-        origin=TemplateOrigin.START_CAPTURE,
-        event_id=event_id,
-    )
+    template = new_template(operator_id, enrolled, contract, TemplateOrigin.START_CAPTURE, event_id)
     session.add(template)
     gallery.bump(session, [operator_id])
     audit.append(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
@@ -15,6 +12,7 @@ from server.domain import TemplateOrigin
 from server.faces import EnrollmentError, FaceService
 from server.schemas import CertificatePublic, OperatorPublic, OperatorSitesUpdate
 from server.tables import Certificate, Operator, OperatorSite, Site, Template
+from server.templates import new_template
 
 router = APIRouter(prefix="/api/v1/operators", tags=["operators"])
 
@@ -125,21 +123,7 @@ async def add_template(
         raise HTTPException(409, "photo already enrolled for this operator")
     if len(existing) >= settings.enroll_max_templates:
         raise HTTPException(409, "operator already has the maximum number of templates")
-    session.add(
-        Template(
-            id=uuid.uuid4().hex,
-            operator_id=operator_id,
-            pack_name=contract.pack_name,
-            pack_version=contract.pack_version,
-            contract_id=contract.contract_id,
-            dim=contract.dim,
-            embedding=enrolled.embedding,
-            source_sha256=enrolled.source_sha256,
-            quality=enrolled.quality,
-            created_at=datetime.now(UTC),
-            origin=TemplateOrigin.ENROLLMENT,
-        )
-    )
+    session.add(new_template(operator_id, enrolled, contract, TemplateOrigin.ENROLLMENT))
     gallery.bump(session, [operator_id])
     audit.append(
         session,
