@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.codes import ReasonCode
 
@@ -187,17 +187,42 @@ class VisionConfig(_Section):
         default="auto", description="QR decoder: zxing-cpp, OpenCV, or zxing-cpp when installed"
     )
     qr_upscale: float = Field(
-        default=2.0, ge=1.0, le=4.0, description="second try: upscale factor (1 = no second try)"
+        default=3.0,
+        ge=1.0,
+        le=4.0,
+        description="deblurring tries: the crop is upscaled by this factor first (1 = no "
+        "deblurring tries)",
     )
-    qr_sharpen_amount: float = Field(
-        default=1.0, ge=0.0, le=4.0, description="second try: unsharp-mask amount"
+    qr_deblur_sigmas: tuple[float, ...] = Field(
+        default=(0.8, 1.1, 1.4, 1.7, 2.0, 2.4),
+        max_length=16,
+        description="when a crop does not decode as it is: the Gaussian blurs (sigma, camera "
+        "pixels) a Wiener filter undoes in turn, a few per read (qr_deblur_per_read), "
+        "resuming on the next frame; empty = no deblurring. The filter tolerates an error "
+        "of about 15% in sigma, hence steps of about 20%",
     )
-    qr_sharpen_sigma: float = Field(
-        default=2.0,
+    qr_deblur_per_read: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="deblurring tries per read of a zone; the sigma that last worked on a "
+        "camera is tried first",
+    )
+    qr_deblur_noise: float = Field(
+        default=0.003,
         gt=0.0,
-        le=10.0,
-        description="second try: unsharp-mask blur sigma (upscaled px)",
+        le=1.0,
+        description="Wiener filter noise-to-signal ratio: smaller restores more detail and "
+        "more noise",
     )
+
+    @field_validator("qr_deblur_sigmas")
+    @classmethod
+    def _sigmas_positive(cls, sigmas: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [s for s in sigmas if not 0.1 <= s <= 5.0]
+        if bad:
+            raise ValueError(f"qr_deblur_sigmas must lie in 0.1..5.0 camera px, got {bad}")
+        return sigmas
 
 
 class RuleConfig(_Section):
