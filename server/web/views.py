@@ -152,9 +152,7 @@ def evidence_views(session: Session, settings: ServerSettings, event: Event) -> 
                     ZoneOverlay(
                         zone_id=z.zone_id,
                         points=_points(z.polygon),
-                        operator_points=_points(z.operator_polygon)
-                        if z.operator_polygon
-                        else None,
+                        operator_points=_points(z.operator_polygon) if z.operator_polygon else None,
                     )
                     for z in ref.zones
                 ),

@@ -1,7 +1,8 @@
 """Scenarios against a real server: synced registry in, events out through the agent's outbox.
 
     rendered frames -> zones -> rules -> OutboxSink (SQLite) -> deliver_once -> server
-                 \-> evidence frames of flagged events (outbox evidence index) -/
+
+Flagged events carry their frame, stored in the outbox's evidence index and uploaded first.
 
 The same path the running agent uses (`StationAgent`), driven tick by tick for determinism.
 """
