@@ -225,6 +225,38 @@ class VisionConfig(_Section):
         return sigmas
 
 
+class EvidenceConfig(_Section):
+    """The camera frame attached to every flagged event (stored and uploaded like cab faces)."""
+
+    jpeg_quality: int = Field(
+        default=85,
+        ge=30,
+        le=100,
+        description="JPEG quality of the evidence frame (OpenCV scale, 100 = best)",
+    )
+    max_kb: int = Field(
+        default=1024,
+        ge=16,
+        le=5120,
+        description="a larger encoded frame is not attached (logged; the event still goes); "
+        "5120 is the server's default per-image limit",
+    )
+    frames_kept: int = Field(
+        default=3,
+        ge=1,
+        le=30,
+        description="recent frames kept per camera (references, no copies) to pick the one "
+        "nearest the event",
+    )
+    max_frame_age_s: float = Field(
+        default=2.0,
+        gt=0.0,
+        le=60.0,
+        description="a frame further than this from the event's time is not attached "
+        "(a stalled camera would show the wrong moment)",
+    )
+
+
 class RuleConfig(_Section):
     """Windows, tolerances and which rules are on."""
 
@@ -300,6 +332,7 @@ class StationConfig(_Section):
     scanners: list[ScannerConfig] = Field(default_factory=list, max_length=64)
     vision: VisionConfig = VisionConfig()
     rules: RuleConfig = RuleConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
     registry_path: Path = Field(
         default=Path("station_registry.json"), description="local cache of the cylinder registry"
     )

@@ -212,6 +212,7 @@ class ZoneAnalyzer:
             raise ValueError(f"camera {camera_id}: person_method pose needs a person detector")
         self._person_detector = person_detector if vision.person_method == "pose" else None
         self._people: dict[str, bool] = {}
+        self._person_boxes: dict[str, tuple[tuple[float, float, float, float], ...]] = {}
         self.camera_id = camera_id
         self._vision = vision
         self._zones = [z for z in zones if z.camera_id == camera_id]
@@ -259,6 +260,11 @@ class ZoneAnalyzer:
     def cylinder_boxes(self) -> tuple[tuple[float, float, float, float], ...]:
         """The cylinder boxes of the last detection (full-frame pixels); empty without one."""
         return self._boxes
+
+    @property
+    def person_boxes(self) -> tuple[tuple[float, float, float, float], ...]:
+        """The people the pose detector last found in the operator areas (full-frame pixels)."""
+        return tuple(box for boxes in self._person_boxes.values() for box in boxes)
 
     @property
     def zone_ids(self) -> list[str]:
@@ -361,6 +367,15 @@ class ZoneAnalyzer:
         ):
             x0, y0, x1, y1 = g.op_full_box
             people = detector.detect(frame[y0:y1, x0:x1])
+            self._person_boxes[zone_id] = tuple(
+                (
+                    float(p.box[0]) + x0,
+                    float(p.box[1]) + y0,
+                    float(p.box[2]) + x0,
+                    float(p.box[3]) + y0,
+                )
+                for p in people
+            )
             self._people[zone_id] = any(
                 cv2.pointPolygonTest(
                     g.op_polygon,
