@@ -22,7 +22,7 @@ import numpy as np
 from _common import REPO, RESULTS
 
 from edge_agent.station.config import VisionConfig
-from edge_agent.station.person import load_person_detector
+from edge_agent.station.person import LANDMARK_ONNX, load_person_detector
 from edge_agent.station.sim.render import CellState, Renderer, qr_modules
 from edge_agent.station.sim.scenario import SimLayout, make_layout, station_config
 from edge_agent.station.vision import ZoneAnalyzer
@@ -56,7 +56,11 @@ def bench_fps(seconds: float, frame_count: int, person_model: Path | None = None
     """Run one analyser thread per camera for `seconds`; return the slower camera's frames/s."""
     layout = make_layout(CAMERAS, ZONES, WIDTH, HEIGHT)
     vision = (
-        VisionConfig(person_method="pose", person_model=person_model)
+        VisionConfig(
+            person_method="pose",
+            person_model=person_model,
+            person_landmark_model=person_model.parent / LANDMARK_ONNX,
+        )
         if person_model
         else VisionConfig()
     )
@@ -145,7 +149,7 @@ def main() -> None:
     print(f"cores: {len(os.sched_getaffinity(0))}, cv2 threads: {cv2.getNumThreads()}")
     fps = bench_fps(args.seconds, args.frames)
     pose_model = REPO / ".cache" / "model_packs" / "station" / "pose_detection.onnx"
-    if pose_model.exists():
+    if pose_model.exists() and (pose_model.parent / LANDMARK_ONNX).exists():
         # Not in the result file (its keys are fixed): the cost of the optional pose person check.
         print("with the pose person check:")
         bench_fps(args.seconds, args.frames, pose_model)
