@@ -27,7 +27,7 @@ import numpy as np
 from _common import REPO, RESULTS
 
 from edge_agent.station.config import VisionConfig
-from edge_agent.station.person import load_person_detector
+from edge_agent.station.person import LANDMARK_ONNX, load_person_detector
 from edge_agent.station.sim.labelled import render_set
 from edge_agent.station.sim.render import CellState, Renderer, qr_modules
 from edge_agent.station.sim.scenario import SimLayout, make_layout, station_config
@@ -86,6 +86,7 @@ def bench_fps(
     vision = VisionConfig(
         person_method="pose" if person_model else "occupancy",
         person_model=person_model,
+        person_landmark_model=person_model.parent / LANDMARK_ONNX if person_model else None,
         station_pack=station_pack,
     )
     config = station_config(layout, vision=vision)
@@ -199,7 +200,7 @@ def main() -> None:
         fps = bench_fps(args.seconds, args.frames, station_pack=pack)
         detector = load_station_manifest(pack).files[0].wrapper
     pose_model = REPO / ".cache" / "model_packs" / "station" / "pose_detection.onnx"
-    if pose_model.exists():
+    if pose_model.exists() and (pose_model.parent / LANDMARK_ONNX).exists():
         # Not in the result file (its keys are fixed): the cost of the optional pose person check.
         print("with the pose person check:")
         bench_fps(args.seconds, args.frames, pose_model)

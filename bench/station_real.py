@@ -16,7 +16,11 @@ Two methods:
 Only counts are written (bench/results/station_real.json); no image and no trained model
 leaves the temporary folder.
 
+The person check (bench/_station_person.py): false alarms of the pose person check on the
+plant frames, and its recall on people photos composited into them at an operator area.
+
 Usage: PYTHONPATH=. python bench/station_real.py [--zones 4] [--epochs N] [--threads 2]
+       PYTHONPATH=. python bench/station_real.py --person-only   (only the person_ keys)
 """
 
 from __future__ import annotations
@@ -260,6 +264,26 @@ def person_figures(thresholds: tuple[float, ...] = (0.5, 0.6, 0.7)) -> dict[str,
     }
 
 
+def all_person_figures(sample_dir: Path | None) -> dict[str, Any]:
+    """Every person_ key: the raw detector on whole images, then the station's check."""
+    from _station_person import person_station_figures
+
+    person = person_figures()
+    print("pose detector", person)
+    return {"person_pose_detector": person, **person_station_figures(sample_dir)}
+
+
+def write_person_only(sample_dir: Path | None) -> None:
+    """Redo the person_ keys; every other key of the last results stays as it was."""
+    previous = RESULTS / "station_real.json"
+    if not previous.is_file():
+        raise SystemExit(f"{previous} absent: run the whole bench first")
+    figures = json.loads(previous.read_text())
+    figures = {k: v for k, v in figures.items() if not k.startswith("person_")}
+    figures.update(all_person_figures(sample_dir))
+    write_result("station_real", figures)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--zones", type=int, default=4, help="zone strips per view")
@@ -268,9 +292,20 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
     parser.add_argument("--skip-person", action="store_true", help="leave the pose figures out")
+    parser.add_argument(
+        "--person-only",
+        action="store_true",
+        help="measure only the person figures and merge them into the last results",
+    )
+    parser.add_argument(
+        "--person-samples", type=Path, default=None, help="folder for a few composited frames"
+    )
     args = parser.parse_args()
     if not SCENES.is_dir() or not MORE.is_dir():
         print(f"{SCENES} or {MORE} absent: nothing to measure")
+        return
+    if args.person_only:
+        write_person_only(args.person_samples)
         return
     background = evaluate(args.zones, VisionConfig(qr_every_n_frames=100))
     for view, r in background.items():
@@ -299,9 +334,7 @@ def main() -> None:
         "presence_background": background,
     }
     if not args.skip_person:
-        person = person_figures()
-        print("pose detector", person)
-        figures["person_pose_detector"] = person
+        figures.update(all_person_figures(args.person_samples))
     previous = RESULTS / "station_real.json"
     if previous.is_file():
         # The person figures (person_false_alarms, person_recall, ...) come from their own

@@ -27,10 +27,12 @@ from edge_agent.config import StationAgentConfig
 from edge_agent.delivery import run_delivery
 from edge_agent.heartbeat import run_heartbeat
 from edge_agent.outbox import Outbox
+from edge_agent.station.config import VisionConfig
 from edge_agent.station.events import StationEvent
 from edge_agent.station.evidence import EvidenceRecorder
 from edge_agent.station.pipeline import StationInputs, StationPipeline
 from edge_agent.station.sync import StationUplink, SyncedRegistry, run_registry_sync
+from edge_agent.station.vision import PersonDetector
 from edge_agent.version import AGENT_VERSION
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,19 @@ def build_registry(config: StationAgentConfig) -> SyncedRegistry:
     return registry
 
 
+def _person_check(vision: VisionConfig) -> PersonDetector | None:
+    """The pose person check when the config asks for it (occupancy needs no model).
+
+    A missing or broken model raises here and the agent does not start (fail closed) rather
+    than running without its person check.
+    """
+    if vision.person_method != "pose":
+        return None
+    from edge_agent.station.person import load_person_detector  # onnxruntime only when used
+
+    return load_person_detector(vision)
+
+
 class StationAgent:
     """The running filling-station agent."""
 
@@ -103,6 +118,7 @@ class StationAgent:
             clock,
             tz=config.device.zone(),
             evidence=self.evidence,
+            person_detector=_person_check(self.station.vision),
         )
         self.status_path = config.store.dir / STATUS_FILE
         self.last_sync_error: str | None = None

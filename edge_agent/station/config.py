@@ -42,7 +42,10 @@ class ZoneConfig(_Section):
     camera_id: Ident
     scale_id: Ident
     polygon: Polygon = Field(description="where a cylinder stands on the scale")
-    operator_polygon: Polygon = Field(description="where the filler stands while filling")
+    operator_polygon: Polygon = Field(
+        description="where the filler stands while filling, drawn around the standing filler "
+        "from head to feet (the pose person check compares body size with its height)"
+    )
 
 
 class ModbusScaleDriver(_Section):
@@ -156,6 +159,60 @@ class VisionConfig(_Section):
         le=100,
         description="the pose detector runs on each operator area every n frames",
     )
+    person_landmark_model: Path | None = Field(
+        default=None,
+        description="pose_landmark_full.onnx, which confirms each detection with its "
+        "pose-presence score (needed when person_method is pose)",
+    )
+    person_presence_threshold: float = Field(
+        default=0.5,
+        ge=0.05,
+        le=0.99,
+        description="pose-presence score of the landmark model that confirms a detection "
+        "(mediapipe's pose landmark graph cuts this flag at 0.5)",
+    )
+    # Body direction from the detector's hip and shoulder keypoints.
+    person_max_tilt_deg: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=180.0,
+        description="largest angle between the hip-to-shoulder direction and image up: a "
+        "filler stands at the scale and bends 30-45 degrees to the valve (60 leaves 15 for "
+        "camera roll and keypoint error); a lying, sideways or upside-down 'body' is not one",
+    )
+    # Size against the operator area, which is drawn around the filler standing at the scale
+    # (head to feet, as the simulator's layout does): the torso is then about 0.3 of the
+    # area's height.
+    person_min_torso_fraction: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=1.0,
+        description="torso length over the operator area's height below which the person is "
+        "too small to stand at the position (a third of a filler's: someone farther back)",
+    )
+    person_max_torso_fraction: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=5.0,
+        description="torso length over the operator area's height above which the body is far "
+        "larger than a filler at the position (over three times a filler's)",
+    )
+    # Persistence: at 10 fps with a check every 5 frames there are 2 checks a second, so 2 of 3
+    # is about 1.5 s, far inside filler_absent_s, and one stray detection never makes presence.
+    person_confirm_checks: int = Field(
+        default=2,
+        ge=1,
+        le=50,
+        description="pose checks, among the last person_window_checks of an operator area, "
+        "that must find a person for the area to count as occupied",
+    )
+    person_window_checks: int = Field(
+        default=3,
+        ge=1,
+        le=50,
+        description="how many of an operator area's latest pose checks person_confirm_checks "
+        "counts over",
+    )
     station_pack: Path | None = Field(
         default=None,
         description="station model pack folder (station.yaml); when it has a cylinder detector, "
@@ -223,6 +280,14 @@ class VisionConfig(_Section):
         if bad:
             raise ValueError(f"qr_deblur_sigmas must lie in 0.1..5.0 camera px, got {bad}")
         return sigmas
+
+    @model_validator(mode="after")
+    def _person_bounds(self) -> VisionConfig:
+        if self.person_min_torso_fraction >= self.person_max_torso_fraction:
+            raise ValueError("person_min_torso_fraction must be below person_max_torso_fraction")
+        if self.person_confirm_checks > self.person_window_checks:
+            raise ValueError("person_confirm_checks must not exceed person_window_checks")
+        return self
 
 
 class EvidenceConfig(_Section):
@@ -351,6 +416,10 @@ class StationConfig(_Section):
     def _consistent(self) -> StationConfig:
         if self.vision.person_method == "pose" and self.vision.person_model is None:
             raise ValueError("vision.person_model is required when vision.person_method is pose")
+        if self.vision.person_method == "pose" and self.vision.person_landmark_model is None:
+            raise ValueError(
+                "vision.person_landmark_model is required when vision.person_method is pose"
+            )
         cameras = {c.id for c in self.cameras}
         scales = [s.id for s in self.scales]
         if len(set(scales)) != len(scales):

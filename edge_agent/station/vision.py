@@ -13,6 +13,7 @@ cameras with 8 zones each inside a 2-core budget.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -27,15 +28,17 @@ logger = logging.getLogger(__name__)
 
 
 class PersonDetector(Protocol):
-    """Finds people in an image (edge_agent.station.person.PoseDetector)."""
+    """Finds people in a region of a frame (edge_agent.station.person.PosePersonCheck)."""
 
-    def detect(self, image_bgr: np.ndarray) -> Sequence[PersonBox]:
-        """People in a BGR image."""
+    def detect(
+        self, frame_bgr: np.ndarray, region: tuple[int, int, int, int]
+    ) -> Sequence[PersonBox]:
+        """People proposed inside region x0, y0, x1, y1 of a BGR frame, in frame pixels."""
         ...
 
 
-class PersonBox(Protocol):
-    """One detected person: box x0, y0, x1, y1 in the image's pixels."""
+class Boxed(Protocol):
+    """One detection: box x0, y0, x1, y1 in the image's pixels."""
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -43,10 +46,19 @@ class PersonBox(Protocol):
         ...
 
 
+class PersonBox(Boxed, Protocol):
+    """One detected person: face box and torso length (shoulder to hip) in the image's pixels."""
+
+    @property
+    def torso_length(self) -> float:
+        """Shoulder centre to hip centre."""
+        ...
+
+
 class CylinderDetector(Protocol):
     """Finds cylinders in a frame (models.runtime.cylinder_detector.CylinderDetector)."""
 
-    def detect(self, image_bgr: np.ndarray, min_score: float | None = None) -> Sequence[PersonBox]:
+    def detect(self, image_bgr: np.ndarray, min_score: float | None = None) -> Sequence[Boxed]:
         """Cylinder boxes (x0, y0, x1, y1 in frame pixels), best first."""
         ...
 
@@ -211,6 +223,8 @@ class ZoneAnalyzer:
         if vision.person_method == "pose" and person_detector is None:
             raise ValueError(f"camera {camera_id}: person_method pose needs a person detector")
         self._person_detector = person_detector if vision.person_method == "pose" else None
+        # Per operator area: the latest pose checks (found / not found) and the answer they give.
+        self._checks: dict[str, deque[bool]] = {}
         self._people: dict[str, bool] = {}
         self._person_boxes: dict[str, tuple[tuple[float, float, float, float], ...]] = {}
         self.camera_id = camera_id
@@ -358,33 +372,41 @@ class ZoneAnalyzer:
         return mask
 
     def _person_at(self, frame: np.ndarray, g: _ZoneGeometry, index: int) -> bool:
-        """Pose detector on the operator area, every n frames; the last answer is held between."""
+        """Pose check on the operator area every n frames; the last answer is held between.
+
+        A check finds a person when an accepted detection has its face centre inside the
+        operator polygon and a torso of a plausible size for the area; the area counts as
+        occupied while person_confirm_checks of the last person_window_checks found one.
+        """
         detector = self._person_detector
         zone_id = g.zone.id
         if detector is not None and (
             zone_id not in self._people
             or (self._frame_no + index) % self._vision.person_every_n_frames == 0
         ):
-            x0, y0, x1, y1 = g.op_full_box
-            people = detector.detect(frame[y0:y1, x0:x1])
-            self._person_boxes[zone_id] = tuple(
-                (
-                    float(p.box[0]) + x0,
-                    float(p.box[1]) + y0,
-                    float(p.box[2]) + x0,
-                    float(p.box[3]) + y0,
-                )
-                for p in people
-            )
-            self._people[zone_id] = any(
-                cv2.pointPolygonTest(
-                    g.op_polygon,
-                    ((p.box[0] + p.box[2]) / 2 + x0, (p.box[1] + p.box[3]) / 2 + y0),
-                    False,
+            _, y0, _, y1 = g.op_full_box
+            height = float(y1 - y0)
+            low = self._vision.person_min_torso_fraction * height
+            high = self._vision.person_max_torso_fraction * height
+            people = [
+                p
+                for p in detector.detect(frame, g.op_full_box)
+                if low <= p.torso_length <= high
+                and cv2.pointPolygonTest(
+                    g.op_polygon, ((p.box[0] + p.box[2]) / 2, (p.box[1] + p.box[3]) / 2), False
                 )
                 >= 0
-                for p in people
+            ]
+            # Frame pixels already: the detector reads the area from the whole frame.
+            self._person_boxes[zone_id] = tuple(
+                (float(p.box[0]), float(p.box[1]), float(p.box[2]), float(p.box[3])) for p in people
             )
+            found = bool(people)
+            checks = self._checks.setdefault(
+                zone_id, deque(maxlen=self._vision.person_window_checks)
+            )
+            checks.append(found)
+            self._people[zone_id] = sum(checks) >= self._vision.person_confirm_checks
         return self._people.get(zone_id, False)
 
 

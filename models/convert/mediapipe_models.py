@@ -45,6 +45,18 @@ MEDIAPIPE_MODELS: dict[str, MediapipeModel] = {
         ("image",),
         ("landmarks", "face_flag"),
     ),
+    # The station's person check: the detector finds candidates, the landmark model confirms
+    # each one with its pose-presence flag (mediapipe's own two-stage pose pipeline).
+    "pose_detection": MediapipeModel(
+        "mediapipe/modules/pose_detection/pose_detection.tflite",
+        ("image",),
+        ("regressors", "classificators"),
+    ),
+    "pose_landmark_full": MediapipeModel(
+        "mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
+        ("image",),
+        ("landmarks", "pose_flag", "segmentation", "heatmap", "world_landmarks"),
+    ),
 }
 
 

@@ -337,6 +337,10 @@ def _relu6(graph: _Graph, op: tflite.Operator, ins: list[int], outs: list[int]) 
     )
 
 
+def _logistic(graph: _Graph, op: tflite.Operator, ins: list[int], outs: list[int]) -> None:
+    graph.node("Sigmoid", [graph.value(ins[0])], graph.value(outs[0]))
+
+
 def _prelu(graph: _Graph, op: tflite.Operator, ins: list[int], outs: list[int]) -> None:
     slope = _broadcast_operand(graph, ins[1], graph.rank(outs[0]))
     graph.node("PRelu", [graph.value(ins[0]), slope], graph.value(outs[0]))
@@ -440,6 +444,7 @@ _CONVERTERS: dict[str, _Converter] = {
     "RELU": _relu,
     "RELU6": _relu6,
     "PRELU": _prelu,
+    "LOGISTIC": _logistic,
     "PAD": _pad,
     "RESHAPE": _reshape,
     "CONCATENATION": _concat,

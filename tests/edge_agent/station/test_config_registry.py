@@ -40,6 +40,15 @@ def test_example_is_valid() -> None:
         (lambda d: d.update(colour="blue"), "colour"),
         (lambda d: d["scales"][0]["driver"].update(kind="canbus"), "scales.0.driver"),
         (lambda d: d["scales"].append(dict(d["scales"][0])), "ids must be unique"),
+        (
+            lambda d: d.update(vision={"person_method": "pose", "person_model": "p.onnx"}),
+            "vision.person_landmark_model is required",
+        ),
+        (lambda d: d.update(vision={"person_max_tilt_deg": -1}), "vision.person_max_tilt_deg"),
+        (
+            lambda d: d.update(vision={"person_confirm_checks": 5}),
+            "person_confirm_checks must not exceed person_window_checks",
+        ),
     ],
 )
 def test_bad_config_names_the_field(mutate, path: str) -> None:

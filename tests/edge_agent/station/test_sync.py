@@ -20,6 +20,7 @@ from contract.messages import (
 from edge_agent.config import ConfigError, parse_config
 from edge_agent.station.agent import StationAgent
 from edge_agent.station.domain import CodeScan, ScaleReading
+from edge_agent.station.person import PersonModelError
 from edge_agent.station.pipeline import StationInputs
 from edge_agent.station.scale import ScaleSet
 from edge_agent.station.sim import registry as reg
@@ -171,6 +172,24 @@ def _agent(tmp_path: Path, public_key: str) -> tuple[StationAgent, _Scale]:
     scale = _Scale(layout.cells[0].scale_id)
     inputs = StationInputs(cameras={}, scales=ScaleSet({scale.scale_id: scale}), scanners={})
     return StationAgent(config, inputs, None), scale
+
+
+def test_agent_with_the_pose_method_and_no_model_does_not_start(tmp_path: Path) -> None:
+    layout = make_layout(1, 1)
+    station = station_config(layout, reg.STATION_ID).model_dump(mode="json")
+    station["registry_path"] = str(tmp_path / "reg.json")
+    station["vision"].update(
+        person_method="pose",
+        person_model=str(tmp_path / "pose_detection.onnx"),
+        person_landmark_model=str(tmp_path / "pose_landmark_full.onnx"),
+    )
+    config = sim_agent_config(
+        "http://127.0.0.1:9", DEVICE, "k" * 64, public_key_b64(KEY.public_key()), tmp_path, station
+    )
+    inputs = StationInputs(cameras={}, scales=ScaleSet({}), scanners={})
+    # Fail closed: no person check, no agent (rather than an agent that never sees a filler).
+    with pytest.raises(PersonModelError, match="pose_detection.onnx not found"):
+        StationAgent(config, inputs, None)
 
 
 def test_agent_indicates_never_synced_and_refuses(tmp_path: Path) -> None:
