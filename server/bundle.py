@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from contract.auth import load_public_key_b64
-from server import audit, review
+from server import audit, incidents, review
 from server.keys import ServerKey
-from server.tables import Decision, Event
+from server.tables import Event
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +46,20 @@ def build(session: Session, event_id: str, evidence_dir: Path, key: ServerKey) -
                 "data_b64": base64.b64encode(path.read_bytes()).decode() if path.exists() else None,
             }
         )
+    # A violation's bundle carries its incident: the fill folded into it, whose decisions
+    # (made before the two were linked) count for the item as well.
+    covered = incidents.covered_fills(session, event)
     decisions = [
         {
             "id": d.id,
+            "event_id": d.event_id,
             "user_id": d.user_id,
             "outcome": d.outcome,
             "comment": d.comment,
             "supersedes": d.supersedes,
             "decided_at": d.decided_at.isoformat(),
         }
-        for d in session.scalars(
-            select(Decision).where(Decision.event_id == event_id).order_by(Decision.id)
-        )
+        for d in review.decisions(session, event)
     ]
     entries = review.audit_entries(session, event)
     content = {
@@ -74,6 +75,7 @@ def build(session: Session, event_id: str, evidence_dir: Path, key: ServerKey) -
             "review_status": event.review_status,
         },
         "evidence": evidence,
+        "covers": [f.body for f in covered],
         "decisions": decisions,
         "audit_entries": [audit.entry_dict(e) for e in entries],
     }
