@@ -65,6 +65,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(LoginRequired, login_required)
     app.add_exception_handler(PageForbidden, forbidden)
     app.add_exception_handler(BadForm, bad_form)
+
     async def covered(request: Request, exc: Exception) -> Response:
         # A folded fill is reviewed on its violation's item: open that page instead (a form
         # posted to the fill's address changes nothing).

@@ -94,6 +94,8 @@ class EventDetail:
     """Station violations: the fill it happened in (cylinder, masses, times)."""
     fill_folded: bool
     """The fill is reviewed on this item (it repeats this violation's reason)."""
+    covers: list[str]
+    """Event ids folded into this item (its timeline shows them as part of it, unlinked)."""
 
 
 def evidence_views(session: Session, settings: ServerSettings, event: Event) -> list[EvidenceView]:
@@ -207,6 +209,7 @@ def event_detail(
         claimed_by=users.get(event.claimed_by) if event.claimed_by is not None else None,
         fill=fill,
         fill_folded=fill is not None and fill.reason == event.reason,
+        covers=incidents.incident_ids(session, event)[1:],
     )
 
 

@@ -242,7 +242,10 @@ def test_fill_first_then_its_violation_in_a_later_batch(
     bundle = world.call("supervisor", "GET", f"/api/v1/events/{over.event_id}/bundle").json()
     content = bundle["content"]
     assert [e["event_id"] for e in content["covers"]] == [str(filled.event_id)]
-    assert [d["outcome"] for d in content["decisions"]] == ["needs_follow_up", "confirmed_violation"]
+    assert [d["outcome"] for d in content["decisions"]] == [
+        "needs_follow_up",
+        "confirmed_violation",
+    ]
     actions = [e["action"] for e in content["audit_entries"]]
     assert actions.count("events.ingest") == 2 and "incident.link" in actions
     from server.bundle import verify

@@ -203,9 +203,7 @@ def _carry_review(conn: sa.Connection, fill: Any, violation: Any) -> dict[str, A
     )
     moved = []
     for user_id, reviewed_at in conn.execute(
-        sa.select(_marks.c.user_id, _marks.c.reviewed_at).where(
-            _marks.c.event_id == fill.event_id
-        )
+        sa.select(_marks.c.user_id, _marks.c.reviewed_at).where(_marks.c.event_id == fill.event_id)
     ).all():
         if user_id not in have:
             conn.execute(
