@@ -33,9 +33,9 @@ from contract.codes import (
     Severity,
 )
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 """Current wire schema version. Minor bumps add optional fields; a major bump breaks."""
-FILL_VIOLATION_IDS_SINCE = "1.2"
+FILL_VIOLATION_IDS_SINCE = "1.3"
 """From this version on a station fill lists the violation events it broke
 (`StationFillPayload.violation_ids`); the server matches older fills to their violations."""
 
@@ -114,14 +114,57 @@ class Heartbeat(Message):
 # --- events ---------------------------------------------------------------------------------
 
 
+Box = tuple[float, float, float, float]
+"""x0, y0, x1, y1 in image pixels."""
+ImagePolygon = Annotated[
+    tuple[tuple[float, float], ...],
+    Field(min_length=3, max_length=64, description="x, y vertices in image pixels"),
+]
+
+
+class EvidenceZone(_Model):
+    """A calibrated station zone as drawn over a camera frame (schema 1.2)."""
+
+    zone_id: str = Field(min_length=1, max_length=64)
+    scale_id: str | None = Field(default=None, max_length=64)
+    polygon: ImagePolygon = Field(description="where the cylinder stands on the scale")
+    operator_polygon: ImagePolygon | None = Field(
+        default=None, description="where the filler stands while filling"
+    )
+
+
+class EvidenceDetection(_Model):
+    """A detector box in a station evidence frame (schema 1.2)."""
+
+    label: Literal["cylinder", "person"]
+    box: Box
+
+
 class EvidenceRef(_Model):
-    """A content-addressed evidence image, uploaded separately by its hash."""
+    """A content-addressed evidence image, uploaded separately by its hash.
+
+    Station frames (role `zone`) also say which camera took them, when, and what to draw:
+    the zones of the scale the event is about and the detector boxes of that frame. All of
+    these are optional (added in schema 1.2), so a 1.1 reference is still valid.
+    """
 
     sha256: Sha256
     media_type: Literal["image/jpeg", "image/png"]
     role: Literal["face", "scene", "zone", "scan"] = "face"
-    box: tuple[float, float, float, float] | None = Field(
+    box: Box | None = Field(
         default=None, description="x0, y0, x1, y1 of the face or zone in the image, pixels"
+    )
+    camera_id: str | None = Field(
+        default=None, max_length=64, description="station: the camera the frame came from"
+    )
+    captured_at: UtcDatetime | None = Field(
+        default=None, description="station: when the camera took the frame"
+    )
+    zones: tuple[EvidenceZone, ...] = Field(
+        default=(), max_length=64, description="station: zones to draw over the frame"
+    )
+    detections: tuple[EvidenceDetection, ...] = Field(
+        default=(), max_length=256, description="station: detector boxes in the frame"
     )
 
 
@@ -213,7 +256,7 @@ class StationFillPayload(_Model):
     violation_ids: tuple[EventId, ...] = Field(
         default=(),
         max_length=16,
-        description="the station.violation events this fill broke, sent before it (since 1.2); "
+        description="the station.violation events this fill broke, sent before it (since 1.3); "
         "the server shows the fill on their review items instead of queueing it apart",
     )
 

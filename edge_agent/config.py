@@ -393,6 +393,11 @@ class StoreSection(_Section):
         default=7, ge=0, le=3650, description="delivered events are purged after this"
     )
 
+    @property
+    def evidence_dir(self) -> Path:
+        """Where evidence images wait for upload (content-addressed, pruned by the limits)."""
+        return self.dir / "evidence"
+
 
 class StatusSection(_Section):
     """The local status and metrics endpoint."""

@@ -37,8 +37,15 @@ def build(session: Session, event_id: str, evidence_dir: Path, key: ServerKey) -
     event = session.get(Event, event_id)
     if event is None:
         raise BundleError(f"no event {event_id}")
+    # A violation's bundle carries its incident: the fill folded into it, its evidence, and its
+    # decisions (made before the two were linked), which count for the item as well.
+    covered = incidents.covered_fills(session, event)
     evidence = []
-    for ref in event.body.get("evidence", []):
+    seen: set[str] = set()
+    for ref in (r for e in (event, *covered) for r in e.body.get("evidence", [])):
+        if ref["sha256"] in seen:
+            continue
+        seen.add(ref["sha256"])
         path = evidence_path(evidence_dir, ref["sha256"])
         evidence.append(
             {
@@ -46,9 +53,6 @@ def build(session: Session, event_id: str, evidence_dir: Path, key: ServerKey) -
                 "data_b64": base64.b64encode(path.read_bytes()).decode() if path.exists() else None,
             }
         )
-    # A violation's bundle carries its incident: the fill folded into it, whose decisions
-    # (made before the two were linked) count for the item as well.
-    covered = incidents.covered_fills(session, event)
     decisions = [
         {
             "id": d.id,

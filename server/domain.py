@@ -49,7 +49,7 @@ class LinkSource(StrEnum):
     """How the server knows a violation belongs to a fill."""
 
     DEVICE = "device"
-    """The fill event listed the violation's id (schema 1.2 on)."""
+    """The fill event listed the violation's id (schema 1.3 on)."""
     WINDOW = "window"
     """Matched for an older agent: same device and scale, a shared cylinder code, and the
     violation inside the fill's start..end."""

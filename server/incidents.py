@@ -1,12 +1,12 @@
 """Incidents: a station fill that broke a rule and its violation events make one review item.
 
-The agent sends each violation as it fires and the fill when it ends; since schema 1.2 the fill
+The agent sends each violation as it fires and the fill when it ends; since schema 1.3 the fill
 lists its violations' ids. The fill folds into the review item of the violation that carries
 the fill's own reason (the fill repeats that violation); another violation of the same fill
 (a second rule broken) stays an item of its own and shows the fill beside it.
 
 Links work in either arrival order: a fill's list is stored as links at once and a link counts
-when its violation is stored for the same device. Fills of agents before 1.2 carry no ids; the
+when its violation is stored for the same device. Fills of agents before 1.3 carry no ids; the
 server matches them (`matches`): same device and scale, a cylinder code in common when both
 name one, a violation the rules record during a fill, inside the fill's start..end widened by
 `fill_link_tolerance_s`. A fill that no stored violation of its reason covers stays in the

@@ -92,7 +92,7 @@ class ServerSettings(BaseSettings):
         default=1.0,
         ge=0.0,
         le=60.0,
-        description="fills of agents before schema 1.2 carry no violation ids: a violation "
+        description="fills of agents before schema 1.3 carry no violation ids: a violation "
         "counts as theirs when it lies inside the fill's start..end widened by this much "
         "(both stamps come from the agent's clock, so the slack only covers rounding)",
     )

@@ -242,7 +242,7 @@ class Event(Base):
 class FillLink(Base):
     """A station violation and the fill it happened in: one incident, one review item.
 
-    The fill reports its violations' ids (or, for agents before schema 1.2, the server matched
+    The fill reports its violations' ids (or, for agents before schema 1.3, the server matched
     them by device, scale, cylinder and time). A violation may arrive after the link is known,
     so `violation_id` is not a foreign key; the link counts once that event is stored for the
     same device.

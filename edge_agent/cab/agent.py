@@ -126,7 +126,7 @@ def build_gate(
         ClockGuard(config),
         contract_id,
         model_fault,
-        str(store / "evidence"),
+        str(config.store.evidence_dir),
     )
     if model_fault is not None:
         gate.record_fault("model", model_fault.reason, model_fault.detail)

@@ -1,5 +1,8 @@
 """Wiring of the filling-station agent: station pipeline + the shared outbox, delivery, uplink.
 
+Flagged events carry the camera frame of their scale (`station.evidence`), stored through the
+same outbox evidence index as the cab's face frames and uploaded by the same delivery worker.
+
 Workers (threads, each `(config, stop_event)`): the pipeline's camera/scales/scanner/rules
 workers, outbox-delivery and heartbeat (the shared `edge_agent.delivery` and
 `edge_agent.heartbeat` workers), registry-sync, and station-status, which writes
@@ -25,6 +28,7 @@ from edge_agent.delivery import run_delivery
 from edge_agent.heartbeat import run_heartbeat
 from edge_agent.outbox import Outbox
 from edge_agent.station.events import StationEvent
+from edge_agent.station.evidence import EvidenceRecorder
 from edge_agent.station.pipeline import StationInputs, StationPipeline
 from edge_agent.station.sync import StationUplink, SyncedRegistry, run_registry_sync
 from edge_agent.version import AGENT_VERSION
@@ -89,6 +93,7 @@ class StationAgent:
         self.stop_event = threading.Event()
         self.outbox = Outbox(config.store.dir / "outbox.sqlite")
         self.registry = build_registry(config)
+        self.evidence = EvidenceRecorder(self.station, self.outbox, config.store.evidence_dir)
         self.pipeline = StationPipeline(
             self.station,
             inputs,
@@ -97,6 +102,7 @@ class StationAgent:
             config.device.id,
             clock,
             tz=config.device.zone(),
+            evidence=self.evidence,
         )
         self.status_path = config.store.dir / STATUS_FILE
         self.last_sync_error: str | None = None
@@ -137,7 +143,7 @@ class StationAgent:
             "scans_accepted": counters.scans_accepted,
             "scans_rejected": counters.scans_rejected,
             "scans_refused_stale_registry": counters.scans_refused_stale_registry,
-            "faults": dict(self.pipeline.faults),
+            "faults": dict(self.pipeline.faults + self.evidence.faults),
             "dropped": dict(self.pipeline.dropped),
         }
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.codes import ReasonCode
 
@@ -187,16 +187,73 @@ class VisionConfig(_Section):
         default="auto", description="QR decoder: zxing-cpp, OpenCV, or zxing-cpp when installed"
     )
     qr_upscale: float = Field(
-        default=2.0, ge=1.0, le=4.0, description="second try: upscale factor (1 = no second try)"
+        default=3.0,
+        ge=1.0,
+        le=4.0,
+        description="deblurring tries: the crop is upscaled by this factor first (1 = no "
+        "deblurring tries)",
     )
-    qr_sharpen_amount: float = Field(
-        default=1.0, ge=0.0, le=4.0, description="second try: unsharp-mask amount"
+    qr_deblur_sigmas: tuple[float, ...] = Field(
+        default=(0.8, 1.1, 1.4, 1.7, 2.0, 2.4),
+        max_length=16,
+        description="when a crop does not decode as it is: the Gaussian blurs (sigma, camera "
+        "pixels) a Wiener filter undoes in turn, a few per read (qr_deblur_per_read), "
+        "resuming on the next frame; empty = no deblurring. The filter tolerates an error "
+        "of about 15% in sigma, hence steps of about 20%",
     )
-    qr_sharpen_sigma: float = Field(
+    qr_deblur_per_read: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="deblurring tries per read of a zone; the sigma that last worked on a "
+        "camera is tried first",
+    )
+    qr_deblur_noise: float = Field(
+        default=0.003,
+        gt=0.0,
+        le=1.0,
+        description="Wiener filter noise-to-signal ratio: smaller restores more detail and "
+        "more noise",
+    )
+
+    @field_validator("qr_deblur_sigmas")
+    @classmethod
+    def _sigmas_positive(cls, sigmas: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [s for s in sigmas if not 0.1 <= s <= 5.0]
+        if bad:
+            raise ValueError(f"qr_deblur_sigmas must lie in 0.1..5.0 camera px, got {bad}")
+        return sigmas
+
+
+class EvidenceConfig(_Section):
+    """The camera frame attached to every flagged event (stored and uploaded like cab faces)."""
+
+    jpeg_quality: int = Field(
+        default=85,
+        ge=30,
+        le=100,
+        description="JPEG quality of the evidence frame (OpenCV scale, 100 = best)",
+    )
+    max_kb: int = Field(
+        default=1024,
+        ge=16,
+        le=5120,
+        description="a larger encoded frame is not attached (logged; the event still goes); "
+        "5120 is the server's default per-image limit",
+    )
+    frames_kept: int = Field(
+        default=3,
+        ge=1,
+        le=30,
+        description="recent frames kept per camera (references, no copies) to pick the one "
+        "nearest the event",
+    )
+    max_frame_age_s: float = Field(
         default=2.0,
         gt=0.0,
-        le=10.0,
-        description="second try: unsharp-mask blur sigma (upscaled px)",
+        le=60.0,
+        description="a frame further than this from the event's time is not attached "
+        "(a stalled camera would show the wrong moment)",
     )
 
 
@@ -275,6 +332,7 @@ class StationConfig(_Section):
     scanners: list[ScannerConfig] = Field(default_factory=list, max_length=64)
     vision: VisionConfig = VisionConfig()
     rules: RuleConfig = RuleConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
     registry_path: Path = Field(
         default=Path("station_registry.json"), description="local cache of the cylinder registry"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -10,11 +11,14 @@ from typing import Protocol
 from contract.codes import ReasonCode, Severity
 from contract.ids import uuid7
 from contract.messages import (
+    EvidenceRef,
     StationFillEvent,
     StationFillPayload,
     StationViolationEvent,
     StationViolationPayload,
 )
+
+logger = logging.getLogger(__name__)
 
 StationEvent = StationFillEvent | StationViolationEvent
 
@@ -42,6 +46,16 @@ class EventSink(Protocol):
         ...
 
 
+class EvidenceSource(Protocol):
+    """Evidence images of a flagged event (edge_agent.station.evidence.EvidenceRecorder)."""
+
+    def for_scale(
+        self, at: float, scale_id: str, wall: Callable[[float], datetime]
+    ) -> tuple[EvidenceRef, ...]:
+        """The refs for an event at `scale_id` at agent time `at`; empty when none."""
+        ...
+
+
 class MemorySink:
     """Keeps events in a list (tests, the simulator, the bench)."""
 
@@ -66,13 +80,22 @@ class MemorySink:
 
 
 class EventFactory:
-    """Builds station events for one device; `seq` increases by one per event."""
+    """Builds station events for one device; `seq` increases by one per event.
+
+    Flagged events (every violation, and a fill that ends with a violation reason) carry the
+    evidence images of `evidence`, when given.
+    """
 
     def __init__(
-        self, device_id: str, sink: EventSink, wall_clock: Callable[[float], datetime] | None = None
+        self,
+        device_id: str,
+        sink: EventSink,
+        wall_clock: Callable[[float], datetime] | None = None,
+        evidence: EvidenceSource | None = None,
     ) -> None:
         self._device_id = device_id
         self._sink = sink
+        self._evidence = evidence
         self._seq = 0
         self._lock = threading.Lock()
         self._wall = wall_clock or (lambda t: datetime.fromtimestamp(t, UTC))
@@ -87,17 +110,26 @@ class EventFactory:
             self._seq += 1
             return seq
 
+    def _evidence_for(self, at: float, scale_id: str) -> tuple[EvidenceRef, ...]:
+        if self._evidence is None:
+            return ()
+        try:
+            return self._evidence.for_scale(at, scale_id, self.to_datetime)
+        except Exception:  # the violation must never be lost because its image failed
+            logger.exception("evidence for scale %s failed; the event goes without it", scale_id)
+            return ()
+
     def fill(self, at: float, reason: ReasonCode, payload: StationFillPayload) -> StationFillEvent:
-        """Emit a fill event."""
+        """Emit a fill event (with evidence when it ends with a violation reason)."""
+        flagged = reason != ReasonCode.FILL_OK
         event = StationFillEvent(
             event_id=uuid7(),
             device_id=self._device_id,
             seq=self._next(),
             occurred_at=self.to_datetime(at),
             reason=reason,
-            severity=Severity.INFO
-            if reason == ReasonCode.FILL_OK
-            else SEVERITY.get(reason, Severity.HIGH),
+            severity=SEVERITY.get(reason, Severity.HIGH) if flagged else Severity.INFO,
+            evidence=self._evidence_for(at, payload.scale_id) if flagged else (),
             payload=payload,
         )
         self._sink.put(event)
@@ -106,7 +138,8 @@ class EventFactory:
     def violation(
         self, at: float, reason: ReasonCode, payload: StationViolationPayload
     ) -> StationViolationEvent:
-        """Emit a violation event."""
+        """Emit a violation event with its evidence."""
+        evidence = self._evidence_for(at, payload.scale_id)
         event = StationViolationEvent(
             event_id=uuid7(),
             device_id=self._device_id,
@@ -114,6 +147,7 @@ class EventFactory:
             occurred_at=self.to_datetime(at),
             reason=reason,
             severity=SEVERITY.get(reason, Severity.HIGH),
+            evidence=evidence,
             payload=payload,
         )
         self._sink.put(event)

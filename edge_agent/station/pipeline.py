@@ -1,6 +1,7 @@
 """The station runtime as named workers, each taking (config, stop_event).
 
     camera:<id>    frame -> zone observations          -> inbox (dropped and counted when full)
+                   frame -> evidence frames (the last few, for flagged events)
     scales         poll every scale -> readings        -> inbox
     scanner:<id>   scanned codes                       -> inbox
     rules          inbox -> StationRules -> events, fill-enable writes
@@ -34,6 +35,7 @@ from edge_agent.station.domain import (
     ZoneObservation,
 )
 from edge_agent.station.events import EventFactory, EventSink
+from edge_agent.station.evidence import EvidenceRecorder
 from edge_agent.station.registry import CylinderRegistry
 from edge_agent.station.report import ShiftReport, build_report
 from edge_agent.station.rules import StationRules
@@ -92,11 +94,13 @@ class StationPipeline:
         tz: tzinfo,
         wall_clock: Callable[[float], datetime] | None = None,
         person_detector: PersonDetector | None = None,
+        evidence: EvidenceRecorder | None = None,
     ) -> None:
         self._config = config
         self._inputs = inputs
         self._clock = clock
-        self._events = EventFactory(device_id, sink, wall_clock)
+        self.evidence = evidence
+        self._events = EventFactory(device_id, sink, wall_clock, evidence)
         self.rules = StationRules(config, registry, self._events, inputs.scales, tz=tz)
         self.analyzers = {
             cam.id: ZoneAnalyzer(
@@ -137,7 +141,13 @@ class StationPipeline:
             self.faults[f"camera:{camera_id}"] += 1
             logger.warning("%s", err)
             return False
-        for obs in self.analyzers[camera_id].process(frame, self._clock()):
+        analyzer = self.analyzers[camera_id]
+        at = self._clock()
+        observations = analyzer.process(frame, at)
+        if self.evidence is not None:
+            # Kept before the observations are queued, so a rule they trigger finds the frame.
+            self.evidence.keep(camera_id, at, frame, analyzer)
+        for obs in observations:
             try:
                 self.inbox.put_nowait(obs)
             except queue.Full:

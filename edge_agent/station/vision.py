@@ -4,9 +4,10 @@ Presence comes from the station pack's cylinder detector when one is installed
 (`vision.station_pack`): a zone holds a cylinder when the detected boxes cover
 `detector_zone_cover` of its polygon. Without a detector, presence (and always the occupancy
 person check) uses a background difference inside the calibrated polygons (computed on
-a downscaled grey frame); codes are read with OpenCV's QR detector on the full-resolution
-zone crop, only where a cylinder is present and only every n-th frame, to keep two cameras
-with 8 zones each inside a 2-core budget.
+a downscaled grey frame); codes are read (zxing-cpp, or OpenCV's QR detector) on the
+full-resolution zone crop, with Wiener deblurring tries when the crop does not decode as it
+is (QrReader), only where a cylinder is present and only every n-th frame, to keep two
+cameras with 8 zones each inside a 2-core budget.
 """
 
 from __future__ import annotations
@@ -72,8 +73,12 @@ def load_cylinder_detector(vision: VisionConfig) -> CylinderDetector | None:
 class QrReader:
     """Reads QR codes: zxing-cpp when installed (faster, reads 2 px modules), else OpenCV.
 
-    Each backend first tries the crop as it is, then a 2x upscale with an unsharp mask,
-    which recovers slightly blurred labels (see bench/station.py for the rates).
+    A crop is first decoded as it is. When that fails, it is upscaled and a Wiener filter
+    undoes a Gaussian blur, for the sigmas of `qr_deblur_sigmas` in turn: a few per read,
+    resuming where the last read of the same zone stopped, so a cylinder that stands on the
+    scale for several frames gets every sigma tried (best of N frames) at a bounded cost per
+    frame. Focus is a property of the camera, so the sigma that last decoded is tried first.
+    One reader serves one camera. bench/station.py measures the rates.
     """
 
     def __init__(self, vision: VisionConfig) -> None:
@@ -90,6 +95,8 @@ class QrReader:
             else:
                 self._zxing = zxingcpp
         self._cv = cv2.QRCodeDetectorAruco() if self._zxing is None else None
+        self._next: dict[str, int] = {}  # zone -> index of the next sigma to try
+        self._last_good: int | None = None  # index of the sigma that last decoded
 
     def _decode(self, grey: np.ndarray) -> tuple[str, ...]:
         if self._zxing is not None:
@@ -104,17 +111,61 @@ class QrReader:
             return ()
         return tuple(dict.fromkeys(t for t in texts if t)) if ok else ()
 
-    def read(self, image: np.ndarray) -> tuple[str, ...]:
-        """Return the decoded texts found in `image` (BGR or grey); empty if none."""
+    def _schedule(self, key: str) -> list[int]:
+        """The sigma indices to try on this read of `key`: the last good one, then the next."""
+        sigmas = self._vision.qr_deblur_sigmas
+        order: list[int] = []
+        if self._last_good is not None:
+            order.append(self._last_good)
+        cursor = self._next.get(key, 0)
+        while len(order) < min(self._vision.qr_deblur_per_read, len(sigmas)):
+            if cursor not in order:
+                order.append(cursor)
+            cursor = (cursor + 1) % len(sigmas)
+        self._next[key] = cursor
+        return order
+
+    def read(self, image: np.ndarray, key: str = "") -> tuple[str, ...]:
+        """Return the decoded texts found in `image` (BGR or grey); empty if none.
+
+        `key` names the zone the crop comes from, so successive reads of it continue the
+        sigma ladder instead of restarting it.
+        """
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         codes = self._decode(grey)
-        if codes or self._vision.qr_upscale <= 1.0:
+        sigmas = self._vision.qr_deblur_sigmas
+        if codes or self._vision.qr_upscale <= 1.0 or not sigmas:
             return codes
         f = self._vision.qr_upscale
         big = cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
-        amount = self._vision.qr_sharpen_amount
-        soft = cv2.GaussianBlur(big, (0, 0), self._vision.qr_sharpen_sigma)
-        return self._decode(cv2.addWeighted(big, 1.0 + amount, soft, -amount, 0))
+        spectrum = np.fft.rfft2(big.astype(np.float32) - float(big.mean()))
+        for index in self._schedule(key):
+            restored = _wiener(
+                spectrum,
+                big.shape,
+                float(big.mean()),
+                sigmas[index] * f,
+                self._vision.qr_deblur_noise,
+            )
+            codes = self._decode(restored)
+            if codes:
+                self._last_good = index
+                self._next.pop(key, None)
+                return codes
+        return ()
+
+
+def _wiener(
+    spectrum: np.ndarray, shape: tuple[int, ...], mean: float, sigma: float, noise: float
+) -> np.ndarray:
+    """Undo a Gaussian blur of `sigma` px: Wiener filter H / (H^2 + noise), H the Gaussian's
+    transfer function, applied to the rfft2 `spectrum` of a mean-removed image of `shape`."""
+    h, w = shape[0], shape[1]
+    fy = np.fft.fftfreq(h).astype(np.float32)[:, None]
+    fx = np.fft.rfftfreq(w).astype(np.float32)[None, :]
+    transfer = np.exp(np.float32(-2.0 * np.pi**2 * sigma**2) * (fx * fx + fy * fy))
+    out = np.fft.irfft2(spectrum * (transfer / (transfer * transfer + noise)), s=(h, w)) + mean
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -161,6 +212,7 @@ class ZoneAnalyzer:
             raise ValueError(f"camera {camera_id}: person_method pose needs a person detector")
         self._person_detector = person_detector if vision.person_method == "pose" else None
         self._people: dict[str, bool] = {}
+        self._person_boxes: dict[str, tuple[tuple[float, float, float, float], ...]] = {}
         self.camera_id = camera_id
         self._vision = vision
         self._zones = [z for z in zones if z.camera_id == camera_id]
@@ -210,6 +262,11 @@ class ZoneAnalyzer:
         return self._boxes
 
     @property
+    def person_boxes(self) -> tuple[tuple[float, float, float, float], ...]:
+        """The people the pose detector last found in the operator areas (full-frame pixels)."""
+        return tuple(box for boxes in self._person_boxes.values() for box in boxes)
+
+    @property
     def zone_ids(self) -> list[str]:
         """The zones this analyser watches."""
         return [z.id for z in self._zones]
@@ -254,7 +311,7 @@ class ZoneAnalyzer:
             # Stagger the QR searches so the zones of one camera do not all decode in one frame.
             if present and (self._frame_no + index) % self._vision.qr_every_n_frames == 0:
                 x0, y0, x1, y1 = g.full_box
-                codes = self._qr.read(frame[y0:y1, x0:x1])
+                codes = self._qr.read(frame[y0:y1, x0:x1], g.zone.id)
             if not present:
                 _paint(learn, g.box, g.mask)
             if not person:
@@ -310,6 +367,15 @@ class ZoneAnalyzer:
         ):
             x0, y0, x1, y1 = g.op_full_box
             people = detector.detect(frame[y0:y1, x0:x1])
+            self._person_boxes[zone_id] = tuple(
+                (
+                    float(p.box[0]) + x0,
+                    float(p.box[1]) + y0,
+                    float(p.box[2]) + x0,
+                    float(p.box[3]) + y0,
+                )
+                for p in people
+            )
             self._people[zone_id] = any(
                 cv2.pointPolygonTest(
                     g.op_polygon,

@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from contract.codes import EventKind, ReasonCode
+from contract.messages import EvidenceRef
 from server import incidents, review
 from server.bundle import evidence_path
 from server.domain import ReviewStatus
@@ -38,8 +39,25 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class ZoneOverlay:
+    """A station zone to draw over a frame, as SVG polygon points."""
+
+    zone_id: str
+    points: str
+    operator_points: str | None
+
+
+@dataclass(frozen=True)
+class DetectionOverlay:
+    """A detector box to draw over a station frame."""
+
+    label: str
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
 class EvidenceView:
-    """One evidence image and the box to draw over it."""
+    """One evidence image and what to draw over it (face box, or station zones and boxes)."""
 
     sha256: str
     role: str
@@ -47,6 +65,20 @@ class EvidenceView:
     width: int
     height: int
     stored: bool
+    camera_id: str | None = None
+    captured_at: datetime | None = None
+    zones: tuple[ZoneOverlay, ...] = ()
+    detections: tuple[DetectionOverlay, ...] = ()
+
+    @property
+    def overlay(self) -> bool:
+        """Whether there is anything to draw, and the image size to draw it on."""
+        drawn = self.box is not None or bool(self.zones) or bool(self.detections)
+        return drawn and self.width > 0 and self.height > 0
+
+
+def _points(polygon: tuple[tuple[float, float], ...]) -> str:
+    return " ".join(f"{x:g},{y:g}" for x, y in polygon)
 
 
 @dataclass(frozen=True)
@@ -101,27 +133,49 @@ class EventDetail:
 def evidence_views(session: Session, settings: ServerSettings, event: Event) -> list[EvidenceView]:
     """The event's evidence images with their pixel size (0 when not uploaded or unreadable)."""
     views = []
-    for ref in event.body.get("evidence", []):
-        sha = str(ref["sha256"])
-        path = evidence_path(settings.evidence_dir, sha)
+    for raw in event.body.get("evidence", []):
+        # Stored bodies passed the contract at ingest; read them back through it.
+        ref = EvidenceRef.model_validate(raw)
+        path = evidence_path(settings.evidence_dir, ref.sha256)
         width = height = 0
-        stored = session.get(Evidence, sha) is not None and path.exists()
+        stored = session.get(Evidence, ref.sha256) is not None and path.exists()
         if stored:
             try:
                 width, height = image_size(path.read_bytes())
             except ImageSizeError as err:
-                logger.warning("evidence %s: %s", sha, err)
-        box = ref.get("box")
+                logger.warning("evidence %s: %s", ref.sha256, err)
         views.append(
             EvidenceView(
-                sha256=sha,
-                role=str(ref.get("role", "face")),
-                box=tuple(float(v) for v in box) if box else None,  # type: ignore[arg-type]
+                sha256=ref.sha256,
+                role=ref.role,
+                box=ref.box,
                 width=width,
                 height=height,
                 stored=stored,
+                camera_id=ref.camera_id,
+                captured_at=ref.captured_at,
+                zones=tuple(
+                    ZoneOverlay(
+                        zone_id=z.zone_id,
+                        points=_points(z.polygon),
+                        operator_points=_points(z.operator_polygon) if z.operator_polygon else None,
+                    )
+                    for z in ref.zones
+                ),
+                detections=tuple(DetectionOverlay(d.label, d.box) for d in ref.detections),
             )
         )
+    return views
+
+
+def _incident_evidence(
+    session: Session, settings: ServerSettings, event: Event
+) -> list[EvidenceView]:
+    """The item's evidence, then that of the fills folded into it (each image once)."""
+    views = evidence_views(session, settings, event)
+    for fill in incidents.covered_fills(session, event):
+        shown = {v.sha256 for v in views}
+        views += [v for v in evidence_views(session, settings, fill) if v.sha256 not in shown]
     return views
 
 
@@ -189,7 +243,7 @@ def event_detail(
         event=event,
         device=device,
         site=session.get(Site, event.site_id),
-        evidence=evidence_views(session, settings, event),
+        evidence=_incident_evidence(session, settings, event),
         match=_match(session, match_info),
         expected=session.get(Operator, expected_id) if expected_id else None,
         expected_id=expected_id,

@@ -30,7 +30,9 @@ from contract.messages import (
     EmbeddingContract,
     EventBatch,
     EventBatchAck,
+    EvidenceDetection,
     EvidenceRef,
+    EvidenceZone,
     GalleryDelta,
     GalleryOperator,
     GallerySnapshot,
@@ -120,6 +122,25 @@ def events(device_id: str = "FL-0001") -> list[Message]:
             reason=ReasonCode.OVERFILL,
             severity=Severity.MEDIUM,
             **common,
+            evidence=(
+                EvidenceRef(
+                    sha256=SHA,
+                    media_type="image/jpeg",
+                    role="zone",
+                    box=(400, 20, 630, 350),
+                    camera_id="cam1",
+                    captured_at=NOW - timedelta(seconds=0.1),
+                    zones=(
+                        EvidenceZone(
+                            zone_id="Z-S1",
+                            scale_id="S1",
+                            polygon=((400, 20), (630, 20), (630, 350), (400, 350)),
+                            operator_polygon=((10, 20), (390, 20), (390, 350)),
+                        ),
+                    ),
+                    detections=(EvidenceDetection(label="cylinder", box=(420, 40, 600, 340)),),
+                ),
+            ),
             payload=StationViolationPayload(
                 scale_id="S1",
                 cylinder_code="370100-000123",

@@ -132,6 +132,31 @@ def test_unknown_major_schema_version_is_refused() -> None:
     assert "schema_version" in _paths(info.value)
 
 
+def test_a_1_1_event_with_a_plain_evidence_ref_still_parses() -> None:
+    """Schema 1.2 only added optional evidence fields: what a 1.1 agent sends is valid."""
+    event = json.loads(samples.events()[0].model_dump_json())
+    event["schema_version"] = "1.1"
+    event["evidence"] = [{"sha256": samples.SHA, "media_type": "image/png", "box": [1, 2, 3, 4]}]
+    parsed = EVENT_ADAPTER.validate_python(event)
+    ref = parsed.evidence[0]
+    assert (ref.role, ref.camera_id, ref.captured_at, ref.zones, ref.detections) == (
+        "face",
+        None,
+        None,
+        (),
+        (),
+    )
+
+
+def test_evidence_zone_needs_a_polygon_of_three_points() -> None:
+    data = _batch_dict()
+    violation = next(e for e in data["events"] if e["kind"] == "station.violation")
+    violation["evidence"][0]["zones"][0]["polygon"] = [[0, 0], [1, 1]]
+    with pytest.raises(ValidationError) as info:
+        EventBatch.model_validate(data)
+    assert any(p.endswith("evidence.0.zones.0.polygon") for p in _paths(info.value))
+
+
 def test_gallery_embedding_length_must_match_contract() -> None:
     snapshot = samples.top_level()[4]
     data = json.loads(snapshot.model_dump_json())

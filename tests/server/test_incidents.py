@@ -104,12 +104,12 @@ def post(device: DeviceClient, *events: Any) -> None:
     assert len(answer.json()["accepted"]) == len(events)
 
 
-def post_as_1_1(device: DeviceClient, *events: Any) -> None:
-    """Deliver the events as an agent before schema 1.2 writes them: no `violation_ids`."""
+def post_as_old(device: DeviceClient, version: str, *events: Any) -> None:
+    """Deliver the events as an agent before schema 1.3 writes them: no `violation_ids`."""
     batch = json.loads(batch_of(device.device_id, list(events)).model_dump_json())
-    batch["schema_version"] = "1.1"
+    batch["schema_version"] = version
     for event in batch["events"]:
-        event["schema_version"] = "1.1"
+        event["schema_version"] = version
         event["payload"].pop("violation_ids", None)
     body = json.dumps(batch).encode()
     answer = device.request("POST", "/api/v1/events", body, {"Content-Type": "application/json"})
@@ -254,19 +254,20 @@ def test_fill_first_then_its_violation_in_a_later_batch(
     verify_chain(world, monkeypatch)
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
 @pytest.mark.parametrize("order", ["violation_first", "fill_first"])
-def test_old_agent_events_are_matched_on_the_server(world: World, order: str) -> None:
+def test_old_agent_events_are_matched_on_the_server(world: World, order: str, version: str) -> None:
     device = station(world)
     over = violation(device, 0, 25.0)
     elsewhere = violation(device, 1, 20.0, scale="S102")  # the same moment on another scale
     other_code = violation(device, 2, 10.0, reason=ReasonCode.FILLER_ABSENT, code="CYL-0999")
     filled = fill(device, 3, ReasonCode.OVERFILL)
     if order == "violation_first":
-        post_as_1_1(device, over, elsewhere, other_code)
-        post_as_1_1(device, filled)
+        post_as_old(device, version, over, elsewhere, other_code)
+        post_as_old(device, version, filled)
     else:
-        post_as_1_1(device, filled)
-        post_as_1_1(device, over, elsewhere, other_code)
+        post_as_old(device, version, filled)
+        post_as_old(device, version, over, elsewhere, other_code)
     items = {i["event_id"]: i for i in queue(world)}
     assert set(items) == {str(over.event_id), str(elsewhere.event_id), str(other_code.event_id)}
     assert items[str(over.event_id)]["covers"] == [str(filled.event_id)]

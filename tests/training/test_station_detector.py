@@ -10,7 +10,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from calibration.cli import eval_app
 from edge_agent.station.config import VisionConfig
 from edge_agent.station.detector_eval import (
     GT_COVER,
@@ -21,12 +20,13 @@ from edge_agent.station.detector_eval import (
     read_frame,
     strips,
 )
+from edge_agent.station.sim.labelled import render_frame, render_set
 from edge_agent.station.vision import ZoneAnalyzer
+from jifang.cli import app as jifang_app
 from models.errors import ModelError
 from models.runtime.cylinder_detector import CylinderDetector
 from models.station_pack import STATION_MANIFEST, load_cylinder_detector, verify_station_pack
 from models.types import Task
-from tests.training.cylinder_frames import render_frame, render_set
 
 pytest.importorskip("torch")
 
@@ -130,10 +130,9 @@ def test_a_broken_station_pack_stops_the_station(
 def test_eval_station_detector_counts(trained: tuple[Path, Path], tmp_path: Path) -> None:
     data, models = trained
     out = tmp_path / "eval.json"
-    app = typer.Typer()
-    app.add_typer(eval_app, name="eval")
+    # The jifang CLI itself: it registers `eval station-detector` (edge_agent) under eval.
     result = CliRunner().invoke(
-        app,
+        jifang_app,
         ["eval", "station-detector", "--pack", "cyl", "--model-dir", str(models), "--data",
          str(data), "--json", str(out)],
     )  # fmt: skip

@@ -2,6 +2,8 @@
 
     rendered frames -> zones -> rules -> OutboxSink (SQLite) -> deliver_once -> server
 
+Flagged events carry their frame, stored in the outbox's evidence index and uploaded first.
+
 The same path the running agent uses (`StationAgent`), driven tick by tick for determinism.
 """
 
@@ -18,6 +20,7 @@ from edge_agent.config import StationAgentConfig
 from edge_agent.delivery import deliver_once
 from edge_agent.outbox import Outbox
 from edge_agent.station.agent import OutboxSink, build_registry
+from edge_agent.station.evidence import EvidenceRecorder
 from edge_agent.station.sim.runner import ScenarioResult, run_scenario
 from edge_agent.station.sim.scenario import Scenario, SimLayout
 from edge_agent.station.sync import RegistrySyncError, StationUplink, sync_registry
@@ -113,6 +116,7 @@ def play_against_server(
             device_id=config.device.id,
             start=start or datetime.now(UTC),
             tz=config.device.zone(),
+            evidence=EvidenceRecorder(config.station, outbox, config.store.evidence_dir),
         )
         delivered = deliver_all(config, outbox, uplink, delivery_rounds)
         left = outbox.depth()

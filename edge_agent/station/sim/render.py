@@ -23,11 +23,21 @@ def qr_modules(text: str) -> np.ndarray:
     return np.pad(matrix, 4)
 
 
-def qr_image(text: str, module_px: int) -> np.ndarray:
-    """The QR label as a BGR image, `module_px` pixels per module."""
+def qr_image(text: str, module_px: float) -> np.ndarray:
+    """The QR label as a BGR image, `module_px` pixels per module.
+
+    A whole number gives sharp module edges; a fraction is drawn 8 times larger and
+    area-averaged down, as a camera would see a label between pixel sizes.
+    """
     modules = qr_modules(text)
     grey = np.where(modules == 1, 20, 245).astype(np.uint8)
-    big = cv2.resize(grey, None, fx=module_px, fy=module_px, interpolation=cv2.INTER_NEAREST)
+    if float(module_px).is_integer():
+        m = int(module_px)
+        big = cv2.resize(grey, None, fx=m, fy=m, interpolation=cv2.INTER_NEAREST)
+    else:
+        fine = cv2.resize(grey, None, fx=8, fy=8, interpolation=cv2.INTER_NEAREST)
+        side = int(round(modules.shape[0] * module_px))
+        big = cv2.resize(fine, (side, side), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(big, cv2.COLOR_GRAY2BGR)
 
 
@@ -43,7 +53,7 @@ class Renderer:
     """Draws frames of one layout; the background is fixed per seed, the noise varies per frame."""
 
     def __init__(
-        self, layout: SimLayout, seed: int = 0, module_px: int = 4, noise_sigma: float = 3.0
+        self, layout: SimLayout, seed: int = 0, module_px: float = 4, noise_sigma: float = 3.0
     ) -> None:
         self._layout = layout
         self._module_px = module_px

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from edge_agent.station.config import StationConfig
 from edge_agent.station.events import EventFactory, EventSink
+from edge_agent.station.evidence import EvidenceRecorder
 from edge_agent.station.registry import CylinderRegistry
 from edge_agent.station.report import ShiftReport, build_report
 from edge_agent.station.rules import FillInterlock, StationRules
@@ -48,15 +49,19 @@ def run_scenario(
     seed: int = 0,
     start: datetime = SHIFT_START,
     tz: tzinfo = SIM_TZ,
+    evidence: EvidenceRecorder | None = None,
 ) -> ScenarioResult:
     """Play `scenario` tick by tick.
 
     Without `scales` the rules talk to the simulated scales directly; with `scales` (e.g. Modbus
     drivers in front of `bank`) readings and fill-enable writes go through those drivers.
+    With `evidence`, every rendered frame is kept and flagged events carry their frame.
     """
     station = SimStation(layout, scenario, seed=seed, bank=bank)
     interlock: FillInterlock = scales if scales is not None else station.scales
-    events = EventFactory(device_id, sink, wall_clock=lambda t: start + timedelta(seconds=t))
+    events = EventFactory(
+        device_id, sink, wall_clock=lambda t: start + timedelta(seconds=t), evidence=evidence
+    )
     rules = StationRules(config, registry, events, interlock, tz=tz)
     analyzers = [
         ZoneAnalyzer(cam.id, config.zones, config.vision, (cam.width, cam.height))
@@ -78,7 +83,11 @@ def run_scenario(
             )
             rules.on_reading(reading)
         for analyzer in analyzers:
-            for obs in analyzer.process(station.render(analyzer.camera_id), t):
+            frame = station.render(analyzer.camera_id)
+            observations = analyzer.process(frame, t)
+            if evidence is not None:
+                evidence.keep(analyzer.camera_id, t, frame, analyzer)
+            for obs in observations:
                 rules.on_observation(obs)
     report = build_report(
         config.station_id, rules.counters, start, start + timedelta(seconds=scenario.duration_s)

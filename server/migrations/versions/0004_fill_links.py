@@ -6,7 +6,7 @@ Create Date: 2026-12-09 10:00:00.000000
 
 Adds `fill_links` and an index on events (device_id, occurred_at), then merges the review
 items already doubled in the data: every flagged fill is matched to the violations it holds
-the way the server matches fills of agents before schema 1.2 (`server.incidents.matches`,
+the way the server matches fills of agents before schema 1.3 (`server.incidents.matches`,
 with the default `fill_link_tolerance_s` of this revision). For a fill that repeats a
 violation's reason, what reviewers did on the fill (status, claim, reviewed marks) moves onto
 the violation's item; the fill's own decisions stay on the fill row and count for the item.

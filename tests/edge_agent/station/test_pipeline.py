@@ -19,6 +19,7 @@ from edge_agent.station.camera import CallbackCamera, CameraError
 from edge_agent.station.config import StationConfig
 from edge_agent.station.domain import CodeScan, FillerLogin, LoginMethod
 from edge_agent.station.events import MemorySink
+from edge_agent.station.evidence import EvidenceRecorder
 from edge_agent.station.pipeline import StationInputs, StationPipeline
 from edge_agent.station.scale import ScaleSet
 from edge_agent.station.scanner import QueueScanner
@@ -67,8 +68,16 @@ class Rig:
     clock: FakeClock
 
 
-def _rig(scenario: Scenario, render: Callable[[], np.ndarray] | None = None, **rules: float) -> Rig:
-    config = station_config(LAYOUT, reg.STATION_ID, rules=rules)
+def _rig(
+    scenario: Scenario,
+    render: Callable[[], np.ndarray] | None = None,
+    *,
+    recorder: Callable[[StationConfig], EvidenceRecorder] | None = None,
+    evidence: dict[str, float] | None = None,
+    **rules: float,
+) -> Rig:
+    """The rig; `recorder` builds the evidence recorder, `evidence` overrides its config."""
+    config = station_config(LAYOUT, reg.STATION_ID, rules=rules, evidence=evidence or {})
     station = SimStation(LAYOUT, scenario)
     scanners = {c.scale_id: QueueScanner(c.scale_id) for c in LAYOUT.cells}
     inputs = StationInputs(
@@ -87,6 +96,7 @@ def _rig(scenario: Scenario, render: Callable[[], np.ndarray] | None = None, **r
         clock=clock,
         wall_clock=lambda t: SHIFT_START + timedelta(seconds=t),
         tz=SIM_TZ,
+        evidence=recorder(config) if recorder is not None else None,
     )
     pipeline.analyzers["cam1"].set_background(station.empty_frame("cam1"))
     return Rig(config, station, scanners, pipeline, sink, clock)

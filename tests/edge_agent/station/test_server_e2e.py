@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -31,6 +31,10 @@ from edge_agent.station.sim.scenario import (
 from edge_agent.station.sim.seed import seed_station
 from tests.conftest import wait_until
 from tests.server.conftest import World, app, settings, world  # noqa: F401 - fixtures
+from tests.server.web.conftest import chromium, output_dir  # noqa: F401 - fixtures
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 LAYOUT = make_layout(cameras=1, zones_per_camera=4)
 S1, S2, S3, S4 = (c.scale_id for c in LAYOUT.cells)
@@ -478,3 +482,113 @@ def test_edge_run_station_yaml_against_server(station: Station, tmp_path: Path) 
             agent.wait()
         listener.close()
         modbus.stop()
+
+
+@pytest.mark.browser
+def test_violation_evidence_reaches_the_server_and_the_page_draws_its_zone(
+    station: Station,
+    chromium: Browser,  # noqa: F811 - fixture
+    output_dir: Path,  # noqa: F811 - fixture
+) -> None:
+    """Agent frame -> outbox -> HTTP upload -> server store -> review page in Chromium."""
+    import hashlib
+
+    from contract.ids import uuid7
+    from contract.messages import EvidenceDetection, EvidenceRef, StationViolationEvent
+    from server.bundle import evidence_path
+    from server.tables import Evidence
+    from tests.server.conftest import PASSWORD
+    from tests.server.helpers import DeviceClient, batch_of
+
+    actions: list[Action] = [
+        Person(0, S1, True),
+        Place(1, S1, reg.GOOD[0]),
+        OpenValve(3, S1, 14.0, bypass=True),
+        Remove(26, S1),
+    ]
+    run = station.play(actions)
+    assert run.undelivered == 0
+    stored = station.stored()
+    flagged = [e for e in stored if e["flagged"]]
+    assert {(e["kind"], e["reason"]) for e in flagged} == {
+        ("station.violation", "UNSCANNED_FILL"),
+        ("station.fill", "UNSCANNED_FILL"),
+    }
+    server_settings = station.world.app.state.settings
+    for event in flagged:
+        (ref,) = event["body"]["evidence"]
+        assert (ref["role"], ref["camera_id"]) == ("zone", "cam1")
+        assert [z["zone_id"] for z in ref["zones"]] == [f"Z-{S1}"]
+        with station.world.app.state.sessions() as session:
+            assert session.get(Evidence, ref["sha256"]) is not None, "evidence not uploaded"
+        data = evidence_path(server_settings.evidence_dir, ref["sha256"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == ref["sha256"] and data[:2] == b"\xff\xd8"
+    violation = next(e for e in flagged if e["kind"] == "station.violation")
+    ref = violation["body"]["evidence"][0]
+    zone = ref["zones"][0]
+
+    # A detector box over the same frame (the simulator runs without a detector).
+    detected = EvidenceRef.model_validate(ref).model_copy(
+        update={
+            "detections": (EvidenceDetection(label="cylinder", box=(500.0, 60.0, 600.0, 330.0)),)
+        }
+    )
+    body = StationViolationEvent.model_validate(violation["body"])
+    boxed = body.model_copy(update={"event_id": uuid7(), "seq": 100, "evidence": (detected,)})
+    posted = DeviceClient(station.world.http, DEVICE, station.key).post_batch(
+        batch_of(DEVICE, [boxed])
+    )
+    assert posted.status_code == 200, posted.text
+
+    context = chromium.new_context(viewport={"width": 1440, "height": 1000}, locale="zh-CN")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    try:
+        base = station.world.base
+        page.goto(base + "/login")
+        page.fill("input[name=username]", "supervisor")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_load_state()
+        page.goto(base + f"/review/{body.event_id}")
+        assert "该事件没有证据图像" not in page.inner_text("section.evidence")
+        page.wait_for_function("document.querySelector('img.evidence-img').complete")
+        natural = page.evaluate(
+            "() => { const i = document.querySelector('img.evidence-img');"
+            " return [i.naturalWidth, i.naturalHeight]; }"
+        )
+        assert natural == [LAYOUT.width, LAYOUT.height]
+        # The overlay lies exactly on the image, in the image's own pixels...
+        shown = page.locator("img.evidence-img").bounding_box()
+        overlay = page.locator("svg.overlay").bounding_box()
+        assert shown is not None and overlay is not None
+        assert all(abs(shown[k] - overlay[k]) < 1 for k in ("x", "y", "width", "height"))
+        view = page.get_attribute("svg.overlay", "viewBox")
+        assert view == f"0 0 {LAYOUT.width} {LAYOUT.height}"
+        # ...and the zone polygon sits where the agent's config put it (getBBox: the geometry,
+        # not Chromium's miter-inflated stroke box of a polygon).
+        geometry = page.evaluate(
+            f"() => {{ const b = document.querySelector(\"polygon.zone[data-zone='Z-{S1}']\")"
+            ".getBBox(); return [b.x, b.y, b.x + b.width, b.y + b.height]; }"
+        )
+        xs = [p[0] for p in zone["polygon"]]
+        ys = [p[1] for p in zone["polygon"]]
+        assert geometry == [min(xs), min(ys), max(xs), max(ys)]
+        scale = shown["width"] / LAYOUT.width
+        assert page.locator("svg.overlay polygon.operator-area").count() == 1
+        caption = page.inner_text("section.evidence figcaption")
+        assert f"区域 Z-{S1}" in caption and "摄像头 cam1" in caption and "拍摄于" in caption
+        page.screenshot(path=str(output_dir / "review-station-evidence.png"), full_page=True)
+
+        page.goto(base + f"/review/{boxed.event_id}")
+        page.wait_for_function("document.querySelector('img.evidence-img').complete")
+        shown = page.locator("img.evidence-img").bounding_box()
+        box = page.locator("svg.overlay rect.det-cylinder").bounding_box()
+        assert shown is not None and box is not None
+        assert abs(box["x"] - (shown["x"] + 500 * scale)) < 4
+        assert abs(box["width"] - 100 * scale) < 4
+        assert "检测到的气瓶" in page.inner_text("section.evidence figcaption")
+        assert errors == []
+    finally:
+        context.close()

@@ -255,8 +255,12 @@ def seeded(world: World, engine) -> Seeded:  # noqa: ANN001 - FaceEngine
 
 
 def post_overfilled_fill(seeded: Seeded) -> str:
-    """The station delivers the fill that broke the seeded overfill rule, naming it; its id."""
+    """The station delivers the fill that broke the seeded overfill rule, naming it, with a
+    frame of its own; the fill's id."""
     overfill_at = datetime.now(UTC) - timedelta(minutes=5)
+    frame = upload(seeded.station, png(cameraman()), "image/png").model_copy(
+        update={"role": "zone"}
+    )
     event = StationFillEvent(
         event_id=uuid7(),
         device_id="station-01",
@@ -264,6 +268,7 @@ def post_overfilled_fill(seeded: Seeded) -> str:
         occurred_at=overfill_at,
         reason=ReasonCode.OVERFILL,
         severity=Severity.CRITICAL,
+        evidence=(frame,),
         payload=StationFillPayload(
             scale_id="scale-1",
             cylinder_code="CYL-0001",

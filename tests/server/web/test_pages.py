@@ -205,6 +205,7 @@ def test_a_violating_fill_is_shown_on_its_violation_item(seeded: Seeded) -> None
     assert "超装" in fill and 'id="fill-net">16.2<' in fill and "15.3" in fill
     assert fill_id in fill
     assert "复核结论同时适用于这条充装记录" in page
+    assert page.count('class="evidence-img"') == 2  # the violation's frame and the fill's
     timeline = page[page.index('id="timeline"') : page.index("</ol>", page.index('id="timeline"'))]
     assert "并入本条复核" in timeline and f"/review/{fill_id}" not in timeline
     # The fill's own address opens the incident's item, keeping the queue filter.

@@ -1,4 +1,5 @@
-"""Rendered station frames with YOLO labels: grey rounded cylinders on noise backgrounds."""
+"""Rendered frames with YOLO cylinder labels (grey rounded shapes on noise), for detector tests
+and the station bench: `root/<view>/<image>.jpg` with `root/<view>/labels/<image>.txt`."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ def render_frame(
     rng: np.random.Generator, width: int = 384, height: int = 216, count: int | None = None
 ) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
     """A BGR frame and its cylinder boxes, YOLO-normalised (cx, cy, w, h)."""
-    frame = rng.integers(20, 120, (height, width, 3), dtype=np.uint8)
-    frame = cv2.GaussianBlur(frame, (0, 0), 2.0)
+    noise = rng.integers(20, 120, (height, width, 3), dtype=np.uint8)
+    frame: np.ndarray = cv2.GaussianBlur(noise, (0, 0), 2.0)
     count = int(rng.integers(0, 3)) if count is None else count
     boxes: list[tuple[float, float, float, float]] = []
     slots = rng.permutation(3)[:count]
