@@ -553,6 +553,13 @@ def test_violation_evidence_reaches_the_server_and_the_page_draws_its_zone(
         page.wait_for_load_state()
         page.goto(base + f"/review/{body.event_id}")
         assert "该事件没有证据图像" not in page.inner_text("section.evidence")
+        # The violation's frame first, then the frame of the fill folded into its item.
+        figures = page.locator("section.evidence figure.evidence-figure")
+        fill = next(e for e in flagged if e["kind"] == "station.fill")
+        assert [
+            figures.nth(i).locator("img").get_attribute("src") for i in range(figures.count())
+        ] == [f"/review/evidence/{e['body']['evidence'][0]['sha256']}" for e in (violation, fill)]
+        first = figures.first
         page.wait_for_function("document.querySelector('img.evidence-img').complete")
         natural = page.evaluate(
             "() => { const i = document.querySelector('img.evidence-img');"
@@ -560,11 +567,11 @@ def test_violation_evidence_reaches_the_server_and_the_page_draws_its_zone(
         )
         assert natural == [LAYOUT.width, LAYOUT.height]
         # The overlay lies exactly on the image, in the image's own pixels...
-        shown = page.locator("img.evidence-img").bounding_box()
-        overlay = page.locator("svg.overlay").bounding_box()
+        shown = first.locator("img.evidence-img").bounding_box()
+        overlay = first.locator("svg.overlay").bounding_box()
         assert shown is not None and overlay is not None
         assert all(abs(shown[k] - overlay[k]) < 1 for k in ("x", "y", "width", "height"))
-        view = page.get_attribute("svg.overlay", "viewBox")
+        view = first.locator("svg.overlay").get_attribute("viewBox")
         assert view == f"0 0 {LAYOUT.width} {LAYOUT.height}"
         # ...and the zone polygon sits where the agent's config put it (getBBox: the geometry,
         # not Chromium's miter-inflated stroke box of a polygon).
@@ -576,8 +583,8 @@ def test_violation_evidence_reaches_the_server_and_the_page_draws_its_zone(
         ys = [p[1] for p in zone["polygon"]]
         assert geometry == [min(xs), min(ys), max(xs), max(ys)]
         scale = shown["width"] / LAYOUT.width
-        assert page.locator("svg.overlay polygon.operator-area").count() == 1
-        caption = page.inner_text("section.evidence figcaption")
+        assert first.locator("svg.overlay polygon.operator-area").count() == 1
+        caption = first.locator("figcaption").inner_text()
         assert f"区域 Z-{S1}" in caption and "摄像头 cam1" in caption and "拍摄于" in caption
         page.screenshot(path=str(output_dir / "review-station-evidence.png"), full_page=True)
 
