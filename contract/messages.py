@@ -33,8 +33,16 @@ from contract.codes import (
     Severity,
 )
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 """Current wire schema version. Minor bumps add optional fields; a major bump breaks."""
+FILL_VIOLATION_IDS_SINCE = "1.3"
+"""From this version on a station fill lists the violation events it broke
+(`StationFillPayload.violation_ids`); the server matches older fills to their violations."""
+
+
+def schema_minor(version: str) -> int:
+    """The minor number of a `1.N` schema version."""
+    return int(version.split(".", 1)[1])
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -245,6 +253,12 @@ class StationFillPayload(_Model):
     started_at: UtcDatetime
     ended_at: UtcDatetime | None = None
     filler_operator_id: str | None = Field(default=None, max_length=64)
+    violation_ids: tuple[EventId, ...] = Field(
+        default=(),
+        max_length=16,
+        description="the station.violation events this fill broke, sent before it (since 1.3); "
+        "the server shows the fill on their review items instead of queueing it apart",
+    )
 
 
 class StationViolationPayload(_Model):

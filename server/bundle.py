@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from contract.auth import load_public_key_b64
-from server import audit, review
+from server import audit, incidents, review
 from server.keys import ServerKey
-from server.tables import Decision, Event
+from server.tables import Event
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +37,15 @@ def build(session: Session, event_id: str, evidence_dir: Path, key: ServerKey) -
     event = session.get(Event, event_id)
     if event is None:
         raise BundleError(f"no event {event_id}")
+    # A violation's bundle carries its incident: the fill folded into it, its evidence, and its
+    # decisions (made before the two were linked), which count for the item as well.
+    covered = incidents.covered_fills(session, event)
     evidence = []
-    for ref in event.body.get("evidence", []):
+    seen: set[str] = set()
+    for ref in (r for e in (event, *covered) for r in e.body.get("evidence", [])):
+        if ref["sha256"] in seen:
+            continue
+        seen.add(ref["sha256"])
         path = evidence_path(evidence_dir, ref["sha256"])
         evidence.append(
             {
@@ -50,15 +56,14 @@ def build(session: Session, event_id: str, evidence_dir: Path, key: ServerKey) -
     decisions = [
         {
             "id": d.id,
+            "event_id": d.event_id,
             "user_id": d.user_id,
             "outcome": d.outcome,
             "comment": d.comment,
             "supersedes": d.supersedes,
             "decided_at": d.decided_at.isoformat(),
         }
-        for d in session.scalars(
-            select(Decision).where(Decision.event_id == event_id).order_by(Decision.id)
-        )
+        for d in review.decisions(session, event)
     ]
     entries = review.audit_entries(session, event)
     content = {
@@ -74,6 +79,7 @@ def build(session: Session, event_id: str, evidence_dir: Path, key: ServerKey) -
             "review_status": event.review_status,
         },
         "evidence": evidence,
+        "covers": [f.body for f in covered],
         "decisions": decisions,
         "audit_entries": [audit.entry_dict(e) for e in entries],
     }

@@ -45,6 +45,28 @@ class ReviewStatus(StrEnum):
     DECIDED = "decided"
 
 
+class LinkSource(StrEnum):
+    """How the server knows a violation belongs to a fill."""
+
+    DEVICE = "device"
+    """The fill event listed the violation's id (schema 1.3 on)."""
+    WINDOW = "window"
+    """Matched for an older agent: same device and scale, a shared cylinder code, and the
+    violation inside the fill's start..end."""
+
+
+FILL_VIOLATIONS = frozenset(
+    {
+        ReasonCode.UNSCANNED_FILL,
+        ReasonCode.SWAPPED_CODE,
+        ReasonCode.FILLER_ABSENT,
+        ReasonCode.OVERFILL,
+    }
+)
+"""The violations the station rules record against a running fill (edge_agent/station/rules.py);
+scan refusals happen before any fill and are never matched to one."""
+
+
 def id_number_problem(value: str) -> str | None:
     """Why `value` is not a valid GB 11643 citizen ID number, or None when it is."""
     return validate_gb11643(value)

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from contract.codes import EventKind
 from contract.messages import EventBatch, EventBatchAck
 from contract.messages import SequenceGap as GapMessage
-from server import audit
+from server import audit, incidents
 from server.db import insert_rows
 from server.domain import ReviewStatus, classify
 from server.tables import Device, Event, SequenceGap
@@ -31,8 +32,20 @@ class IngestResult:
     """(kind, flagged, severity) of each stored event."""
 
 
-def ingest(session: Session, device: Device, batch: EventBatch, body: bytes) -> IngestResult:
-    """Store the batch's new events in the caller's transaction and say what happened."""
+_STATION_KINDS = (EventKind.STATION_FILL, EventKind.STATION_VIOLATION)
+
+
+def ingest(
+    session: Session,
+    device: Device,
+    batch: EventBatch,
+    body: bytes,
+    window: incidents.LinkWindow,
+) -> IngestResult:
+    """Store the batch's new events in the caller's transaction and say what happened.
+
+    Station fills and violations are linked into incidents (`server/incidents.py`).
+    """
     ids = [str(e.event_id) for e in batch.events]
     existing: set[str] = set()
     for start in range(0, len(ids), _CHUNK):
@@ -122,6 +135,9 @@ def ingest(session: Session, device: Device, batch: EventBatch, body: bytes) -> 
         )
         logger.warning("device %s skipped sequence numbers %s", device.id, gaps)
     session.execute(update(Device).where(Device.id == device.id).values(last_seq=new_last))
+    station = [str(e.event_id) for e in fresh if e.kind in _STATION_KINDS]
+    if station:
+        incidents.link_new_events(session, device.id, station, window, now)
     ack = EventBatchAck(
         accepted=tuple(e.event_id for e in fresh),
         duplicates=tuple(duplicates),

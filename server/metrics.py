@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from server import gallery
+from server import gallery, incidents
 from server.domain import ReviewStatus
 from server.tables import Device, Event
 
@@ -27,7 +27,9 @@ class _DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         backlog = GaugeMetricFamily(
-            "jifang_review_backlog", "flagged events without a decision", labels=["severity"]
+            "jifang_review_backlog",
+            "review items (incidents) without a decision",
+            labels=["severity"],
         )
         lag = GaugeMetricFamily(
             "jifang_device_gallery_lag_versions",
@@ -43,7 +45,7 @@ class _DatabaseCollector(Collector):
             rows = session.execute(
                 select(Event.severity, func.count())
                 .where(
-                    Event.flagged.is_(True),
+                    incidents.is_item(),
                     Event.review_status.in_([ReviewStatus.OPEN, ReviewStatus.CLAIMED]),
                 )
                 .group_by(Event.severity)

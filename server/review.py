@@ -11,9 +11,9 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from contract.codes import Severity
-from server import audit
+from server import audit, incidents
 from server.domain import Outcome, ReviewStatus
-from server.schemas import EventPublic
+from server.schemas import EventPublic, LinkedFill
 from server.tables import AuditEntry, Decision, Event, ReviewMark
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,15 @@ _Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
 
 class EventNotFound(LookupError):
     """No flagged event has this id."""
+
+
+class Covered(LookupError):
+    """The event is a fill folded into a violation's review item; act on that item."""
+
+    def __init__(self, event_id: str, item_id: str) -> None:
+        super().__init__(f"event {event_id} is covered by review item {item_id}")
+        self.event_id = event_id
+        self.item_id = item_id
 
 
 class ClaimConflict(Exception):
@@ -52,7 +61,8 @@ class QueueFilter:
 
 
 def _filtered(query: _Query, spec: QueueFilter) -> _Query:
-    query = query.where(Event.flagged.is_(True))
+    # One incident, one item: a fill folded into its violation's item is not queued apart.
+    query = query.where(incidents.is_item())
     if spec.site:
         query = query.where(Event.site_id == spec.site)
     if spec.device:
@@ -74,14 +84,14 @@ def _filtered(query: _Query, spec: QueueFilter) -> _Query:
 
 
 def queue(session: Session, spec: QueueFilter, limit: int, offset: int = 0) -> list[Event]:
-    """Flagged events matching `spec`, newest first."""
+    """Review items matching `spec`, newest first."""
     query = _filtered(select(Event), spec)
     query = query.order_by(Event.occurred_at.desc(), Event.event_id).limit(limit).offset(offset)
     return list(session.scalars(query))
 
 
 def queue_counts(session: Session, spec: QueueFilter) -> dict[str, int]:
-    """How many flagged events match `spec`, per review status, and in all ("total")."""
+    """How many review items match `spec`, per review status, and in all ("total")."""
     rows = session.execute(
         _filtered(select(Event.review_status, func.count()), spec).group_by(Event.review_status)
     ).all()
@@ -107,14 +117,16 @@ def neighbour(session: Session, spec: QueueFilter, event: Event, newer: bool) ->
     return session.scalars(query).first()
 
 
-def latest_outcome(session: Session, event_id: str) -> str | None:
-    """The outcome of the newest decision on an event."""
-    return session.scalar(
-        select(Decision.outcome)
-        .where(Decision.event_id == event_id)
-        .order_by(Decision.id.desc())
-        .limit(1)
-    )
+def _latest(session: Session, event_ids: list[str]) -> Decision | None:
+    return session.scalars(
+        select(Decision).where(Decision.event_id.in_(event_ids)).order_by(Decision.id.desc())
+    ).first()
+
+
+def latest_outcome(session: Session, item: Event) -> str | None:
+    """The outcome of the newest decision on a review item (its folded fill's included)."""
+    latest = _latest(session, incidents.incident_ids(session, item))
+    return latest.outcome if latest is not None else None
 
 
 def reviewed_by(session: Session, user_id: int, event_ids: list[str]) -> set[str]:
@@ -134,21 +146,32 @@ def event_public(session: Session, event: Event, user_id: int, body: bool) -> Ev
     """An event with its latest outcome and the user's reviewed mark."""
     mine = session.get(ReviewMark, (user_id, event.event_id)) is not None
     out = EventPublic.model_validate(event)
+    fill = incidents.fills_of(session, [event]).get(event.event_id)
     return out.model_copy(
         update={
-            "latest_outcome": latest_outcome(session, event.event_id),
+            "latest_outcome": latest_outcome(session, event),
             "reviewed_by_me": mine,
             "body": event.body if body else None,
+            "covers": incidents.incident_ids(session, event)[1:],
+            "fill": LinkedFill.model_validate(fill) if fill is not None else None,
         }
     )
 
 
 def flagged(session: Session, event_id: str) -> Event:
-    """The flagged event with this id."""
+    """The review item with this id; a fill folded into another item raises Covered."""
     event = session.get(Event, event_id)
     if event is None or not event.flagged:
         raise EventNotFound(event_id)
+    item_id = incidents.item_of(session, event)
+    if item_id is not None:
+        raise Covered(event_id, item_id)
     return event
+
+
+def _covering(fill_ids: list[str]) -> dict[str, list[str]]:
+    """Audit data naming the folded fills a review action also covers (none: nothing added)."""
+    return {"covers": fill_ids} if fill_ids else {}
 
 
 def claim(session: Session, event: Event, user_id: int, actor: str, ttl_s: int) -> None:
@@ -166,19 +189,20 @@ def claim(session: Session, event: Event, user_id: int, actor: str, ttl_s: int) 
     event.claimed_at = now
     if event.review_status != ReviewStatus.DECIDED:
         event.review_status = ReviewStatus.CLAIMED
-    audit.append(session, actor, "review.claim", f"event:{event.event_id}", {})
+    covers = incidents.incident_ids(session, event)[1:]
+    audit.append(session, actor, "review.claim", f"event:{event.event_id}", _covering(covers))
 
 
 def decide(
     session: Session, event: Event, user_id: int, actor: str, outcome: Outcome, comment: str
 ) -> Decision:
-    """Append a decision (the caller commits); it supersedes the previous one, kept as it was."""
-    previous = session.scalar(
-        select(Decision.id)
-        .where(Decision.event_id == event.event_id)
-        .order_by(Decision.id.desc())
-        .limit(1)
-    )
+    """Append a decision (the caller commits); it supersedes the previous one, kept as it was.
+
+    The decision covers the whole incident: the item's event and any fill folded into it.
+    """
+    ids = incidents.incident_ids(session, event)
+    latest = _latest(session, ids)
+    previous = latest.id if latest is not None else None
     now = datetime.now(UTC)
     decision = Decision(
         event_id=event.event_id,
@@ -202,15 +226,17 @@ def decide(
             "outcome": outcome.value,
             "comment": comment,
             "supersedes": previous,
+            **_covering(ids[1:]),
         },
     )
     return decision
 
 
-def decisions(session: Session, event_id: str) -> list[Decision]:
-    """Every decision on an event, oldest first."""
+def decisions(session: Session, item: Event) -> list[Decision]:
+    """Every decision on a review item (its folded fill's included), oldest first."""
+    ids = incidents.incident_ids(session, item)
     return list(
-        session.scalars(select(Decision).where(Decision.event_id == event_id).order_by(Decision.id))
+        session.scalars(select(Decision).where(Decision.event_id.in_(ids)).order_by(Decision.id))
     )
 
 
@@ -227,18 +253,16 @@ def unmark_reviewed(session: Session, event_id: str, user_id: int) -> None:
 
 
 def audit_entries(session: Session, event: Event) -> list[AuditEntry]:
-    """The audit entries about an event: its ingest batch, reviews and evidence uploads."""
-    evidence_targets = [f"evidence:{ref['sha256']}" for ref in event.body.get("evidence", [])]
+    """The audit entries about an item: ingest batches, links, reviews and evidence uploads of
+    its event and of any fill folded into it."""
+    events = [event, *incidents.covered_fills(session, event)]
+    batches = [e.batch_audit_seq for e in events if e.batch_audit_seq is not None]
+    targets = [f"event:{e.event_id}" for e in events]
+    targets += [f"evidence:{ref['sha256']}" for e in events for ref in e.body.get("evidence", [])]
     return list(
         session.scalars(
             select(AuditEntry)
-            .where(
-                or_(
-                    AuditEntry.seq == (event.batch_audit_seq or -1),
-                    AuditEntry.target == f"event:{event.event_id}",
-                    AuditEntry.target.in_(evidence_targets),
-                )
-            )
+            .where(or_(AuditEntry.seq.in_(batches), AuditEntry.target.in_(targets)))
             .order_by(AuditEntry.seq)
         )
     )

@@ -282,6 +282,15 @@ class ImportReport(_Out):
     rejected_rows: list[int]
 
 
+class LinkedFill(_Out):
+    """The station fill a violation happened in (cylinder, masses, times in `body.payload`)."""
+
+    event_id: str
+    reason: str
+    occurred_at: datetime
+    body: dict[str, Any]
+
+
 class EventPublic(_Out):
     """A stored event with its review state."""
 
@@ -300,6 +309,13 @@ class EventPublic(_Out):
     latest_outcome: str | None = None
     reviewed_by_me: bool = False
     body: dict[str, Any] | None = None
+    covers: list[str] = Field(
+        default_factory=list,
+        description="fills folded into this review item: a decision on the item covers them",
+    )
+    fill: LinkedFill | None = Field(
+        default=None, description="station violations: the fill it happened in, if known"
+    )
 
 
 class DecisionCreate(_In):

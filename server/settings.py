@@ -88,6 +88,21 @@ class ServerSettings(BaseSettings):
         le=7 * 86_400,
         description="a device not heard from (heartbeat or events) for this long is offline",
     )
+    fill_link_tolerance_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=60.0,
+        description="fills of agents before schema 1.3 carry no violation ids: a violation "
+        "counts as theirs when it lies inside the fill's start..end widened by this much "
+        "(both stamps come from the agent's clock, so the slack only covers rounding)",
+    )
+    fill_link_max_fill_s: int = Field(
+        default=30 * 60,
+        ge=60,
+        le=86_400,
+        description="longest fill the server looks back over when an older agent's violation "
+        "arrives after its fill",
+    )
     web_show_template_thumbnails: bool = Field(
         default=False,
         description="show operators' enrolment photos on the operator page (privacy: off)",

@@ -220,6 +220,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_flagged_time", "flagged", "occurred_at"),
         Index("ix_events_device_seq", "device_id", "seq"),
+        Index("ix_events_device_time", "device_id", "occurred_at"),
     )
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
@@ -236,6 +237,24 @@ class Event(Base):
     claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     batch_audit_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class FillLink(Base):
+    """A station violation and the fill it happened in: one incident, one review item.
+
+    The fill reports its violations' ids (or, for agents before schema 1.3, the server matched
+    them by device, scale, cylinder and time). A violation may arrive after the link is known,
+    so `violation_id` is not a foreign key; the link counts once that event is stored for the
+    same device.
+    """
+
+    __tablename__ = "fill_links"
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    violation_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    fill_id: Mapped[str] = mapped_column(ForeignKey("events.event_id"), index=True)
+    matched_by: Mapped[str] = mapped_column(String(16))
+    """server.domain.LinkSource."""
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class SequenceGap(Base):

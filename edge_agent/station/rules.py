@@ -7,6 +7,7 @@ with agent time in seconds; every rule that fires becomes one event with its rea
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
@@ -66,6 +67,8 @@ class _Fill:
     peak_kg: float
     camera_seen: bool = False
     fired: list[ReasonCode] = field(default_factory=list)
+    violation_ids: list[uuid.UUID] = field(default_factory=list)
+    """The violation events of this fill: its fill event references them (one incident)."""
 
 
 @dataclass
@@ -172,7 +175,7 @@ class StationRules:
         if not self._on(reason):
             return
         zone = next((z.id for z in self._config.zones if z.scale_id == scale_id), None)
-        self._events.violation(
+        event = self._events.violation(
             at,
             reason,
             StationViolationPayload(
@@ -190,6 +193,7 @@ class StationRules:
         target = fill or self._scales[scale_id].fill
         if target is not None:
             target.fired.append(reason)
+            target.violation_ids.append(event.event_id)
         logger.warning("scale %s: %s %s", scale_id, reason.value, detail)
 
     # --- inputs ----------------------------------------------------------------------------
@@ -537,6 +541,7 @@ class StationRules:
                 started_at=self._events.to_datetime(fill.started_at),
                 ended_at=self._events.to_datetime(at),
                 filler_operator_id=accepted.operator_id if accepted else None,
+                violation_ids=tuple(fill.violation_ids),
             ),
         )
         logger.info("scale %s: fill ended, net %.2f kg (%s)", scale_id, net, reason.value)

@@ -65,4 +65,13 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(LoginRequired, login_required)
     app.add_exception_handler(PageForbidden, forbidden)
     app.add_exception_handler(BadForm, bad_form)
+
+    async def covered(request: Request, exc: Exception) -> Response:
+        # A folded fill is reviewed on its violation's item: open that page instead (a form
+        # posted to the fill's address changes nothing).
+        assert isinstance(exc, review.EventCovered)  # registered for this type only
+        query = f"?{request.url.query}" if request.method == "GET" and request.url.query else ""
+        return RedirectResponse(f"/review/{exc.item_id}{query}", status_code=303)
+
     app.add_exception_handler(review.EventMissing, missing)
+    app.add_exception_handler(review.EventCovered, covered)

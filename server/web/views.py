@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from contract.codes import EventKind, ReasonCode
 from contract.messages import EvidenceRef
-from server import review
+from server import incidents, review
 from server.bundle import evidence_path
 from server.domain import ReviewStatus
 from server.settings import ServerSettings
@@ -122,6 +122,12 @@ class EventDetail:
     latest_outcome: str | None
     payload_json: str
     claimed_by: str | None
+    fill: Event | None
+    """Station violations: the fill it happened in (cylinder, masses, times)."""
+    fill_folded: bool
+    """The fill is reviewed on this item (it repeats this violation's reason)."""
+    covers: list[str]
+    """Event ids folded into this item (its timeline shows them as part of it, unlinked)."""
 
 
 def evidence_views(session: Session, settings: ServerSettings, event: Event) -> list[EvidenceView]:
@@ -159,6 +165,17 @@ def evidence_views(session: Session, settings: ServerSettings, event: Event) -> 
                 detections=tuple(DetectionOverlay(d.label, d.box) for d in ref.detections),
             )
         )
+    return views
+
+
+def _incident_evidence(
+    session: Session, settings: ServerSettings, event: Event
+) -> list[EvidenceView]:
+    """The item's evidence, then that of the fills folded into it (each image once)."""
+    views = evidence_views(session, settings, event)
+    for fill in incidents.covered_fills(session, event):
+        shown = {v.sha256 for v in views}
+        views += [v for v in evidence_views(session, settings, fill) if v.sha256 not in shown]
     return views
 
 
@@ -212,7 +229,8 @@ def event_detail(
             .order_by(Event.occurred_at, Event.seq)
         )
     )
-    decisions = review.decisions(session, event.event_id)
+    decisions = review.decisions(session, event)
+    fill = incidents.fills_of(session, [event]).get(event.event_id)
     user_ids = {d.user_id for d in decisions}
     if event.claimed_by is not None:
         user_ids.add(event.claimed_by)
@@ -225,7 +243,7 @@ def event_detail(
         event=event,
         device=device,
         site=session.get(Site, event.site_id),
-        evidence=evidence_views(session, settings, event),
+        evidence=_incident_evidence(session, settings, event),
         match=_match(session, match_info),
         expected=session.get(Operator, expected_id) if expected_id else None,
         expected_id=expected_id,
@@ -240,9 +258,12 @@ def event_detail(
         users=users,
         audit=review.audit_entries(session, event),
         reviewed=bool(review.reviewed_by(session, user_id, [event.event_id])),
-        latest_outcome=review.latest_outcome(session, event.event_id),
+        latest_outcome=review.latest_outcome(session, event),
         payload_json=json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=True),
         claimed_by=users.get(event.claimed_by) if event.claimed_by is not None else None,
+        fill=fill,
+        fill_folded=fill is not None and fill.reason == event.reason,
+        covers=incidents.incident_ids(session, event)[1:],
     )
 
 
@@ -305,7 +326,8 @@ def dashboard(
     kind_name: dict[str, str],
     titles: tuple[str, str],
 ) -> Dashboard:
-    """Violations per site and kind per local day, the review backlog, devices gone quiet."""
+    """Incidents (review items) per site and kind per local day, the review backlog, devices
+    gone quiet; a fill folded into its violation's item is not counted again."""
     zone = ZoneInfo(settings.web_timezone)
     today = now.astimezone(zone).date()
     days = [today - timedelta(days=n) for n in range(settings.web_dashboard_days - 1, -1, -1)]
@@ -314,7 +336,7 @@ def dashboard(
         (at, site, kind)
         for at, site, kind in session.execute(
             select(Event.occurred_at, Event.site_id, Event.kind).where(
-                Event.flagged.is_(True), Event.occurred_at >= start
+                incidents.is_item(), Event.occurred_at >= start
             )
         )
     ]
@@ -324,13 +346,13 @@ def dashboard(
     backlog: dict[str, dict[str, int]] = defaultdict(dict)
     for severity, status, count in session.execute(
         select(Event.severity, Event.review_status, func.count())
-        .where(Event.flagged.is_(True), Event.review_status.in_(waiting))
+        .where(incidents.is_item(), Event.review_status.in_(waiting))
         .group_by(Event.severity, Event.review_status)
     ):
         backlog[str(severity)][str(status)] = int(count)
     oldest = session.scalar(
         select(func.min(Event.occurred_at)).where(
-            Event.flagged.is_(True), Event.review_status.in_(waiting)
+            incidents.is_item(), Event.review_status.in_(waiting)
         )
     )
     cutoff = now - timedelta(seconds=settings.device_offline_after_s)

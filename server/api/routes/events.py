@@ -20,6 +20,7 @@ from contract.messages import Event, EventBatch, EventBatchAck
 from server import audit
 from server.api.deps import DeviceDep, ReviewerDep, SessionDep, SettingsDep, own_device
 from server.bundle import BundleError, build, evidence_path
+from server.incidents import LinkWindow
 from server.ingest import ingest
 from server.settings import ServerSettings
 from server.tables import Evidence
@@ -49,7 +50,7 @@ async def post_events(
     metrics = request.app.state.metrics
     for attempt in range(2):
         try:
-            result = ingest(session, device, batch, body)
+            result = ingest(session, device, batch, body, LinkWindow.from_settings(settings))
             session.commit()
             break
         except IntegrityError:

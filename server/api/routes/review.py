@@ -32,7 +32,8 @@ def list_flagged(
     limit: int = Query(default=100, ge=1, le=1000),
     offset: int = Query(default=0, ge=0),
 ) -> list[EventPublic]:
-    """Flagged events, newest first, filtered."""
+    """Review items, newest first, filtered (a fill folded into its violation's item is not
+    listed apart: the item carries it under `fill` and `covers`)."""
     spec = review.QueueFilter(
         site=site,
         device=device,
@@ -54,6 +55,13 @@ def _flagged(session: Session, event_id: str) -> Event:
         return review.flagged(session, event_id)
     except review.EventNotFound:
         raise HTTPException(404, "flagged event not found") from None
+    except review.Covered as err:
+        # The fill is reviewed on its violation's item; Location names that item.
+        raise HTTPException(
+            409,
+            "covered by another review item",
+            headers={"Location": f"/api/v1/review/events/{err.item_id}"},
+        ) from None
 
 
 @router.get("/events/{event_id}")
@@ -91,9 +99,9 @@ def decide(
 
 @router.get("/events/{event_id}/decisions")
 def decisions(event_id: str, principal: ReviewerDep, session: SessionDep) -> list[DecisionPublic]:
-    """Every decision on an event, oldest first."""
-    _flagged(session, event_id)
-    return [DecisionPublic.model_validate(d) for d in review.decisions(session, event_id)]
+    """Every decision on a review item (a folded fill's included), oldest first."""
+    item = _flagged(session, event_id)
+    return [DecisionPublic.model_validate(d) for d in review.decisions(session, item)]
 
 
 @router.post("/events/{event_id}/reviewed", status_code=204)

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from contract.codes import EventKind, Severity
-from server import review
+from server import incidents, review
 from server.api.deps import SessionDep, SettingsDep
 from server.bundle import evidence_path
 from server.domain import Outcome, ReviewStatus
@@ -35,6 +35,14 @@ QUEUE_STATUSES = (ReviewStatus.OPEN, ReviewStatus.CLAIMED, ReviewStatus.DECIDED)
 
 class EventMissing(Exception):
     """The page names an event that is not in the review queue."""
+
+
+class EventCovered(Exception):
+    """The page names a fill folded into a violation's review item."""
+
+    def __init__(self, item_id: str) -> None:
+        super().__init__(item_id)
+        self.item_id = item_id
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,8 @@ def _flagged(session: Session, event_id: str) -> Event:
         return review.flagged(session, event_id)
     except review.EventNotFound:
         raise EventMissing(event_id) from None
+    except review.Covered as err:
+        raise EventCovered(err.item_id) from None
 
 
 @router.get("")
@@ -134,7 +144,8 @@ def queue_page(
         counts=counts,
         events=events,
         mine=review.reviewed_by(session, viewer.user_id, ids),
-        outcomes={e.event_id: review.latest_outcome(session, e.event_id) for e in events},
+        outcomes={e.event_id: review.latest_outcome(session, e) for e in events},
+        fills=incidents.fills_of(session, events),
         page=page,
         pages=pages,
         sites=sites,

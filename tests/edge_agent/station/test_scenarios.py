@@ -85,6 +85,7 @@ def test_clean_shift_produces_fills_and_no_violation() -> None:
         [reg.GOOD[0], reg.GOOD[1], reg.ENTRUSTED, reg.GOOD[2], reg.GOOD[3]]
     )
     assert all(f.reason == ReasonCode.FILL_OK for f in fills)
+    assert all(f.payload.violation_ids == () for f in fills)
     for fill in fills:
         assert fill.payload.camera_code == fill.payload.scanned_code  # the camera read the label
         assert fill.payload.net_kg == pytest.approx(14.0, abs=0.01)
@@ -120,6 +121,8 @@ def test_prefill_check_refuses_and_keeps_fill_disabled(code: str, reason: Reason
     # The interlock never opened on S1, so no gas flowed and no fill happened there.
     assert not enabled_ever(result, S1)
     assert [f.payload.scale_id for f in sink.fills()] == [S2]
+    # A refused scan is no fill's violation: the other scale's fill names none.
+    assert sink.fills()[0].payload.violation_ids == ()
     assert result.report.scans_rejected == 1
 
 
@@ -150,6 +153,24 @@ def test_unscanned_fill_through_bypass() -> None:
     assert violation.payload.camera_code == reg.GOOD[0]  # the camera says which cylinder it was
     fills = sink.fills()
     assert len(fills) == 1 and fills[0].reason == ReasonCode.UNSCANNED_FILL
+    # One incident: the fill names the violation it broke, sent before it.
+    assert fills[0].payload.violation_ids == (violation.event_id,)
+    assert violation.seq < fills[0].seq
+
+
+def test_a_fill_that_breaks_two_rules_names_both() -> None:
+    actions = [
+        Person(0, S1, True),
+        Place(1, S1, reg.GOOD[0]),
+        OpenValve(3, S1, 14.0, bypass=True),
+        Person(4, S1, False),
+        Remove(26, S1),
+    ]
+    _, sink = run(actions, rules={"filler_absent_s": 5.0})
+    assert reasons(sink) == [ReasonCode.UNSCANNED_FILL, ReasonCode.FILLER_ABSENT]
+    [fill] = sink.fills()
+    assert fill.reason == ReasonCode.UNSCANNED_FILL
+    assert fill.payload.violation_ids == tuple(v.event_id for v in sink.violations())
 
 
 def test_duplicate_fill_same_code_again_within_window() -> None:
@@ -187,6 +208,7 @@ def test_overfill() -> None:
     # The agent cut the fill-enable as soon as the net mass passed the limit.
     assert payload.observed < 16.0
     assert sink.fills()[0].reason == ReasonCode.OVERFILL
+    assert sink.fills()[0].payload.violation_ids == (sink.violations()[0].event_id,)
 
 
 def test_filler_absent_during_fill() -> None:

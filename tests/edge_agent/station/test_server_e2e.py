@@ -136,13 +136,28 @@ def violations(stored: list[dict[str, Any]]) -> list[str]:
     return [e["reason"] for e in stored if e["kind"] == "station.violation"]
 
 
-def assert_flagged_in_queue(station: Station, reason: ReasonCode) -> None:
-    """The violation reached the review queue, open, with the server's severity."""
+def assert_flagged_in_queue(station: Station, reason: ReasonCode) -> dict[str, Any]:
+    """The violation reached the review queue, open, with the server's severity, as the only
+    item: a fill that broke the rule is part of the same incident, not a second item."""
     queue = station.queue()
-    assert [e["reason"] for e in queue if e["kind"] == "station.violation"] == [reason.value]
-    entry = next(e for e in queue if e["kind"] == "station.violation")
+    assert [(e["kind"], e["reason"]) for e in queue] == [("station.violation", reason.value)]
+    entry = queue[0]
     assert entry["review_status"] == "open"
     assert entry["severity"] in ("high", "critical", "medium")
+    return entry
+
+
+def assert_fill_on_item(station: Station, entry: dict[str, Any]) -> dict[str, Any]:
+    """The fill named its violation, and the review item carries the fill."""
+    fills = [e for e in station.stored() if e["kind"] == "station.fill"]
+    assert len(fills) == 1
+    fill = fills[0]["body"]
+    assert fill["payload"]["violation_ids"] == [entry["event_id"]]
+    assert entry["covers"] == [fill["event_id"]]
+    assert entry["fill"]["event_id"] == fill["event_id"]
+    assert entry["fill"]["body"]["payload"] == fill["payload"]
+    payload: dict[str, Any] = fill["payload"]
+    return payload
 
 
 def test_clean_shift_delivers_fills_and_queues_nothing(station: Station) -> None:
@@ -214,14 +229,14 @@ def test_unscanned_fill(station: Station) -> None:
     station.play(actions)
     stored = station.stored()
     assert violations(stored) == ["UNSCANNED_FILL"]
-    # The fill itself is flagged too (its reason is the violation, not FILL_OK).
+    # The fill itself is flagged too (its reason is the violation, not FILL_OK), but it is
+    # the same incident: one review item, the violation, carrying the fill.
     fills = [e for e in stored if e["kind"] == "station.fill"]
     assert [(e["reason"], e["flagged"]) for e in fills] == [("UNSCANNED_FILL", True)]
-    queue = station.queue()
-    assert {(e["kind"], e["reason"], e["severity"]) for e in queue} == {
-        ("station.violation", "UNSCANNED_FILL", "critical"),
-        ("station.fill", "UNSCANNED_FILL", "critical"),
-    }
+    entry = assert_flagged_in_queue(station, ReasonCode.UNSCANNED_FILL)
+    assert entry["severity"] == "critical"
+    fill = assert_fill_on_item(station, entry)
+    assert fill["scanned_code"] is None and fill["net_kg"] > 13.0
 
 
 def test_duplicate_fill(station: Station) -> None:
@@ -248,7 +263,9 @@ def test_overfill(station: Station) -> None:
     stored = station.stored()
     assert violations(stored) == ["OVERFILL"]
     assert next(e for e in stored if e["kind"] == "station.violation")["severity"] == "critical"
-    assert_flagged_in_queue(station, ReasonCode.OVERFILL)
+    entry = assert_flagged_in_queue(station, ReasonCode.OVERFILL)
+    fill = assert_fill_on_item(station, entry)
+    assert fill["cylinder_code"] == reg.GOOD[0] and fill["net_kg"] > fill["rated_fill_kg"]
 
 
 def test_filler_absent(station: Station) -> None:
@@ -260,7 +277,8 @@ def test_filler_absent(station: Station) -> None:
     actions.append(Person(4, S1, False))
     station.play(actions, rules={"filler_absent_s": 5.0})
     assert violations(station.stored()) == ["FILLER_ABSENT"]
-    assert_flagged_in_queue(station, ReasonCode.FILLER_ABSENT)
+    entry = assert_flagged_in_queue(station, ReasonCode.FILLER_ABSENT)
+    assert assert_fill_on_item(station, entry)["cylinder_code"] == reg.GOOD[0]
 
 
 def test_registry_not_verified_refuses_every_scan(station: Station) -> None:
@@ -294,8 +312,16 @@ def test_run_station_demo_against_server(station: Station) -> None:
     for reason in ("FOREIGN_CYLINDER", "UNSCANNED_FILL", "OVERFILL", "SWAPPED_CODE"):
         assert f"violation {reason}: 1" in text
     assert "still queued" not in text
-    queued = {e["reason"] for e in station.queue() if e["kind"] == "station.violation"}
-    assert queued == {"FOREIGN_CYLINDER", "UNSCANNED_FILL", "OVERFILL", "SWAPPED_CODE"}
+    # One review item per incident: the fills that broke a rule ride on their violations.
+    queued = sorted((e["kind"], e["reason"]) for e in station.queue())
+    assert queued == sorted(
+        ("station.violation", r)
+        for r in ("FOREIGN_CYLINDER", "UNSCANNED_FILL", "OVERFILL", "SWAPPED_CODE")
+    )
+    flagged_fills = [e for e in station.stored() if e["kind"] == "station.fill" and e["flagged"]]
+    assert flagged_fills  # the unscanned and the overfilled fill: covered by their items
+    covered = {c for e in station.queue() for c in e["covers"]}
+    assert covered == {e["body"]["event_id"] for e in flagged_fills}
     # The clean fills arrived as informational events, outside the review queue.
     ok = [e for e in station.stored() if e["reason"] == "FILL_OK"]
     assert ok and not any(e["flagged"] for e in ok)
@@ -527,6 +553,13 @@ def test_violation_evidence_reaches_the_server_and_the_page_draws_its_zone(
         page.wait_for_load_state()
         page.goto(base + f"/review/{body.event_id}")
         assert "该事件没有证据图像" not in page.inner_text("section.evidence")
+        # The violation's frame first, then the frame of the fill folded into its item.
+        figures = page.locator("section.evidence figure.evidence-figure")
+        fill = next(e for e in flagged if e["kind"] == "station.fill")
+        assert [
+            figures.nth(i).locator("img").get_attribute("src") for i in range(figures.count())
+        ] == [f"/review/evidence/{e['body']['evidence'][0]['sha256']}" for e in (violation, fill)]
+        first = figures.first
         page.wait_for_function("document.querySelector('img.evidence-img').complete")
         natural = page.evaluate(
             "() => { const i = document.querySelector('img.evidence-img');"
@@ -534,11 +567,11 @@ def test_violation_evidence_reaches_the_server_and_the_page_draws_its_zone(
         )
         assert natural == [LAYOUT.width, LAYOUT.height]
         # The overlay lies exactly on the image, in the image's own pixels...
-        shown = page.locator("img.evidence-img").bounding_box()
-        overlay = page.locator("svg.overlay").bounding_box()
+        shown = first.locator("img.evidence-img").bounding_box()
+        overlay = first.locator("svg.overlay").bounding_box()
         assert shown is not None and overlay is not None
         assert all(abs(shown[k] - overlay[k]) < 1 for k in ("x", "y", "width", "height"))
-        view = page.get_attribute("svg.overlay", "viewBox")
+        view = first.locator("svg.overlay").get_attribute("viewBox")
         assert view == f"0 0 {LAYOUT.width} {LAYOUT.height}"
         # ...and the zone polygon sits where the agent's config put it (getBBox: the geometry,
         # not Chromium's miter-inflated stroke box of a polygon).
@@ -550,8 +583,8 @@ def test_violation_evidence_reaches_the_server_and_the_page_draws_its_zone(
         ys = [p[1] for p in zone["polygon"]]
         assert geometry == [min(xs), min(ys), max(xs), max(ys)]
         scale = shown["width"] / LAYOUT.width
-        assert page.locator("svg.overlay polygon.operator-area").count() == 1
-        caption = page.inner_text("section.evidence figcaption")
+        assert first.locator("svg.overlay polygon.operator-area").count() == 1
+        caption = first.locator("figcaption").inner_text()
         assert f"区域 Z-{S1}" in caption and "摄像头 cam1" in caption and "拍摄于" in caption
         page.screenshot(path=str(output_dir / "review-station-evidence.png"), full_page=True)
 

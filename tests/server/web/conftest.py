@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,8 @@ from contract.messages import (
     EvidenceRef,
     Heartbeat,
     MatchInfo,
+    StationFillEvent,
+    StationFillPayload,
     StationViolationEvent,
     StationViolationPayload,
 )
@@ -249,6 +252,38 @@ def seeded(world: World, engine) -> Seeded:  # noqa: ANN001 - FaceEngine
         station=station,
         photo=photo,
     )
+
+
+def post_overfilled_fill(seeded: Seeded) -> str:
+    """The station delivers the fill that broke the seeded overfill rule, naming it, with a
+    frame of its own; the fill's id."""
+    overfill_at = datetime.now(UTC) - timedelta(minutes=5)
+    frame = upload(seeded.station, png(cameraman()), "image/png").model_copy(
+        update={"role": "zone"}
+    )
+    event = StationFillEvent(
+        event_id=uuid7(),
+        device_id="station-01",
+        seq=2,
+        occurred_at=overfill_at,
+        reason=ReasonCode.OVERFILL,
+        severity=Severity.CRITICAL,
+        evidence=(frame,),
+        payload=StationFillPayload(
+            scale_id="scale-1",
+            cylinder_code="CYL-0001",
+            scanned_code="CYL-0001",
+            tare_kg=15.3,
+            net_kg=16.2,
+            rated_fill_kg=14.5,
+            started_at=overfill_at - timedelta(seconds=40),
+            ended_at=overfill_at,
+            violation_ids=(uuid.UUID(seeded.overfill),),
+        ),
+    )
+    posted = seeded.station.post_batch(batch_of("station-01", [event]))
+    assert posted.status_code == 200, posted.text
+    return str(event.event_id)
 
 
 @pytest.fixture(scope="session")

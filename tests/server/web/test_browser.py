@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.server.conftest import PASSWORD
-from tests.server.web.conftest import Seeded
+from tests.server.web.conftest import Seeded, post_overfilled_fill
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -160,5 +160,45 @@ def test_dashboard_and_english_pages_render(
         assert "Cylinder record" in page.inner_text("body")
         assert page.locator("svg.overlay rect.box-zone").count() == 1
         page.screenshot(path=str(output_dir / "review-event-station-en.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def test_a_violating_fill_is_one_item_with_the_fill_on_it(
+    seeded: Seeded, chromium: Browser, output_dir: Path
+) -> None:
+    fill_id = post_overfilled_fill(seeded)
+    base = seeded.world.base
+    context = chromium.new_context(viewport={"width": 1440, "height": 1000}, locale="zh-CN")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    try:
+        _log_in(page, base, "supervisor", "/review?kind=station.violation")
+        rows = page.locator("#queue tbody tr")
+        assert rows.count() == 1
+        assert rows.first.get_attribute("data-event") == seeded.overfill
+        assert rows.first.locator("td.detail").inner_text() == "CYL-0001 · 充装 16.2 kg"
+        page.goto(base + "/review?kind=station.fill")
+        assert page.locator("#queue tbody tr").count() == 0  # the fill is not an item apart
+        page.goto(base + "/review")
+        assert "共 4 条" in page.inner_text("#counts")
+        page.click(f'#queue tbody tr[data-event="{seeded.overfill}"] a')
+        page.wait_for_url(f"**/review/{seeded.overfill}*")
+        fill = page.locator("#fill")
+        assert fill.is_visible()
+        assert page.inner_text("#fill-net") == "16.2"
+        assert "超装" in fill.inner_text() and "CYL-0001" in fill.inner_text()
+        assert "复核结论同时适用于这条充装记录" in page.inner_text("#fill-note")
+        page.screenshot(path=str(output_dir / "review-incident.png"), full_page=True)
+        # One decision on the item covers the incident; the fill's address shows the item.
+        page.keyboard.press("1")
+        page.click("#save")
+        page.wait_for_url("**saved=1")
+        assert "确认违规" in page.inner_text("#history")
+        page.goto(base + f"/review/{fill_id}")
+        assert page.url.endswith(f"/review/{seeded.overfill}")
+        assert "已决定" in page.inner_text("h1")
+        assert errors == []
     finally:
         context.close()

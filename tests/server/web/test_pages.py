@@ -12,7 +12,7 @@ from server.web.charts import ImageSizeError, image_size, stacked_bars
 from server.web.i18n import CATALOGS
 from tests.models.faces import astronaut
 from tests.server.conftest import PASSWORD, World
-from tests.server.web.conftest import Seeded, jpeg, png, upload
+from tests.server.web.conftest import Seeded, jpeg, png, post_overfilled_fill, upload
 
 REVIEW_PAGES = ("/review", "/dashboard")
 
@@ -189,6 +189,33 @@ def test_event_page_shows_match_cylinder_timeline_and_audit(seeded: Seeded) -> N
     assert 'lang="en"' in english.text and "Cylinder record" in english.text
     missing = client.get(f"/review/{seeded.authorized}")
     assert missing.status_code == 404
+
+
+def test_a_violating_fill_is_shown_on_its_violation_item(seeded: Seeded) -> None:
+    fill_id = post_overfilled_fill(seeded)
+    client = _login(seeded.world, "supervisor")
+    queue = client.get("/review").text
+    assert "共 4 条" in queue  # the fill is the overfill's incident, not a fifth item
+    assert f'data-event="{fill_id}"' not in queue
+    row = queue[queue.index(f'data-event="{seeded.overfill}"') :]
+    row = row[: row.index("</tr>")]
+    assert "CYL-0001 · 充装 16.2 kg" in row
+    page = client.get(f"/review/{seeded.overfill}").text
+    fill = page[page.index('id="fill"') : page.index("</dl>", page.index('id="fill"'))]
+    assert "超装" in fill and 'id="fill-net">16.2<' in fill and "15.3" in fill
+    assert fill_id in fill
+    assert "复核结论同时适用于这条充装记录" in page
+    assert page.count('class="evidence-img"') == 2  # the violation's frame and the fill's
+    timeline = page[page.index('id="timeline"') : page.index("</ol>", page.index('id="timeline"'))]
+    assert "并入本条复核" in timeline and f"/review/{fill_id}" not in timeline
+    # The fill's own address opens the incident's item, keeping the queue filter.
+    moved = client.get(f"/review/{fill_id}?severity=critical", follow_redirects=False)
+    assert moved.status_code == 303
+    assert moved.headers["location"] == f"/review/{seeded.overfill}?severity=critical"
+    board = client.get("/dashboard").text
+    assert "待复核 4 条" in board and "充装违规 (1)" in board and "充装 (1)" not in board
+    english = client.get(f"/lang/en?next=/review/{seeded.overfill}", follow_redirects=True)
+    assert "The fill" in english.text and "the decision covers the fill too" in english.text
 
 
 def test_decide_and_next_walks_the_filtered_queue(seeded: Seeded) -> None:
