@@ -88,18 +88,19 @@ def matches(fill: dict[str, Any], violation: dict[str, Any], tolerance: timedelt
     return start <= _at(violation["occurred_at"]) <= end
 
 
+def _links_to(violation: Any) -> ColumnElement[bool]:
+    """SQL join condition: the fill link points at this (aliased) violation row."""
+    return and_(
+        FillLink.violation_id == violation.event_id, FillLink.device_id == violation.device_id
+    )
+
+
 def folded() -> ColumnElement[bool]:
     """SQL: the events row is a fill whose incident is reviewed on its violation's item."""
     violation = aliased(Event)
     return (
         select(FillLink.fill_id)
-        .join(
-            violation,
-            and_(
-                violation.event_id == FillLink.violation_id,
-                violation.device_id == FillLink.device_id,
-            ),
-        )
+        .join(violation, _links_to(violation))
         .where(FillLink.fill_id == Event.event_id, violation.reason == Event.reason)
         .exists()
     )
@@ -141,13 +142,7 @@ def item_of(session: Session, fill: Event) -> str | None:
     violation = aliased(Event)
     return session.scalar(
         select(violation.event_id)
-        .join(
-            FillLink,
-            and_(
-                FillLink.violation_id == violation.event_id,
-                FillLink.device_id == violation.device_id,
-            ),
-        )
+        .join(FillLink, _links_to(violation))
         .where(
             FillLink.fill_id == fill.event_id,
             violation.device_id == fill.device_id,
