@@ -204,3 +204,38 @@ def cohort_pack(default_pack: Path, tmp_path_factory: pytest.TempPathFactory) ->
         AdapterProvenance(source="test"),
         cohort=cohort_rows_for_tests(60),
     )
+
+
+# Browser tests: one Playwright driver per session for every package's page tests (a second
+# sync_playwright in the same thread fails), so the fixture lives here, not in a package.
+OUTPUT = REPO_ROOT / "test-output"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def output_dir() -> Path:
+    """The gitignored folder screenshots go to."""
+    OUTPUT.mkdir(exist_ok=True)
+    return OUTPUT
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    """Headless Chromium from the Debian package, driven by Playwright (never downloaded)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/sysdeps.sh (installs Debian chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -31,7 +31,6 @@ from edge_agent.station.sim.scenario import (
 from edge_agent.station.sim.seed import seed_station
 from tests.conftest import wait_until
 from tests.server.conftest import World, app, settings, world  # noqa: F401 - fixtures
-from tests.server.web.conftest import chromium, output_dir  # noqa: F401 - fixtures
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -487,8 +486,8 @@ def test_edge_run_station_yaml_against_server(station: Station, tmp_path: Path) 
 @pytest.mark.browser
 def test_violation_evidence_reaches_the_server_and_the_page_draws_its_zone(
     station: Station,
-    chromium: Browser,  # noqa: F811 - fixture
-    output_dir: Path,  # noqa: F811 - fixture
+    chromium: Browser,
+    output_dir: Path,
 ) -> None:
     """Agent frame -> outbox -> HTTP upload -> server store -> review page in Chromium."""
     import hashlib

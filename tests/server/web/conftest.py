@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,18 +29,6 @@ from tests.models.faces import astronaut, cameraman
 from tests.server.conftest import World
 from tests.server.helpers import DeviceClient, batch_of, csv_bytes, office_rows, zip_bytes
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-OUTPUT = REPO_ROOT / "test-output"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 THRESHOLD = 0.95
 
 
@@ -284,23 +271,3 @@ def post_overfilled_fill(seeded: Seeded) -> str:
     posted = seeded.station.post_batch(batch_of("station-01", [event]))
     assert posted.status_code == 200, posted.text
     return str(event.event_id)
-
-
-@pytest.fixture(scope="session")
-def output_dir() -> Path:
-    """The gitignored folder screenshots go to."""
-    OUTPUT.mkdir(exist_ok=True)
-    return OUTPUT
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[object]:
-    """Headless Chromium from the Debian package, driven by Playwright (never downloaded)."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/sysdeps.sh (installs Debian chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
