@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +36,30 @@ class ServerSettings(BaseSettings):
         ge=1024,
         le=200 * 1024 * 1024,
         description="largest signed device request (a batch or an evidence image)",
+    )
+    user_max_request_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=100 * 1024 * 1024,
+        description="largest request body on user routes (login, forms, JSON) that declare no "
+        "larger upload; cut off while it streams in, chunked bodies included (413)",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="bearer token a Prometheus scraper sends to /metrics; an admin's token "
+        "works too; empty means admins only",
+    )
+    session_cookie_secure: bool | None = Field(
+        default=None,
+        description="mark the session cookie Secure: true behind a TLS proxy, false never, "
+        "empty: when the request came over HTTPS (X-Forwarded-Proto counts only from "
+        "trusted_proxies)",
+    )
+    trusted_proxies: str = Field(
+        default="127.0.0.1",
+        description="comma-separated addresses whose X-Forwarded-For/-Proto headers are "
+        "believed ('*' for all)",
     )
     max_batch_events: int = Field(default=1000, ge=1, le=10_000)
     session_ttl_s: int = Field(default=8 * 3600, ge=60, le=30 * 86_400)

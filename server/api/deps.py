@@ -6,6 +6,7 @@ Every route declares the roles that may call it through one of the `require(...)
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from contract.auth import (
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
     SignatureError,
+    parse_timestamp,
     verify_request_mac,
 )
 from server.domain import Role
@@ -78,14 +80,13 @@ async def _device_principal(
     if not timestamp or not signature:
         raise HTTPException(401, "device signature missing")
     try:
-        skew = abs(time.time() - float(timestamp))
-    except ValueError as err:
+        sent_at = parse_timestamp(timestamp)
+    except SignatureError as err:
         raise HTTPException(401, "device timestamp invalid") from err
-    if skew > settings.clock_skew_s:
+    if abs(time.time() - sent_at) > settings.clock_skew_s:
         raise HTTPException(401, "device timestamp out of range")
-    declared = request.headers.get("Content-Length", "0")
-    if not declared.isdigit() or int(declared) > settings.device_max_request_bytes:
-        raise HTTPException(413, "request too large")
+    # The body size is capped while it streams in (server/api/limits.py), so reading it below
+    # never holds more than device_max_request_bytes, declared length or not.
     device = session.get(Device, device_id)
     if device is None or not device.active:
         raise HTTPException(401, "unknown device")
@@ -107,26 +108,81 @@ def require(*roles: Role) -> Any:
     allowed = frozenset(roles)
 
     async def guard(request: Request, session: SessionDep, settings: SettingsDep) -> Principal:
-        if HEADER_DEVICE in request.headers:
-            if Role.DEVICE not in allowed:
-                raise HTTPException(403, "role not allowed")
-            return await _device_principal(request, session, settings)
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise HTTPException(401, "not authenticated", headers={"WWW-Authenticate": "Bearer"})
-        user = user_for_token(session, token.strip())
-        if user is None:
-            raise HTTPException(
-                401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"}
-            )
-        role = Role(user.role)
-        if role not in allowed:
-            raise HTTPException(403, "role not allowed")
-        return Principal(role, user=user)
+        return await _principal(request, session, settings, allowed)
 
     guard.jifang_roles = allowed  # type: ignore[attr-defined]
     return Depends(guard)
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+async def _principal(
+    request: Request, session: Session, settings: ServerSettings, allowed: frozenset[Role]
+) -> Principal:
+    if HEADER_DEVICE in request.headers:
+        if Role.DEVICE not in allowed:
+            raise HTTPException(403, "role not allowed")
+        return await _device_principal(request, session, settings)
+    token = _bearer(request)
+    if not token:
+        raise HTTPException(401, "not authenticated", headers={"WWW-Authenticate": "Bearer"})
+    user = user_for_token(session, token)
+    if user is None:
+        raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
+    role = Role(user.role)
+    if role not in allowed:
+        raise HTTPException(403, "role not allowed")
+    return Principal(role, user=user)
+
+
+def require_metrics_reader() -> Any:
+    """Admins, or a scraper sending the configured `metrics_token` as a bearer token."""
+    allowed = frozenset({Role.ADMIN})
+
+    async def metrics_guard(request: Request, session: SessionDep, settings: SettingsDep) -> None:
+        token = _bearer(request)
+        expected = settings.metrics_token
+        if (
+            expected is not None
+            and token
+            and HEADER_DEVICE not in request.headers
+            and hmac.compare_digest(token.encode(), expected.get_secret_value().encode())
+        ):
+            return
+        await _principal(request, session, settings, allowed)
+
+    metrics_guard.jifang_roles = allowed  # type: ignore[attr-defined]
+    return Depends(metrics_guard)
+
+
+def body_limit(setting: str) -> Any:
+    """Declares a route's body cap as the settings field `setting` (an upload route)."""
+    field = ServerSettings.model_fields.get(setting)
+    if field is None or field.annotation is not int:
+        raise ValueError(f"body_limit needs an int settings field, not {setting!r}")
+
+    def body_cap() -> None:
+        return None
+
+    body_cap.jifang_body_limit = setting  # type: ignore[attr-defined]
+    return Depends(body_cap)
+
+
+def declared_body_limit(call: Callable[..., Any]) -> str | None:
+    """The settings field a `body_limit` dependency names, if it is one."""
+    setting = getattr(call, "jifang_body_limit", None)
+    return str(setting) if setting is not None else None
+
+
+def secure_cookies(request: Request, settings: ServerSettings) -> bool:
+    """Whether cookies set on this answer carry `Secure` (settings.session_cookie_secure)."""
+    if settings.session_cookie_secure is not None:
+        return settings.session_cookie_secure
+    # uvicorn rewrites the scheme from X-Forwarded-Proto for trusted_proxies only.
+    return request.url.scheme == "https"
 
 
 def declared_roles(call: Callable[..., Any]) -> frozenset[Role] | None:
@@ -136,6 +192,7 @@ def declared_roles(call: Callable[..., Any]) -> frozenset[Role] | None:
 
 
 AdminDep = Annotated[Principal, require(Role.ADMIN)]
+METRICS_READER = require_metrics_reader()
 DeviceDep = Annotated[Principal, require(Role.DEVICE)]
 CertOfficeDep = Annotated[Principal, require(Role.CERT_OFFICE, Role.ADMIN)]
 ReviewerDep = Annotated[Principal, require(Role.SUPERVISOR, Role.ADMIN)]

@@ -7,7 +7,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from server import audit, gallery
-from server.api.deps import CertOfficeDep, SessionDep, SettingsDep, StaffDep
+from server.api.deps import CertOfficeDep, SessionDep, SettingsDep, StaffDep, body_limit
 from server.domain import TemplateOrigin
 from server.faces import EnrollmentError, FaceService
 from server.schemas import CertificatePublic, OperatorPublic, OperatorSitesUpdate
@@ -90,7 +90,11 @@ def set_sites(
 ENROLL_MEDIA_TYPES = ("image/jpeg", "image/png")
 
 
-@router.post("/{operator_id}/templates", status_code=201)
+@router.post(
+    "/{operator_id}/templates",
+    status_code=201,
+    dependencies=[body_limit("evidence_max_bytes")],
+)
 async def add_template(
     operator_id: str,
     request: Request,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from server.api.deps import CertOfficeDep, SessionDep, SettingsDep
+from server.api.deps import CertOfficeDep, SessionDep, SettingsDep, body_limit
 from server.importer import ImportFileError, run_import
 from server.schemas import ImportReport
 
@@ -24,7 +24,9 @@ async def _read(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
-@router.post("/operators", response_model=ImportReport)
+@router.post(
+    "/operators", response_model=ImportReport, dependencies=[body_limit("import_max_bytes")]
+)
 async def sync_operators(
     principal: CertOfficeDep,
     session: SessionDep,
