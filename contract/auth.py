@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -22,6 +23,8 @@ HEADER_TIMESTAMP = "X-Jifang-Timestamp"
 HEADER_SIGNATURE = "X-Jifang-Signature"
 MAX_CLOCK_SKEW_S = 300
 """A request whose timestamp is further than this from the server's clock is refused."""
+_TIMESTAMP = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
+"""Plain decimal unix seconds: no sign, exponent, `nan`/`inf`, underscores or spaces."""
 
 
 class SignatureError(Exception):
@@ -32,6 +35,15 @@ def request_mac(key: bytes, method: str, path: str, timestamp: str, body: bytes)
     """Hex HMAC-SHA256 of a device request."""
     message = b"\n".join([method.upper().encode(), path.encode(), timestamp.encode(), body])
     return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def parse_timestamp(text: str) -> float:
+    """The unix time a device request states; SignatureError unless plain decimal seconds."""
+    # float() alone takes "nan" (which passes every skew comparison, so it would replay
+    # forever), "inf", "1e9", "1_700_000_000" and non-ASCII digits.
+    if _TIMESTAMP.fullmatch(text) is None:
+        raise SignatureError(f"timestamp {text[:32]!r} is not decimal unix seconds")
+    return float(text)
 
 
 def verify_request_mac(

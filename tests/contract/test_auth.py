@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from contract.auth import (
     SignatureError,
     load_public_key_b64,
+    parse_timestamp,
     public_key_b64,
     request_mac,
     sign_envelope,
@@ -44,3 +45,36 @@ def test_envelope_verifies_only_untampered_payload() -> None:
         verify_envelope(other, envelope)
     with pytest.raises(SignatureError, match="not an Ed25519 public key"):
         load_public_key_b64("AAAA")
+
+
+@pytest.mark.parametrize("text", ["1700000000", "1700000000.25", "0"])
+def test_plain_decimal_timestamps_parse(text: str) -> None:
+    assert parse_timestamp(text) == float(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "nan",
+        "NaN",
+        "inf",
+        "-inf",
+        "Infinity",
+        "1e9",
+        "1_700_000_000",
+        " 1",
+        "1 ",
+        "+1",
+        "-1",
+        "1.",
+        ".5",
+        "0x10",
+        "１７",
+        "1" * 13,
+    ],
+)
+def test_timestamps_that_float_would_take_are_refused(text: str) -> None:
+    # "nan" passed the skew window (every comparison with NaN is false): a replay forever.
+    with pytest.raises(SignatureError, match="not decimal unix seconds"):
+        parse_timestamp(text)
