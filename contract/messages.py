@@ -65,6 +65,12 @@ EventId = Annotated[uuid.UUID, AfterValidator(_is_uuid7)]
 SchemaVersion = Annotated[
     str, Field(pattern=r"^1\.\d+$", description="wire schema version; major version 1")
 ]
+MAX_COUNTER = 2**53 - 1
+"""Bound on sequence numbers and version counters: the largest integer every JSON reader keeps
+exact, inside the server's BIGINT columns, and out of reach of a real device (a thousand events
+a second for 285,000 years); a larger value is refused (422), never stored."""
+Counter = Annotated[int, Field(ge=0, le=MAX_COUNTER)]
+"""A sequence number or version: 0 .. MAX_COUNTER."""
 MAX_NORMALISED_SCORE = 1000.0
 """Bound on the magnitude of a normalised (as_norm) score or threshold on the wire."""
 
@@ -100,8 +106,8 @@ class Heartbeat(Message):
     agent_version: str = Field(min_length=1, max_length=32)
     state: str = Field(min_length=1, max_length=32, description="agent state, e.g. locked")
     pack_contract_id: str = Field(default="", max_length=128)
-    gallery_version: int = Field(default=0, ge=0)
-    outbox_depth: int = Field(default=0, ge=0)
+    gallery_version: Counter = 0
+    outbox_depth: Counter = 0
     uptime_s: float = Field(default=0.0, ge=0.0)
     passive_pad: str | None = Field(
         default=None,
@@ -207,7 +213,7 @@ class CabDecisionPayload(_Model):
     decision: Literal["authorized", "denied"]
     state_from: GateState
     state_to: GateState
-    frames_used: int = Field(ge=0)
+    frames_used: Counter
     match: MatchInfo | None = None
     liveness_score: float | None = Field(default=None, ge=0.0, le=1.0)
     liveness_by: LivenessCheck | None = Field(
@@ -285,7 +291,7 @@ class DeviceFaultPayload(_Model):
 class _EventBase(Message):
     event_id: EventId
     device_id: DeviceId
-    seq: int = Field(ge=0, description="per-device monotonic sequence number")
+    seq: Counter = Field(description="per-device monotonic sequence number")
     occurred_at: UtcDatetime
     reason: ReasonCode
     severity: Severity = Severity.INFO
@@ -374,8 +380,8 @@ class EventBatch(Message):
 class SequenceGap(_Model):
     """A run of sequence numbers the server has not seen from a device."""
 
-    first_missing: int = Field(ge=0)
-    last_missing: int = Field(ge=0)
+    first_missing: Counter
+    last_missing: Counter
 
 
 class EventBatchAck(Message):
@@ -457,7 +463,7 @@ class GallerySnapshot(Message):
     """Every template a device may match against, at one version."""
 
     device_id: DeviceId
-    version: int = Field(ge=0)
+    version: Counter
     contract: EmbeddingContract
     generated_at: UtcDatetime
     operators: tuple[GalleryOperator, ...] = ()
@@ -473,8 +479,8 @@ class GalleryDelta(Message):
     """Changes between two gallery versions; applying it to `from_version` gives `to_version`."""
 
     device_id: DeviceId
-    from_version: int = Field(ge=0)
-    to_version: int = Field(ge=0)
+    from_version: Counter
+    to_version: Counter
     contract: EmbeddingContract
     generated_at: UtcDatetime
     upsert_operators: tuple[GalleryOperator, ...] = ()
@@ -516,7 +522,7 @@ class DeviceConfig(Message):
     device_id: DeviceId
     kind: DeviceKind
     site_id: str = Field(min_length=1, max_length=64)
-    config_version: int = Field(ge=0)
+    config_version: Counter
     issued_at: UtcDatetime
     accepted_categories: tuple[CategoryRule, ...] = ()
     calibration: str | None = Field(default=None, max_length=64)

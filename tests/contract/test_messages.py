@@ -11,6 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from contract.ids import uuid7, uuid7_time_ms
 from contract.messages import (
+    MAX_COUNTER,
     SCHEMA_VERSION,
     TOP_LEVEL_MESSAGES,
     Event,
@@ -183,3 +184,22 @@ def test_schema_files_match_the_models(tmp_path: Path) -> None:
         assert text == stored[name], f"{name} is out of date: run `python -m contract.schema`"
     assert set(schemas()) == set(fresh)
     assert all(render(s).endswith("\n") for s in schemas().values())
+
+
+@pytest.mark.parametrize("seq", [2**53, 2**62, 2**63 + 5])
+def test_sequence_numbers_have_an_upper_bound(seq: int) -> None:
+    # Unbounded, 2**63+5 overflowed the BIGINT column (500) and 2**62 blinded gap detection.
+    data = _batch_dict()
+    data["events"][0]["seq"] = seq
+    with pytest.raises(ValidationError) as info:
+        EventBatch.model_validate(data)
+    assert any(e["type"] == "less_than_equal" for e in info.value.errors())
+    data["events"][0]["seq"] = MAX_COUNTER
+    assert EventBatch.model_validate(data).events[0].seq == MAX_COUNTER
+
+
+def test_counters_on_the_wire_share_the_bound() -> None:
+    base = {"device_id": "FL-0001", "sent_at": "2026-11-29T08:30:00Z", "agent_version": "1"}
+    for field in ("gallery_version", "outbox_depth"):
+        with pytest.raises(ValidationError, match=field):
+            Heartbeat.model_validate({**base, "state": "locked", field: MAX_COUNTER + 1})

@@ -41,9 +41,9 @@ async def post_events(
     try:
         batch = EventBatch.model_validate_json(body)
     except ValidationError as err:
-        raise HTTPException(
-            422, f"invalid event batch: {err.errors(include_url=False)[:5]}"
-        ) from err
+        # Name the fields and why, never echo what was sent.
+        errors = err.errors(include_url=False, include_input=False, include_context=False)
+        raise HTTPException(422, f"invalid event batch: {errors[:5]}") from err
     device = own_device(principal, batch.device_id)
     if len(batch.events) > settings.max_batch_events:
         raise HTTPException(413, "too many events in one batch")
