@@ -54,7 +54,13 @@ def run(
 
     settings = get_settings()
     application = create_app(settings)
-    uvicorn.run(application, host=host or settings.host, port=port or settings.port)
+    uvicorn.run(
+        application,
+        host=host or settings.host,
+        port=port or settings.port,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
+    )
 
 
 @app.command("import")

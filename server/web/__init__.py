@@ -15,11 +15,11 @@ from fastapi.staticfiles import StaticFiles
 
 from server.web.deps import BadForm, LoginRequired, PageForbidden
 from server.web.render import STATIC, render
-from server.web.routes import dashboard, operators, review, session
+from server.web.routes import dashboard, docs, operators, review, session
 
 logger = logging.getLogger(__name__)
 
-ROUTERS = (session.router, review.router, operators.router, dashboard.router)
+ROUTERS = (session.router, review.router, operators.router, dashboard.router, docs.router)
 
 
 def install(app: FastAPI) -> None:

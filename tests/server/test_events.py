@@ -35,7 +35,7 @@ def test_a_replayed_batch_adds_nothing(world: World) -> None:
     assert again.accepted == ()
     assert set(again.duplicates) == {e.event_id for e in batch.events}
     assert _events(world) == 2
-    metrics = world.http.get("/metrics").text
+    metrics = world.call("admin", "GET", "/metrics").text
     assert 'jifang_events_ingested_total{kind="cab.decision"} 2.0' in metrics
     assert "jifang_events_duplicate_total 2.0" in metrics
 
@@ -103,7 +103,7 @@ def test_events_are_classified(world: World) -> None:
         ("NO_MATCH", True, "medium", "open"),
         ("OVERFILL", True, "critical", "open"),  # the device said low; the server never lowers
     ]
-    metrics = world.http.get("/metrics").text
+    metrics = world.call("admin", "GET", "/metrics").text
     assert 'jifang_review_backlog{severity="critical"} 1.0' in metrics
 
 

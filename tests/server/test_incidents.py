@@ -125,7 +125,7 @@ def queue(world: World) -> list[dict[str, Any]]:
 
 def backlog(world: World) -> dict[str, float]:
     """The review backlog gauge per severity, from /metrics."""
-    text = world.http.get("/metrics").text
+    text = world.call("admin", "GET", "/metrics").text
     out = {}
     for line in text.splitlines():
         if line.startswith("jifang_review_backlog{"):

@@ -102,6 +102,6 @@ def test_health(world: World, path: str) -> None:
 
 
 def test_metrics_report_sync_lag(world: World) -> None:
-    text = world.http.get("/metrics").text
+    text = world.call("admin", "GET", "/metrics").text
     assert 'jifang_device_gallery_lag_versions{device="crane-01"}' in text
     assert "jifang_events_ingested" in text

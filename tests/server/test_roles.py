@@ -20,7 +20,7 @@ DEVICE = frozenset({D})
 EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
-    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/metrics"): ADMIN,
     ("POST", "/api/v1/auth/login"): PUBLIC,
     ("POST", "/api/v1/auth/logout"): STAFF,
     ("GET", "/api/v1/auth/me"): STAFF,
@@ -83,6 +83,9 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/operators/{operator_id}/templates/{template_id}/photo"): STAFF,
     ("POST", "/operators/{operator_id}/templates/{template_id}/remove"): STAFF,
     ("GET", "/dashboard"): REVIEW,
+    ("GET", "/openapi.json"): ADMIN,
+    ("GET", "/docs"): ADMIN,
+    ("GET", "/redoc"): ADMIN,
 }
 PARAMS = {
     "{device_id}": "crane-01",

@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.api.deps import PUBLIC, SessionDep
+from server.api.deps import METRICS_READER, PUBLIC, SessionDep
 from server.migrate import MIGRATIONS
 
 logger = logging.getLogger(__name__)
@@ -38,9 +38,9 @@ def readyz(session: SessionDep, request: Request) -> dict[str, str]:
     return {"status": "ready", "schema": str(revision), "migrations": MIGRATIONS.name}
 
 
-@router.get("/metrics", dependencies=[PUBLIC])
+@router.get("/metrics", dependencies=[METRICS_READER])
 def metrics(request: Request) -> Response:
-    """Prometheus text format."""
+    """Prometheus text format (device ids, backlog): admins or the configured metrics token."""
     return Response(
         generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
     )

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from server.api.deps import PUBLIC, SessionDep, SettingsDep
+from server.api.deps import PUBLIC, SessionDep, SettingsDep, secure_cookies
 from server.domain import Role
 from server.security import LoginRefused, log_in, log_out
 from server.web.deps import LANG_COOKIE, SESSION_COOKIE, StaffPage, safe_next
@@ -57,7 +57,7 @@ def login(
         max_age=settings.session_ttl_s,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=secure_cookies(request, settings),
     )
     return response
 
