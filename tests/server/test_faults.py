@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from contract.codes import ReasonCode
 from contract.messages import EventBatchAck
 from server.api.routes import events as event_routes
+from server.api.routes import operators as operator_routes
 from server.api.routes import ops
 from server.bundle import evidence_path
 from server.ingest import ingest
@@ -232,7 +233,7 @@ def test_readyz_is_not_ready_when_the_database_is_unreachable(world: World) -> N
 def test_routes_with_database_work_run_off_the_event_loop() -> None:
     # An `async def` route doing sync database work stalls every request while SQLite is
     # locked (busy_timeout); plain `def` routes run in the threadpool.
-    for router in (ops.router, event_routes.router):
+    for router in (ops.router, event_routes.router, operator_routes.router):
         for route in router.routes:
             assert isinstance(route, APIRoute)
             assert not inspect.iscoroutinefunction(route.endpoint), route.path

@@ -6,9 +6,9 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from contract.codes import EventKind, ReasonCode
 from contract.messages import Event, EventBatch, EventBatchAck
 from server import audit
+from server.api.body import BodyDep
 from server.api.deps import DeviceDep, ReviewerDep, SessionDep, SettingsDep, own_device
 from server.bundle import BundleError, build, evidence_path
 from server.evidence import StorageError, StorageFull, is_intact, write_atomic
@@ -29,15 +30,6 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
 _MAGIC = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",)}
-
-
-async def _raw_body(request: Request) -> bytes:
-    """The request body, read on the event loop so the route itself can run in the threadpool
-    (its database work would otherwise block every other request while SQLite is locked)."""
-    return await request.body()
-
-
-BodyDep = Annotated[bytes, Depends(_raw_body)]
 
 
 @router.post("/events", response_model=EventBatchAck)
