@@ -384,12 +384,28 @@ class SequenceGap(_Model):
     last_missing: Counter
 
 
+class EventRejection(_Model):
+    """An event the server refused to store or acknowledge, and why.
+
+    `event_id_taken`: another device already stored an event under this id.
+    `content_differs`: this device already stored this id with other content.
+    The device keeps the event (it is not acknowledged); the server audits the conflict.
+    """
+
+    event_id: uuid.UUID
+    reason: Literal["event_id_taken", "content_differs"]
+
+
 class EventBatchAck(Message):
     """The server's answer to an event batch; duplicates are acknowledged, not re-stored."""
 
     accepted: tuple[uuid.UUID, ...] = ()
     duplicates: tuple[uuid.UUID, ...] = ()
     gaps: tuple[SequenceGap, ...] = ()
+    rejected: tuple[EventRejection, ...] = Field(
+        default=(),
+        description="conflicting ids, neither stored nor acknowledged; omitted when empty",
+    )
 
 
 # --- gallery --------------------------------------------------------------------------------

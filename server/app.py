@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from server import keys
 from server.api.deps import declared_body_limit, declared_roles
+from server.api.errors import install_database_errors
 from server.api.limits import BodyCaps, BodyLimitMiddleware, RouteCap
 from server.db import prepared_engine, session_factory
 from server.domain import Role
@@ -109,6 +110,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
     web.install(app)
+    install_database_errors(app, settings)
     # Walk the routers themselves: newer FastAPI keeps included routers nested.
     for route in (r for router in routers for r in router.routes):
         if not isinstance(route, APIRoute):

@@ -1,17 +1,21 @@
-"""Event ingestion: idempotent by event id, sequence gaps recorded, events classified."""
+"""Event ingestion: idempotent by event id and content, conflicts rejected and audited,
+sequence gaps recorded, events classified."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from contract.codes import EventKind
-from contract.messages import EventBatch, EventBatchAck
+from contract.messages import Event as WireEvent
+from contract.messages import EventBatch, EventBatchAck, EventRejection
 from contract.messages import SequenceGap as GapMessage
 from server import audit, incidents
 from server.db import insert_rows
@@ -35,6 +39,44 @@ class IngestResult:
 _STATION_KINDS = (EventKind.STATION_FILL, EventKind.STATION_VIOLATION)
 
 
+def content_hash(body: dict[str, Any]) -> str:
+    """SHA-256 of an event's canonical JSON (`Event.model_dump(mode="json")`)."""
+    return hashlib.sha256(audit.canonical(body).encode("utf-8")).hexdigest()
+
+
+def _sort_out(
+    session: Session, device_id: str, batch: EventBatch
+) -> tuple[list[WireEvent], list[uuid.UUID], list[EventRejection]]:
+    """Split the batch into new events, true duplicates (same device, same content) and
+    conflicts (an id another device used, or this device's id with other content)."""
+    ids = [str(e.event_id) for e in batch.events]
+    stored: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        rows = session.execute(
+            select(Event.event_id, Event.device_id, Event.content_sha256, Event.body).where(
+                Event.event_id.in_(ids[start : start + _CHUNK])
+            )
+        )
+        for event_id, owner, digest, stored_body in rows:
+            stored[event_id] = (owner, digest or content_hash(stored_body))
+    fresh: list[WireEvent] = []
+    duplicates: list[uuid.UUID] = []
+    rejected: list[EventRejection] = []
+    for event, event_id in zip(batch.events, ids, strict=True):
+        digest = content_hash(event.model_dump(mode="json"))
+        known = stored.get(event_id)
+        if known is None:
+            stored[event_id] = (device_id, digest)
+            fresh.append(event)
+        elif known[0] != device_id:
+            rejected.append(EventRejection(event_id=event.event_id, reason="event_id_taken"))
+        elif known[1] != digest:
+            rejected.append(EventRejection(event_id=event.event_id, reason="content_differs"))
+        else:
+            duplicates.append(event.event_id)
+    return fresh, duplicates, rejected
+
+
 def ingest(
     session: Session,
     device: Device,
@@ -46,25 +88,23 @@ def ingest(
 
     Station fills and violations are linked into incidents (`server/incidents.py`).
     """
-    ids = [str(e.event_id) for e in batch.events]
-    existing: set[str] = set()
-    for start in range(0, len(ids), _CHUNK):
-        existing.update(
-            session.scalars(
-                select(Event.event_id).where(Event.event_id.in_(ids[start : start + _CHUNK]))
-            )
+    fresh, duplicates, rejected = _sort_out(session, device.id, batch)
+    if rejected:
+        audit.append(
+            session,
+            f"device:{device.id}",
+            "events.reject",
+            f"device:{device.id}",
+            {
+                "rejected": [{"event_id": str(r.event_id), "reason": r.reason} for r in rejected],
+                "batch_sha256": hashlib.sha256(body).hexdigest(),
+            },
         )
-    seen: set[str] = set()
-    fresh = []
-    duplicates = []
-    for event, event_id in zip(batch.events, ids, strict=True):
-        if event_id in existing or event_id in seen:
-            duplicates.append(event.event_id)
-            continue
-        seen.add(event_id)
-        fresh.append(event)
+        logger.warning("device %s sent %d conflicting event id(s)", device.id, len(rejected))
     if not fresh:
-        return IngestResult(EventBatchAck(duplicates=tuple(duplicates)), [])
+        return IngestResult(
+            EventBatchAck(duplicates=tuple(duplicates), rejected=tuple(rejected)), []
+        )
 
     # Lock the device row so concurrent batches of one device see each other's last_seq.
     last_seq = session.execute(
@@ -116,6 +156,7 @@ def ingest(
                 "claimed_by": None,
                 "claimed_at": None,
                 "batch_audit_seq": entry.seq,
+                "content_sha256": content_hash(event.model_dump(mode="json")),
             }
         )
         stored.append((str(event.kind), flagged, str(severity)))
@@ -142,5 +183,6 @@ def ingest(
         accepted=tuple(e.event_id for e in fresh),
         duplicates=tuple(duplicates),
         gaps=tuple(gaps),
+        rejected=tuple(rejected),
     )
     return IngestResult(ack, stored)

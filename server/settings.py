@@ -31,6 +31,18 @@ class ServerSettings(BaseSettings):
     evidence_max_bytes: int = Field(
         default=5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, description="per evidence image"
     )
+    readyz_min_free_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=0,
+        description="/readyz reports not ready when the data folder has less free space than "
+        "this (evidence and SQLite writes would start failing with ENOSPC)",
+    )
+    busy_retry_after_s: int = Field(
+        default=5,
+        ge=1,
+        le=3600,
+        description="Retry-After of the 503 answered when the database is locked or unreachable",
+    )
     device_max_request_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=1024,

@@ -237,6 +237,9 @@ class Event(Base):
     claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     batch_audit_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    content_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """server.ingest.content_hash of the body as received; NULL on rows stored before 0005
+    (ingest then hashes the stored body)."""
 
 
 class FillLink(Base):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from contract.codes import ReasonCode, Severity
@@ -78,31 +78,37 @@ def _fill(seq: int, reason: ReasonCode, scale: str, start_s: float, end_s: float
     )
 
 
-def _store(session: Session, event: Any, batch_seq: int, status: str | None = None) -> Event:
+_EVENTS = cast(Table, Event.__table__)
+
+
+def _store(session: Session, event: Any, batch_seq: int, status: str | None = None) -> str:
+    """Insert the event as a 0003 server did: Core, with 0003's columns only (the ORM class
+    carries columns of later revisions)."""
     body = _old_body(event) if event.kind.startswith("station.") else event.model_dump(mode="json")
     flagged, severity = classify(event.kind, event.reason, event.severity)
-    row = Event(
-        event_id=str(event.event_id),
-        device_id=event.device_id,
-        site_id="site-1",
-        seq=event.seq,
-        kind=str(event.kind),
-        reason=str(event.reason),
-        severity=str(severity),
-        flagged=flagged,
-        occurred_at=event.occurred_at,
-        received_at=event.occurred_at,
-        body=body,
-        review_status=status or ("open" if flagged else "none"),
-        batch_audit_seq=batch_seq,
+    session.execute(
+        insert(_EVENTS).values(
+            event_id=str(event.event_id),
+            device_id=event.device_id,
+            site_id="site-1",
+            seq=event.seq,
+            kind=str(event.kind),
+            reason=str(event.reason),
+            severity=str(severity),
+            flagged=flagged,
+            occurred_at=event.occurred_at,
+            received_at=event.occurred_at,
+            body=body,
+            review_status=status or ("open" if flagged else "none"),
+            batch_audit_seq=batch_seq,
+        )
     )
-    session.add(row)
-    return row
+    return str(event.event_id)
 
 
-def _decide(session: Session, row: Event, user: User, outcome: str) -> Decision:
+def _decide(session: Session, event_id: str, user: User, outcome: str) -> Decision:
     decision = Decision(
-        event_id=row.event_id,
+        event_id=event_id,
         user_id=user.id,
         outcome=outcome,
         comment="",
@@ -115,7 +121,7 @@ def _decide(session: Session, row: Event, user: User, outcome: str) -> Decision:
         session,
         f"user:{user.username}",
         "review.decision",
-        f"event:{row.event_id}",
+        f"event:{event_id}",
         {"decision_id": decision.id, "outcome": outcome},
     )
     return decision
@@ -153,27 +159,36 @@ def test_0004_merges_doubled_items_and_keeps_everything(db_url: str) -> None:
         session.add(reviewer)
         session.flush()
         batch = audit.append(session, f"device:{DEVICE}", "events.ingest", f"device:{DEVICE}", {})
-        rows = {
-            e.event_id: _store(session, e, batch.seq)
-            for e in (over, over_fill, unscanned, unscanned_fill, apart, clean, cab)
-        }
+        for e in (over, over_fill, unscanned, unscanned_fill, apart, clean, cab):
+            _store(session, e, batch.seq)
         session.flush()
+        events = _EVENTS
         # The old queue showed the overfill twice; a reviewer worked the fill's copy.
-        fill_row = rows[over_fill.event_id]
-        fill_row.review_status = "decided"
-        fill_row.claimed_by = reviewer.id
-        fill_row.claimed_at = now
-        fill_decision = _decide(session, fill_row, reviewer, "confirmed_violation").id
-        session.add(ReviewMark(user_id=reviewer.id, event_id=fill_row.event_id, reviewed_at=now))
+        session.execute(
+            update(events)
+            .where(events.c.event_id == str(over_fill.event_id))
+            .values(review_status="decided", claimed_by=reviewer.id, claimed_at=now)
+        )
+        fill_decision = _decide(
+            session, str(over_fill.event_id), reviewer, "confirmed_violation"
+        ).id
+        session.add(
+            ReviewMark(user_id=reviewer.id, event_id=str(over_fill.event_id), reviewed_at=now)
+        )
         # The unscanned fill was decided on its violation's copy instead.
-        rows[unscanned.event_id].review_status = "decided"
-        _decide(session, rows[unscanned.event_id], reviewer, "false_alarm")
+        session.execute(
+            update(events)
+            .where(events.c.event_id == str(unscanned.event_id))
+            .values(review_status="decided")
+        )
+        _decide(session, str(unscanned.event_id), reviewer, "false_alarm")
         session.commit()
         events_before = session.scalar(select(func.count()).select_from(Event))
         decisions_before = session.scalar(select(func.count()).select_from(Decision))
 
-    upgrade(engine)
+    upgrade(engine, "0004")
     assert current_revision(engine) == "0004"
+    upgrade(engine)  # later revisions keep what 0004 did (and the ORM needs their columns)
     with Session(engine) as session:
         items = review.queue(session, review.QueueFilter(), 100)
         assert {e.event_id for e in items} == {
@@ -234,6 +249,20 @@ def test_0004_downgrades_and_upgrades_again(db_url: str) -> None:
     upgrade(engine)
     command.downgrade(alembic_config(engine), "0003")
     assert current_revision(engine) == "0003"
-    upgrade(engine)
+    upgrade(engine, "0004")
     assert current_revision(engine) == "0004"
+    upgrade(engine)
+    engine.dispose()
+
+
+def test_0005_adds_the_event_content_hash_and_downgrades(db_url: str) -> None:
+    from sqlalchemy import inspect as schema_of
+
+    engine = make_engine(db_url)
+    upgrade(engine, "0004")
+    assert "content_sha256" not in {c["name"] for c in schema_of(engine).get_columns("events")}
+    upgrade(engine, "0005")
+    assert "content_sha256" in {c["name"] for c in schema_of(engine).get_columns("events")}
+    command.downgrade(alembic_config(engine), "0004")
+    assert "content_sha256" not in {c["name"] for c in schema_of(engine).get_columns("events")}
     engine.dispose()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -13,13 +12,14 @@ from fastapi import APIRouter, HTTPException, Path, Request, Response
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from contract.codes import EventKind, ReasonCode
 from contract.messages import Event, EventBatch, EventBatchAck
 from server import audit
+from server.api.body import BodyDep
 from server.api.deps import DeviceDep, ReviewerDep, SessionDep, SettingsDep, own_device
 from server.bundle import BundleError, build, evidence_path
+from server.evidence import StorageError, StorageFull, is_intact, write_atomic
 from server.incidents import LinkWindow
 from server.ingest import ingest
 from server.settings import ServerSettings
@@ -32,12 +32,16 @@ router = APIRouter(prefix="/api/v1", tags=["events"])
 _MAGIC = {"image/jpeg": (b"\xff\xd8\xff",), "image/png": (b"\x89PNG\r\n\x1a\n",)}
 
 
-@router.post("/events")
-async def post_events(
-    principal: DeviceDep, session: SessionDep, settings: SettingsDep, request: Request
-) -> EventBatchAck:
-    """Store a device's batch; replays are acknowledged as duplicates and create nothing."""
-    body = await request.body()
+@router.post("/events", response_model=EventBatchAck)
+def post_events(
+    principal: DeviceDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+    body: BodyDep,
+) -> Response:
+    """Store a device's batch; replays are acknowledged as duplicates and create nothing;
+    an id another device used, or the same id with other content, is rejected."""
     try:
         batch = EventBatch.model_validate_json(body)
     except ValidationError as err:
@@ -68,14 +72,17 @@ async def post_events(
             and e.reason == ReasonCode.AUTHORIZED
         ]
         if starts:
-            await run_in_threadpool(_capture, session, request, settings, starts)
+            _capture(session, request, settings, starts)
     for kind, flagged, severity in result.stored:
         metrics.ingested.labels(kind).inc()
         if flagged:
             metrics.flagged.labels(severity).inc()
     if result.ack.duplicates:
         metrics.duplicates.inc(len(result.ack.duplicates))
-    return result.ack
+    # `rejected` only when there is something in it: agents before it knew the field refuse
+    # unknown keys, and they only meet it on a conflict (which they then keep and retry).
+    exclude = None if result.ack.rejected else {"rejected"}
+    return Response(result.ack.model_dump_json(exclude=exclude), media_type="application/json")
 
 
 def _capture(
@@ -99,19 +106,17 @@ def _capture(
 
 
 @router.put("/evidence/{sha256}", status_code=201)
-async def put_evidence(
+def put_evidence(
     principal: DeviceDep,
     session: SessionDep,
     settings: SettingsDep,
     request: Request,
+    body: BodyDep,
     sha256: str = Path(pattern=r"^[0-9a-f]{64}$"),
 ) -> Response:
-    """Store an image under its SHA-256; 200 when already stored."""
+    """Store an image under its SHA-256; 200 when already stored intact. A stored file that is
+    missing or damaged is replaced by the (verified) upload and answered 201."""
     assert principal.device is not None  # DeviceDep
-    declared = int(request.headers.get("Content-Length") or 0)
-    if declared > settings.evidence_max_bytes:
-        raise HTTPException(413, "evidence too large")
-    body = await request.body()
     if len(body) > settings.evidence_max_bytes:
         raise HTTPException(413, "evidence too large")
     if hashlib.sha256(body).hexdigest() != sha256:
@@ -119,13 +124,29 @@ async def put_evidence(
     media_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if media_type not in _MAGIC or not body.startswith(_MAGIC[media_type]):
         raise HTTPException(415, "evidence must be a JPEG or PNG image")
-    if session.get(Evidence, sha256) is not None:
-        return Response(status_code=200)
     path = evidence_path(settings.evidence_dir, sha256)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(body)
-    tmp.replace(path)
+    known = session.get(Evidence, sha256) is not None
+    if known and is_intact(path, sha256):
+        return Response(status_code=200)
+    try:
+        write_atomic(path, body)
+    except StorageFull as err:
+        logger.error("evidence %s not stored: %s", sha256[:12], err)
+        raise HTTPException(507, "evidence storage full") from err
+    except StorageError as err:
+        logger.error("evidence %s not stored: %s", sha256[:12], err)
+        raise HTTPException(503, "evidence storage unavailable") from err
+    if known:
+        audit.append(
+            session,
+            principal.actor,
+            "evidence.repair",
+            f"evidence:{sha256}",
+            {"media_type": media_type, "size": len(body)},
+        )
+        session.commit()
+        logger.warning("evidence %s was missing or damaged: replaced by the upload", sha256[:12])
+        return Response(status_code=201)
     session.add(
         Evidence(
             sha256=sha256,

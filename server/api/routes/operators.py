@@ -7,6 +7,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from server import audit, gallery
+from server.api.body import BodyDep
 from server.api.deps import CertOfficeDep, SessionDep, SettingsDep, StaffDep, body_limit
 from server.domain import TemplateOrigin
 from server.faces import EnrollmentError, FaceService
@@ -95,12 +96,13 @@ ENROLL_MEDIA_TYPES = ("image/jpeg", "image/png")
     status_code=201,
     dependencies=[body_limit("evidence_max_bytes")],
 )
-async def add_template(
+def add_template(
     operator_id: str,
     request: Request,
     principal: CertOfficeDep,
     session: SessionDep,
     settings: SettingsDep,
+    photo: BodyDep,
 ) -> OperatorPublic:
     """Add an on-site enrollment capture as another template (quality-gated, one photo)."""
     op = session.get(Operator, operator_id)
@@ -109,7 +111,6 @@ async def add_template(
     media_type = request.headers.get("content-type", "").split(";")[0].strip()
     if media_type not in ENROLL_MEDIA_TYPES:
         raise HTTPException(415, "photo must be image/jpeg or image/png")
-    photo = await request.body()
     if not photo or len(photo) > settings.evidence_max_bytes:
         raise HTTPException(413, "photo empty or too large")
     faces: FaceService = request.app.state.faces
