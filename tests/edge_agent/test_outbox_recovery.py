@@ -255,3 +255,44 @@ def test_cab_agent_starts_on_a_corrupt_outbox_and_stays_locked(
     events = [p.event for p in parts.outbox.due(100)]
     assert events[0].reason == ReasonCode.OUTBOX_QUARANTINED
     assert events[-1].kind == EventKind.CAB_DECISION
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from tests.edge_agent.test_outbox_recovery import fault
+from edge_agent.outbox import Outbox
+
+outbox = Outbox(Path(sys.argv[1]))
+while True:
+    event = outbox.append(fault)
+    print(event.event_id, flush=True)  # committed before it is printed
+"""
+
+
+def test_kill_9_while_writing_is_not_mistaken_for_damage(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "outbox.sqlite"
+    repo = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        cwd=repo,
+        text=True,
+    )
+    assert child.stdout is not None
+    committed = [child.stdout.readline().strip() for _ in range(200)]
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    outbox = Outbox(path)
+    try:
+        assert outbox.quarantined is None  # WAL recovery, not quarantine
+        stored = {p.event_id for p in outbox.due(100_000)}
+        assert set(committed) <= stored  # every committed event is still there
+        assert outbox.report_notices(DEVICE) == []
+    finally:
+        outbox.close()
