@@ -116,9 +116,10 @@ def check_file(path: Path) -> str | None:
         found = db.execute("PRAGMA integrity_check").fetchall()
         if [tuple(r) for r in found] != [("ok",)]:
             return "integrity check: " + "; ".join(str(r[0]) for r in found[:5])
+        names = [str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         tables = {
-            str(r[0]): {str(c[1]) for c in db.execute(f"PRAGMA table_info('{r[0]}')")}
-            for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            name: {str(c[0]) for c in db.execute("SELECT name FROM pragma_table_info(?)", (name,))}
+            for name in names
         }
     except sqlite3.DatabaseError as err:
         if err.sqlite_errorcode in _CORRUPT:

@@ -64,7 +64,7 @@ def wrong_schema(path: Path) -> None:
 
 def other_database(path: Path) -> None:
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE readings (t REAL, v REAL)")
+        db.execute('CREATE TABLE "it\'s readings" (t REAL, v REAL)')  # a quote in a name
 
 
 @pytest.mark.parametrize(
@@ -296,3 +296,25 @@ def test_kill_9_while_writing_is_not_mistaken_for_damage(tmp_path: Path) -> None
         assert outbox.report_notices(DEVICE) == []
     finally:
         outbox.close()
+
+
+def test_station_agent_starts_on_a_corrupt_outbox_and_refuses_scans(tmp_path: Path) -> None:
+    from contract.auth import public_key_b64
+    from edge_agent.station.domain import CodeScan
+    from edge_agent.station.sim import registry as reg
+    from tests.edge_agent.station.test_sync import KEY as REGISTRY_KEY
+    from tests.edge_agent.station.test_sync import _agent
+
+    garbage = os.urandom(8192)
+    (tmp_path / "outbox.sqlite").write_bytes(garbage)
+    agent, scale = _agent(tmp_path, public_key_b64(REGISTRY_KEY.public_key()))
+    try:
+        assert agent.outbox.quarantined is not None
+        assert agent.outbox.quarantined.read_bytes() == garbage
+        (queued,) = [p.event for p in agent.outbox.due(10)]
+        assert queued.reason == ReasonCode.OUTBOX_QUARANTINED
+        assert queued.device_id == agent.config.device.id
+        # Still fail closed: never synced, so every scan is refused.
+        assert not agent.pipeline.rules.on_scan(CodeScan(0.0, scale.scale_id, reg.GOOD[0]))
+    finally:
+        agent.outbox.close()
