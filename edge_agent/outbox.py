@@ -107,7 +107,7 @@ def check_file(path: Path) -> str | None:
     if path.stat().st_size == 0:
         return "empty file (truncated)"
     try:
-        db = sqlite3.connect(f"file:{path}?mode=rw", uri=True)
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
     except sqlite3.DatabaseError as err:
         if err.sqlite_errorcode in _CORRUPT:
             return f"{err.sqlite_errorname}: {err}"
@@ -166,13 +166,24 @@ def quarantine_file(path: Path) -> Path:
     return target
 
 
-def _last_seq(quarantined: Path) -> int | None:
-    """The highest sequence number still readable in a quarantined file (read-only, best effort)."""
-    found: list[int] = []
+@dataclass(frozen=True)
+class Salvage:
+    """What is still readable in a quarantined file and must carry over to the fresh one."""
+
+    last_seq: int | None
+    """Highest sequence number found: the fresh outbox continues after it."""
+    used_codes: tuple[tuple[str, float], ...]
+    """One-time override codes already used: they must stay used."""
+
+
+def _salvage(quarantined: Path) -> Salvage:
+    """Read what is still readable in a quarantined file (immutable: its bytes stay as they are)."""
+    seqs: list[int] = []
+    codes: list[tuple[str, float]] = []
     try:
-        db = sqlite3.connect(f"file:{quarantined}?immutable=1", uri=True)
+        db = sqlite3.connect(f"{quarantined.resolve().as_uri()}?immutable=1", uri=True)
     except sqlite3.Error:
-        return None
+        return Salvage(None, ())
     try:
         for query in (
             "SELECT value FROM counter WHERE name = 'seq'",
@@ -183,10 +194,16 @@ def _last_seq(quarantined: Path) -> int | None:
             except sqlite3.Error:
                 continue
             if row is not None and isinstance(row[0], int):
-                found.append(row[0])
+                seqs.append(row[0])
+        try:
+            for code_id, used in db.execute("SELECT code_id, used FROM used_codes"):
+                if isinstance(code_id, str) and isinstance(used, int | float):
+                    codes.append((code_id, float(used)))
+        except sqlite3.Error:
+            pass  # a damaged page: keep the codes read before it
     finally:
         db.close()
-    return max(found) if found else None
+    return Salvage(max(seqs) if seqs else None, tuple(codes))
 
 
 @dataclass(frozen=True)
@@ -221,13 +238,21 @@ class Outbox:
             self._start_after_quarantine(self.quarantined, problem or "")
 
     def _start_after_quarantine(self, moved: Path, problem: str) -> None:
-        last = _last_seq(moved)
-        restart = "" if last is not None else "; sequence restarted at 0 (old counter unreadable)"
-        message = f"outbox quarantined to {moved}: {problem}{restart}"
+        found = _salvage(moved)
+        restart = (
+            "" if found.last_seq is not None else "; sequence restarted at 0 (counter unreadable)"
+        )
+        message = (
+            f"outbox quarantined to {moved}: {problem}{restart}; "
+            f"{len(found.used_codes)} used override code(s) carried over"
+        )
 
         def step(db: sqlite3.Connection) -> None:
-            if last is not None:
-                db.execute("INSERT INTO counter (name, value) VALUES ('seq', ?)", (last,))
+            if found.last_seq is not None:
+                db.execute("INSERT INTO counter (name, value) VALUES ('seq', ?)", (found.last_seq,))
+            db.executemany(
+                "INSERT OR IGNORE INTO used_codes (code_id, used) VALUES (?, ?)", found.used_codes
+            )
             db.execute(
                 "INSERT INTO notices (message, created) VALUES (?, ?)",
                 (message[:1024], time.time()),

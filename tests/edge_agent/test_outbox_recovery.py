@@ -112,9 +112,13 @@ def test_notice_survives_a_restart_before_it_is_reported(tmp_path: Path) -> None
         again.close()
 
 
-def test_sequence_continues_after_quarantine_when_the_counter_is_readable(tmp_path: Path) -> None:
+def test_sequence_and_used_codes_carry_over_a_quarantine(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
-    data = bytearray(filled(path, 300))
+    filled(path, 300)
+    before = Outbox(path)
+    assert before.use_code("override-7")
+    before.close()
+    data = bytearray(path.read_bytes())
     with sqlite3.connect(path) as db:
         (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'events'").fetchone()
         (page,) = db.execute("PRAGMA page_size").fetchone()
@@ -127,6 +131,9 @@ def test_sequence_continues_after_quarantine_when_the_counter_is_readable(tmp_pa
         (notice,) = outbox.report_notices(DEVICE)
         assert "restarted" not in notice.payload.message
         assert notice.seq == 300  # after the 300 events (seq 0..299) of the damaged file
+        assert "1 used override code(s) carried over" in notice.payload.message
+        assert not outbox.use_code("override-7")  # a used one-time code stays used
+        assert outbox.use_code("override-8")
     finally:
         outbox.close()
 
