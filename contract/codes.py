@@ -99,6 +99,8 @@ class ReasonCode(StrEnum):
     MODEL_MISSING = "MODEL_MISSING"
     CLOCK_UNTRUSTED = "CLOCK_UNTRUSTED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    # Either agent: a damaged outbox file or row was set aside (kept, not delivered).
+    OUTBOX_QUARANTINED = "OUTBOX_QUARANTINED"
     # Cab gate: while running.
     OVERRIDE = "OVERRIDE"
     DRIVER_CHANGED = "DRIVER_CHANGED"

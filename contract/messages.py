@@ -281,9 +281,11 @@ class StationViolationPayload(_Model):
 
 
 class DeviceFaultPayload(_Model):
-    """A device component failed or recovered (camera, model, interlock, clock)."""
+    """A device component failed or recovered (camera, model, interlock, clock, outbox)."""
 
-    component: Literal["camera", "model", "interlock", "gallery", "clock", "scale", "scanner"]
+    component: Literal[
+        "camera", "model", "interlock", "gallery", "clock", "scale", "scanner", "outbox"
+    ]
     message: str = Field(max_length=1024)
     recovered: bool = False
 

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 def deliver_once(config: AgentConfigBase, outbox: Outbox, uplink: Uplink) -> int:
     """Send one batch of due events (evidence first); return how many were acknowledged."""
     store = config.store
+    outbox.report_notices(config.device.id)  # quarantine notices go out as device.fault events
     for sha, media_type, path in outbox.evidence_due(limit=config.server.batch_size):
         try:
             uplink.put_evidence(sha, path.read_bytes(), media_type)
@@ -31,7 +32,7 @@ def deliver_once(config: AgentConfigBase, outbox: Outbox, uplink: Uplink) -> int
     batch = EventBatch(
         device_id=config.device.id,
         sent_at=datetime.now(UTC),
-        events=tuple(Outbox.parse(p) for p in pending),
+        events=tuple(p.event for p in pending),
     )
     try:
         ack = uplink.post_events(batch)

@@ -6,23 +6,34 @@ violations (through `station.agent.OutboxSink`).
 An event is committed (with its per-device sequence number) before anything acts on it, and
 it is only marked delivered after the server's acknowledgement, so delivery is at least once;
 the server de-duplicates by event id.
+
+A damaged outbox never stops the agent: a file that fails SQLite's integrity check, is not a
+database, or lacks the outbox's tables is moved aside (`<name>.corrupt-<UTC time>`, with its
+`-wal`/`-shm`; never deleted), a fresh outbox starts (its sequence continued where the old
+counter can still be read), and a notice is kept that `report_notices` turns into a
+`device.fault` event (component `outbox`, `OUTBOX_QUARANTINED`) for the server. A single row
+that cannot be read back as its event is moved to `bad_events` on delivery, with a notice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
-from contract.messages import Event, EventBatchAck
+from contract.codes import ReasonCode, Severity
+from contract.ids import uuid7
+from contract.messages import DeviceFaultEvent, DeviceFaultPayload, Event, EventBatchAck
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +61,149 @@ CREATE TABLE IF NOT EXISTS evidence (
     acked REAL
 );
 CREATE TABLE IF NOT EXISTS used_codes (code_id TEXT PRIMARY KEY, used REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS bad_events (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT,
+    body TEXT,
+    problem TEXT NOT NULL,
+    set_aside REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message TEXT NOT NULL,
+    created REAL NOT NULL,
+    reported REAL
+);
 """
+_REQUIRED = ("counter", "events", "evidence", "used_codes")
+"""Tables every outbox file has had; a file with tables but without these is not an outbox."""
+_CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+"""SQLite errors that mean the file is damaged (busy, locked, I/O or full disks are not)."""
+QUARANTINE_MARK = ".corrupt-"
+
+
+def _expected_columns() -> dict[str, set[str]]:
+    with sqlite3.connect(":memory:") as db:
+        db.executescript(_SCHEMA)
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {
+            t: {str(r[1]) for r in db.execute(f"PRAGMA table_info({t})")}
+            for t in tables
+            if not t.startswith("sqlite_")
+        }
+
+
+_COLUMNS = _expected_columns()
+
+
+def check_file(path: Path) -> str | None:
+    """Why the outbox file at `path` is unusable, or None (a missing file is fine).
+
+    Raises sqlite3.Error for problems that are not the file's damage (busy, I/O, disk full):
+    those must not move a good outbox aside.
+    """
+    if not path.exists():
+        return None
+    if path.stat().st_size == 0:
+        return "empty file (truncated)"
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+    except sqlite3.DatabaseError as err:
+        if err.sqlite_errorcode in _CORRUPT:
+            return f"{err.sqlite_errorname}: {err}"
+        raise
+    try:
+        found = db.execute("PRAGMA integrity_check").fetchall()
+        if [tuple(r) for r in found] != [("ok",)]:
+            return "integrity check: " + "; ".join(str(r[0]) for r in found[:5])
+        names = [str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        tables = {
+            name: {str(c[0]) for c in db.execute("SELECT name FROM pragma_table_info(?)", (name,))}
+            for name in names
+        }
+    except sqlite3.DatabaseError as err:
+        if err.sqlite_errorcode in _CORRUPT:
+            return f"{err.sqlite_errorname}: {err}"
+        raise
+    finally:
+        db.close()
+    if not tables:
+        return None
+    for name, columns in _COLUMNS.items():
+        if name not in tables:
+            if name in _REQUIRED:
+                return f"wrong schema: no table {name!r}"
+            continue
+        missing = sorted(columns - tables[name])
+        if missing:
+            return f"wrong schema: table {name!r} lacks {', '.join(missing)}"
+    return None
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def quarantine_file(path: Path) -> Path:
+    """Move the file (and its -wal/-shm) to `<name>.corrupt-<UTC time>`; return the new path."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}{QUARANTINE_MARK}{stamp}")
+    n = 1
+    while target.exists():  # never overwrite an earlier quarantine
+        target = path.with_name(f"{path.name}{QUARANTINE_MARK}{stamp}.{n}")
+        n += 1
+    path.replace(target)
+    # The old WAL must go with it: left beside the fresh file, SQLite could replay it there.
+    for side in ("-wal", "-shm"):
+        extra = path.with_name(path.name + side)
+        if extra.exists():
+            extra.replace(target.with_name(target.name + side))
+    _fsync_dir(path.parent)
+    return target
+
+
+@dataclass(frozen=True)
+class Salvage:
+    """What is still readable in a quarantined file and must carry over to the fresh one."""
+
+    last_seq: int | None
+    """Highest sequence number found: the fresh outbox continues after it."""
+    used_codes: tuple[tuple[str, float], ...]
+    """One-time override codes already used: they must stay used."""
+
+
+def _salvage(quarantined: Path) -> Salvage:
+    """Read what is still readable in a quarantined file (immutable: its bytes stay as they are)."""
+    seqs: list[int] = []
+    codes: list[tuple[str, float]] = []
+    try:
+        db = sqlite3.connect(f"{quarantined.resolve().as_uri()}?immutable=1", uri=True)
+    except sqlite3.Error:
+        return Salvage(None, ())
+    try:
+        for query in (
+            "SELECT value FROM counter WHERE name = 'seq'",
+            "SELECT MAX(seq) FROM events",
+        ):
+            try:
+                row = db.execute(query).fetchone()
+            except sqlite3.Error:
+                continue
+            if row is not None and isinstance(row[0], int):
+                seqs.append(row[0])
+        try:
+            for code_id, used in db.execute("SELECT code_id, used FROM used_codes"):
+                if isinstance(code_id, str) and isinstance(used, int | float):
+                    codes.append((code_id, float(used)))
+        except sqlite3.Error:
+            pass  # a damaged page: keep the codes read before it
+    finally:
+        db.close()
+    return Salvage(max(seqs) if seqs else None, tuple(codes))
 
 
 @dataclass(frozen=True)
@@ -61,6 +214,7 @@ class Pending:
     event_id: str
     body: str
     attempts: int
+    event: Event
 
 
 class Outbox:
@@ -70,11 +224,41 @@ class Outbox:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        problem = check_file(path)
+        self.quarantined: Path | None = None
+        if problem is not None:
+            self.quarantined = quarantine_file(path)
+            logger.error("outbox %s unusable (%s): moved to %s", path, problem, self.quarantined)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed event is on disk before the gate acts on it (power loss included).
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        if self.quarantined is not None:
+            self._start_after_quarantine(self.quarantined, problem or "")
+
+    def _start_after_quarantine(self, moved: Path, problem: str) -> None:
+        found = _salvage(moved)
+        restart = (
+            "" if found.last_seq is not None else "; sequence restarted at 0 (counter unreadable)"
+        )
+        message = (
+            f"outbox quarantined to {moved}: {problem}{restart}; "
+            f"{len(found.used_codes)} used override code(s) carried over"
+        )
+
+        def step(db: sqlite3.Connection) -> None:
+            if found.last_seq is not None:
+                db.execute("INSERT INTO counter (name, value) VALUES ('seq', ?)", (found.last_seq,))
+            db.executemany(
+                "INSERT OR IGNORE INTO used_codes (code_id, used) VALUES (?, ?)", found.used_codes
+            )
+            db.execute(
+                "INSERT INTO notices (message, created) VALUES (?, ?)",
+                (message[:1024], time.time()),
+            )
+
+        self._tx(step)
 
     def close(self) -> None:
         """Close the database."""
@@ -96,38 +280,92 @@ class Outbox:
         """Allocate the next sequence number, build the event with it, and commit it."""
 
         def step(db: sqlite3.Connection) -> Event:
-            row = db.execute("SELECT value FROM counter WHERE name = 'seq'").fetchone()
-            seq = 0 if row is None else int(row[0]) + 1
-            db.execute(
-                "INSERT INTO counter (name, value) VALUES ('seq', ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                (seq,),
-            )
-            event = build(seq)
-            db.execute(
-                "INSERT INTO events (seq, event_id, body, created) VALUES (?, ?, ?, ?)",
-                (seq, str(event.event_id), event.model_dump_json(), time.time()),
-            )
-            return event
+            return _insert(db, build)
 
         event: Event = self._tx(step)
         return event
 
     def due(self, limit: int, now: float | None = None) -> list[Pending]:
-        """Undelivered events whose retry time has come, oldest first."""
+        """Undelivered events whose retry time has come, oldest first.
+
+        A row that does not read back as its own event (bad JSON, another id or seq) is moved
+        to `bad_events` with a notice, so that one bad row cannot stop delivery.
+        """
         moment = time.time() if now is None else now
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, event_id, body, attempts FROM events "
-                "WHERE delivered IS NULL AND next_attempt <= ? ORDER BY seq LIMIT ?",
-                (moment, limit),
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT seq, event_id, body, attempts FROM events "
+                    "WHERE delivered IS NULL AND next_attempt <= ? ORDER BY seq LIMIT ?",
+                    (moment, limit),
+                ).fetchall()
+            good: list[Pending] = []
+            bad: list[tuple[Any, str]] = []
+            for row in rows:
+                pending, problem = _read_row(row)
+                if pending is not None:
+                    good.append(pending)
+                else:
+                    bad.append((row[0], problem))
+            if not bad:
+                return good
+            for seq, problem in bad:
+                self._set_aside(seq, problem)
+
+    def _set_aside(self, seq: Any, problem: str) -> None:
+        logger.error("outbox row seq=%r set aside: %s", seq, problem)
+
+        def step(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO bad_events (seq, event_id, body, problem, set_aside) "
+                "SELECT seq, event_id, body, ?, ? FROM events WHERE seq = ?",
+                (problem, time.time(), seq),
+            )
+            db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+            message = f"outbox row seq={seq!r} set aside in table bad_events: {problem}"
+            db.execute(
+                "INSERT INTO notices (message, created) VALUES (?, ?)",
+                (message[:1024], time.time()),
+            )
+
+        self._tx(step)
+
+    def report_notices(self, device_id: str) -> list[Event]:
+        """Turn unreported notices into device.fault events (OUTBOX_QUARANTINED), committed."""
+
+        def step(db: sqlite3.Connection) -> list[Event]:
+            rows = db.execute(
+                "SELECT id, message, created FROM notices WHERE reported IS NULL ORDER BY id"
             ).fetchall()
-        return [Pending(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+            events = []
+            for notice_id, message, created in rows:
+                payload = DeviceFaultPayload(component="outbox", message=str(message)[:1024])
+                at = datetime.fromtimestamp(float(created), UTC)
+
+                def build(
+                    seq: int, payload: DeviceFaultPayload = payload, at: datetime = at
+                ) -> Event:
+                    return DeviceFaultEvent(
+                        event_id=uuid7(),
+                        device_id=device_id,
+                        seq=seq,
+                        occurred_at=at,
+                        reason=ReasonCode.OUTBOX_QUARANTINED,
+                        severity=Severity.HIGH,
+                        payload=payload,
+                    )
+
+                events.append(_insert(db, build))
+                db.execute("UPDATE notices SET reported = ? WHERE id = ?", (time.time(), notice_id))
+            return events
+
+        events: list[Event] = self._tx(step)
+        return events
 
     @staticmethod
     def parse(pending: Pending) -> Event:
         """The stored event as a contract object."""
-        return _EVENT.validate_json(pending.body)
+        return pending.event
 
     def mark_acked(self, ack: EventBatchAck) -> int:
         """Mark every accepted or duplicate event delivered; return how many changed."""
@@ -276,3 +514,36 @@ class Outbox:
 
         used: bool = self._tx(step)
         return used
+
+
+def _insert(db: sqlite3.Connection, build: Callable[[int], Event]) -> Event:
+    """Allocate the next sequence number in `db`'s transaction and insert the built event."""
+    row = db.execute("SELECT value FROM counter WHERE name = 'seq'").fetchone()
+    seq = 0 if row is None else int(row[0]) + 1
+    db.execute(
+        "INSERT INTO counter (name, value) VALUES ('seq', ?) "
+        "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        (seq,),
+    )
+    event = build(seq)
+    db.execute(
+        "INSERT INTO events (seq, event_id, body, created) VALUES (?, ?, ?, ?)",
+        (seq, str(event.event_id), event.model_dump_json(), time.time()),
+    )
+    return event
+
+
+def _read_row(row: tuple[Any, ...]) -> tuple[Pending | None, str]:
+    """The row as a Pending, or None and why it cannot be delivered."""
+    seq, event_id, body, attempts = row
+    if not isinstance(body, str):
+        return None, f"body is {type(body).__name__}, not text"
+    try:
+        event = _EVENT.validate_json(body)
+    except ValidationError as err:
+        return None, f"body is not an event: {err.errors()[0]['msg']}"[:512]
+    if str(event.event_id) != event_id or event.seq != seq:
+        return None, f"row says {event_id}/{seq}, body says {event.event_id}/{event.seq}"
+    if not isinstance(attempts, int):
+        return None, f"attempts is {attempts!r}"
+    return Pending(seq, event_id, body, attempts, event), ""

@@ -74,7 +74,8 @@ def build_gate(
 ) -> GateParts:
     """Build the gate; model, calibration and gallery problems become fail-closed faults."""
     store = config.store.dir
-    outbox = Outbox(store / "outbox.sqlite")
+    outbox = Outbox(store / "outbox.sqlite")  # a damaged file is quarantined, not fatal
+    outbox.report_notices(config.device.id)
     interlock = interlock or build_interlock(config.interlock, store)
     model_fault: GateFault | None = None
     calibration_fault: GateFault | None = None

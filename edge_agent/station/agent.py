@@ -106,7 +106,8 @@ class StationAgent:
         self.uplink = uplink
         self.clock = clock
         self.stop_event = threading.Event()
-        self.outbox = Outbox(config.store.dir / "outbox.sqlite")
+        self.outbox = Outbox(config.store.dir / "outbox.sqlite")  # damaged: quarantined
+        self.outbox.report_notices(config.device.id)
         self.registry = build_registry(config)
         self.evidence = EvidenceRecorder(self.station, self.outbox, config.store.evidence_dir)
         self.pipeline = StationPipeline(
