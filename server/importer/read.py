@@ -9,9 +9,10 @@ import logging
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any, TypeVar
 from xml.etree import ElementTree
 
 from server.importer.limits import DEFAULT_LIMITS, ImportFileError, ImportLimits, open_zip
@@ -193,11 +194,13 @@ class _CountingReader:
         return chunk
 
 
-def _scan_sheet(archive: zipfile.ZipFile, path: str, where: str, limits: ImportLimits) -> None:
-    """Count the rows and cells of the sheet XML before openpyxl builds any row.
+def _scan_sheet(
+    archive: zipfile.ZipFile, path: str, where: str, limits: ImportLimits
+) -> Iterator[int]:
+    """Count the rows and cells of the sheet XML, yielding each row's number as it ends.
 
     openpyxl builds a whole row (every cell element) before it yields it, and pads rows to
-    the declared dimension; counting here, element by element, bounds both.
+    the declared dimension; counting here first, element by element, bounds both.
     """
     row = 0
     cells = 0
@@ -208,6 +211,7 @@ def _scan_sheet(archive: zipfile.ZipFile, path: str, where: str, limits: ImportL
             if event == "end":
                 if tag == "row":
                     element.clear()
+                    yield row
                 continue
             if tag == "row":
                 declared = element.get("r")
@@ -228,6 +232,16 @@ def _scan_sheet(archive: zipfile.ZipFile, path: str, where: str, limits: ImportL
                     )
 
 
+T = TypeVar("T")
+
+
+def _guarded(where: str, step: Callable[[], T]) -> T:
+    try:
+        return step()
+    except _XLSX_ERRORS as err:
+        raise ImportFileError(f"{where}: not readable: {err}") from err
+
+
 def _xlsx_lines(
     filename: str, data: bytes, limits: ImportLimits
 ) -> tuple[str, Iterator[Sequence[object]]]:
@@ -245,33 +259,30 @@ def _xlsx_lines(
         where = f"{filename}: sheet {sheet.title}"
     except Exception as err:  # openpyxl's InvalidFileException besides the _XLSX_ERRORS kinds
         raise ImportFileError(f"{filename}: not a readable XLSX workbook: {err}") from err
-    try:
-        _scan_sheet(archive, sheet._worksheet_path, where, limits)
-    except _XLSX_ERRORS as err:
-        book.close()
-        raise ImportFileError(f"{where}: not readable: {err}") from err
-    except ImportFileError:
-        book.close()
-        raise
-    # The declared dimension (<dimension ref="A1:XFD3000"/>) is ignored: rows are as long as
-    # their cells, not padded to it.
-    sheet.reset_dimensions()
-    return where, _sheet_rows(book, sheet, where)
+    return where, _sheet_rows(archive, book, sheet, where, limits)
 
 
-def _sheet_rows(book: object, sheet: object, where: str) -> Iterator[Sequence[object]]:
-    rows = sheet.iter_rows(values_only=True)  # type: ignore[attr-defined]
+def _sheet_rows(
+    archive: zipfile.ZipFile, book: Any, sheet: Any, where: str, limits: ImportLimits
+) -> Iterator[Sequence[object]]:
+    """The sheet's rows, each counted in the XML before openpyxl reads it; the header first."""
     try:
-        while True:
-            try:
-                row = next(rows, None)
-            except _XLSX_ERRORS as err:
-                raise ImportFileError(f"{where}: not readable: {err}") from err
-            if row is None:
-                return
+        scan = _scan_sheet(archive, sheet._worksheet_path, where, limits)
+        _guarded(where, lambda: next(scan, None))  # the header row is within the caps
+        # The declared dimension (<dimension ref="A1:XFD3000"/>) is ignored: rows are as long
+        # as their cells, not padded to it.
+        sheet.reset_dimensions()
+        rows = sheet.iter_rows(values_only=True)
+        header = _guarded(where, lambda: next(rows, None))
+        if header is None:
+            return
+        yield header  # checked by the caller before the rest is read
+        _guarded(where, lambda: deque(scan, maxlen=0))  # the rest of the sheet is too
+        while (row := _guarded(where, lambda: next(rows, None))) is not None:
             yield row
     finally:
-        book.close()  # type: ignore[attr-defined]
+        book.close()
+        archive.close()
 
 
 def _read_json(data: bytes, limits: ImportLimits) -> list[RawRow]:
