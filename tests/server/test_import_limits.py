@@ -57,11 +57,16 @@ def _replace_part(book: bytes, name: str, text: str) -> bytes:
     return out.getvalue()
 
 
-def xlsx_declaring(ref: str, rows: int = 2) -> bytes:
-    """A small office XLSX whose sheet declares the dimension `ref` (e.g. A1:XFD3000)."""
+def xlsx_declaring(ref: str, rows: int = 2, far_cell: str | None = None) -> bytes:
+    """A small office XLSX whose sheet declares the dimension `ref` (e.g. A1:XFD3000),
+    optionally with one more blank-valued cell far down (e.g. A3000)."""
     book = xlsx_bytes(office_rows(rows))
     name, xml = _sheet_xml(book)
     xml = re.sub(r'<dimension ref="[^"]*"\s*/>', f'<dimension ref="{ref}"/>', xml)
+    if far_cell is not None:
+        row = far_cell.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+        extra = f'<row r="{row}"><c r="{far_cell}" t="inlineStr"><is><t> </t></is></c></row>'
+        xml = xml.replace("</sheetData>", extra + "</sheetData>")
     assert f'<dimension ref="{ref}"/>' in xml
     return _replace_part(book, name, xml)
 
@@ -301,7 +306,8 @@ def test_zip_bomb_dry_run_stays_small(tmp_path: Path) -> None:
 
 
 def test_declared_huge_dimension_stays_small(tmp_path: Path) -> None:
-    book = xlsx_declaring("A1:XFD3000")
+    # Padded to the declared width, rows 1..3000 would be 49 million cells.
+    book = xlsx_declaring("A1:XFD3000", far_cell="A3000")
     assert len(book) < 16 * 1024
     outcome = _probe(tmp_path, "导出.xlsx", book)
     # Both rows read (the probe database has no sites, hence a row error each, not a file error).
