@@ -82,7 +82,7 @@ def import_file(
 
     from server.db import prepared_engine, session_factory
     from server.faces import FaceService
-    from server.importer import ImportFileError, run_import
+    from server.importer import ImportFileError, ImportLimits, run_import
     from server.settings import get_settings
 
     settings = get_settings()
@@ -103,7 +103,7 @@ def import_file(
                 partial=partial,
                 actor="cli",
                 default_site=site,
-                photo_max_bytes=settings.photo_max_bytes,
+                limits=ImportLimits.from_settings(settings),
                 progress=bar.update,
             )
         except ImportFileError as err:

@@ -112,6 +112,27 @@ class ServerSettings(BaseSettings):
     import_max_bytes: int = Field(
         default=512 * 1024 * 1024, ge=1024, description="upload limit of one sync request"
     )
+    import_max_office_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="office file of an import: a CSV or JSON file's bytes, or an XLSX's parts "
+        "uncompressed together (a 100,000-row XLSX is about 45 MB uncompressed)",
+    )
+    import_max_uncompressed_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="photo ZIP of an import: its entries uncompressed together, as declared "
+        "and as actually inflated",
+    )
+    import_max_zip_entries: int = Field(
+        default=20_000, ge=1, description="entries in a photo ZIP or an XLSX"
+    )
+    import_max_rows: int = Field(
+        default=100_000, ge=1, description="sheet rows below the header (or JSON records)"
+    )
+    import_max_columns: int = Field(
+        default=64, ge=12, le=16_384, description="cells in one sheet row"
+    )
     clock_skew_s: int = Field(
         default=300, ge=1, le=3600, description="device timestamps further off are refused"
     )

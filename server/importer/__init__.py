@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from server.importer.apply import ApplyResult, ImportSource, PlanNotApplicable, apply_plan
 from server.importer.check import check_record
+from server.importer.limits import DEFAULT_LIMITS, ImportFileError, ImportLimits
 from server.importer.photos import FaceEnroller, PhotoError
 from server.importer.plan import (
     FieldChange,
@@ -24,7 +25,6 @@ from server.importer.read import (
     FIELD_LABEL,
     HEADERS,
     REQUIRED,
-    ImportFileError,
     RawRow,
     read_records,
 )
@@ -32,6 +32,7 @@ from server.importer.rows import CheckedRow
 from server.importer.run import plan_import, run_import
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "FIELD_LABEL",
     "HEADERS",
     "REQUIRED",
@@ -40,6 +41,7 @@ __all__ = [
     "FaceEnroller",
     "FieldChange",
     "ImportFileError",
+    "ImportLimits",
     "ImportPlan",
     "ImportSource",
     "PhotoError",

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from contract.messages import EmbeddingContract
 from server.faces import Enrolled, EnrollmentError
-from server.importer.read import FIELD_LABEL, ImportFileError
+from server.importer.limits import DEFAULT_LIMITS, ImportFileError, ImportLimits, open_zip
+from server.importer.read import FIELD_LABEL
 from server.importer.registry import Registry
 from server.importer.rows import CheckedRow
 from server.schemas import ImportRowError
@@ -53,20 +54,44 @@ class RowPhoto:
     template: NewTemplate | None
 
 
-class PhotoArchive:
-    """The photo ZIP of an import (or its absence), with a size limit per photo."""
+_CHUNK = 1024 * 1024
+# What reading a damaged entry raises: a bad CRC or header (BadZipFile), a broken deflate
+# stream (zlib.error), a truncated one (EOFError), an unsupported method or encryption.
+_ENTRY_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+)
 
-    def __init__(self, data: bytes | None, max_bytes: int) -> None:
-        self._max_bytes = max_bytes
+
+class PhotoArchive:
+    """The photo ZIP of an import (or its absence), held to the import's caps.
+
+    The central directory is checked when the archive is opened (entry count, declared total);
+    each read counts the bytes actually inflated, per photo and for the archive, since declared
+    sizes can lie.
+    """
+
+    def __init__(self, data: bytes | None, limits: ImportLimits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
+        self._inflated = 0
         self._zip: zipfile.ZipFile | None = None
         if data is not None:
-            try:
-                self._zip = zipfile.ZipFile(io.BytesIO(data))
-            except zipfile.BadZipFile as err:
-                raise ImportFileError(f"photo archive is not a ZIP file: {err}") from err
+            self._zip = open_zip(
+                data,
+                "photo ZIP",
+                max_entries=limits.max_zip_entries,
+                max_total=limits.max_uncompressed_bytes,
+            )
 
     def read(self, name: str) -> bytes:
-        """The bytes of photo `name`; PhotoError when it is missing, ambiguous or too big."""
+        """The bytes of photo `name`; PhotoError when it is missing, ambiguous, too big or damaged.
+
+        ImportFileError when the archive as a whole inflates past its cap.
+        """
         if self._zip is None:
             raise PhotoError(f"{name}: a photo is named but no photo ZIP was given")
         try:
@@ -77,11 +102,28 @@ class PhotoArchive:
             if len(matches) != 1:
                 raise PhotoError(f"{name}: not in the photo ZIP") from None
             info = matches[0]
-        if info.file_size > self._max_bytes:
-            raise PhotoError(
-                f"{name}: {info.file_size} bytes is over the {self._max_bytes}-byte limit"
-            )
-        return self._zip.read(info)
+        limit = self._limits.photo_max_bytes
+        if info.file_size > limit:
+            raise PhotoError(f"{name}: {info.file_size} bytes is over the {limit}-byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with self._zip.open(info) as member:
+                while chunk := member.read(_CHUNK):
+                    size += len(chunk)
+                    self._inflated += len(chunk)
+                    if size > limit:
+                        raise PhotoError(f"{name}: inflates past the {limit}-byte limit")
+                    if self._inflated > self._limits.max_uncompressed_bytes:
+                        raise ImportFileError(
+                            f"photo ZIP: at {name}, the entries inflate to more than "
+                            f"{self._limits.max_uncompressed_bytes} bytes "
+                            "(JIFANG_IMPORT_MAX_UNCOMPRESSED_BYTES)"
+                        )
+                    chunks.append(chunk)
+        except _ENTRY_ERRORS as err:
+            raise PhotoError(f"{name}: damaged in the photo ZIP ({err})") from None
+        return b"".join(chunks)
 
 
 def _enroll(faces: FaceEnroller | None, name: str, photo: bytes) -> NewTemplate:
@@ -90,7 +132,7 @@ def _enroll(faces: FaceEnroller | None, name: str, photo: bytes) -> NewTemplate:
     try:
         enrolled = faces.enroll(photo)
     except EnrollmentError as err:
-        raise PhotoError(f"{name}: {err}") from err
+        raise PhotoError(f"{name}: {err}") from None
     return NewTemplate(enrolled=enrolled, contract=faces.contract)
 
 
@@ -112,18 +154,31 @@ def prepare_photos(
         if row.photo is None:
             continue
         try:
-            blob = archive.read(row.photo)
-            sha = hashlib.sha256(blob).hexdigest()
-            op = registry.operators.get(row.id_number)
-            if (op is not None and (op.id, sha) in registry.templates) or (
-                (row.id_number, sha) in planned
-            ):
-                photos[row.row] = RowPhoto(sha256=sha, template=None)
-                continue
-            template = _enroll(faces, row.photo, blob)
+            photo = _row_photo(row, row.photo, registry, archive, faces, planned)
         except PhotoError as err:
             errors.append(ImportRowError(row=row.row, field=FIELD_LABEL["photo"], message=str(err)))
             continue
-        planned.add((row.id_number, sha))
-        photos[row.row] = RowPhoto(sha256=sha, template=template)
+        if photo.template is not None:
+            planned.add((row.id_number, photo.sha256))
+        photos[row.row] = photo
     return photos, errors
+
+
+def _row_photo(
+    row: CheckedRow,
+    name: str,
+    registry: Registry,
+    archive: PhotoArchive,
+    faces: FaceEnroller | None,
+    planned: set[tuple[str, str]],
+) -> RowPhoto:
+    """Read, hash and (when needed) enrol one row's photo; its bytes die with this call.
+
+    PhotoError is raised `from None`, so no traceback keeps the photo bytes alive.
+    """
+    blob = archive.read(name)
+    sha = hashlib.sha256(blob).hexdigest()
+    op = registry.operators.get(row.id_number)
+    if (op is not None and (op.id, sha) in registry.templates) or ((row.id_number, sha) in planned):
+        return RowPhoto(sha256=sha, template=None)
+    return RowPhoto(sha256=sha, template=_enroll(faces, name, blob))

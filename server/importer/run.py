@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from server.importer.apply import ImportSource, apply_plan
 from server.importer.check import check_against_registry, check_record
+from server.importer.limits import DEFAULT_LIMITS, ImportLimits
 from server.importer.photos import FaceEnroller, PhotoArchive, prepare_photos
 from server.importer.plan import ImportPlan, build_plan
 from server.importer.read import read_records
@@ -29,15 +30,15 @@ def plan_import(
     photos: bytes | None = None,
     faces: FaceEnroller | None = None,
     default_site: str | None = None,
-    photo_max_bytes: int = 10 * 1024 * 1024,
+    limits: ImportLimits = DEFAULT_LIMITS,
     progress: Callable[[int], None] | None = None,
 ) -> ImportPlan:
     """Read and check an office file and decide every row against the registry; writes nothing.
 
     Photos are enrolled here, so a photo without a usable face is a row error of the plan.
     """
-    records = read_records(filename, data)
-    archive = PhotoArchive(photos, photo_max_bytes)
+    records = read_records(filename, data, limits)
+    archive = PhotoArchive(photos, limits)
     today = datetime.now(UTC).date()
     rows: list[CheckedRow] = []
     errors: list[ImportRowError] = []
@@ -73,7 +74,7 @@ def run_import(
     partial: bool = False,
     actor: str = "cli",
     default_site: str | None = None,
-    photo_max_bytes: int = 10 * 1024 * 1024,
+    limits: ImportLimits = DEFAULT_LIMITS,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
     """Check, plan and (unless dry run or rejected) apply an office file in `session`.
@@ -87,7 +88,7 @@ def run_import(
         photos=photos,
         faces=faces,
         default_site=default_site,
-        photo_max_bytes=photo_max_bytes,
+        limits=limits,
         progress=progress,
     )
     if not plan.applicable(partial):

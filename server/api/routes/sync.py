@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from server.api.deps import CertOfficeDep, SessionDep, SettingsDep, body_limit
-from server.importer import ImportFileError, run_import
+from server.importer import ImportFileError, ImportLimits, run_import
 from server.schemas import ImportReport
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ async def sync_operators(
             partial=partial,
             actor=principal.actor,
             default_site=site_id,
-            photo_max_bytes=settings.photo_max_bytes,
+            limits=ImportLimits.from_settings(settings),
         )
     except ImportFileError as err:
         raise HTTPException(422, f"import file rejected: {err}") from err
