@@ -172,7 +172,7 @@ def test_0004_merges_doubled_items_and_keeps_everything(db_url: str) -> None:
         events_before = session.scalar(select(func.count()).select_from(Event))
         decisions_before = session.scalar(select(func.count()).select_from(Decision))
 
-    upgrade(engine)
+    upgrade(engine, "0004")
     assert current_revision(engine) == "0004"
     with Session(engine) as session:
         items = review.queue(session, review.QueueFilter(), 100)
@@ -234,6 +234,6 @@ def test_0004_downgrades_and_upgrades_again(db_url: str) -> None:
     upgrade(engine)
     command.downgrade(alembic_config(engine), "0003")
     assert current_revision(engine) == "0003"
-    upgrade(engine)
+    upgrade(engine, "0004")
     assert current_revision(engine) == "0004"
     engine.dispose()
