@@ -15,7 +15,7 @@ def client_address(request: Request) -> str:
     """The caller's address, which the login throttle counts failures of.
 
     Behind a reverse proxy this is the proxy's unless uvicorn trusts its X-Forwarded-For
-    (uvicorn's `forwarded_allow_ips`, 127.0.0.1 by default).
+    (uvicorn's FORWARDED_ALLOW_IPS, 127.0.0.1 by default).
     """
     return request.client.host if request.client is not None else "unknown"
 
