@@ -75,6 +75,32 @@ class ServerSettings(BaseSettings):
     )
     max_batch_events: int = Field(default=1000, ge=1, le=10_000)
     session_ttl_s: int = Field(default=8 * 3600, ge=60, le=30 * 86_400)
+    login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="failed logins for one username within login_window_s before it is locked",
+    )
+    login_address_max_failures: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="failed logins from one client address (any usernames) within "
+        "login_window_s before the address is locked (an office behind one NAT shares it)",
+    )
+    login_window_s: int = Field(
+        default=15 * 60,
+        ge=1,
+        le=7 * 86_400,
+        description="failures count from the first one in a window this long, then start over",
+    )
+    login_lockout_s: int = Field(
+        default=15 * 60,
+        ge=1,
+        le=7 * 86_400,
+        description="a locked username or address answers 429 for this long, even to the "
+        "right password",
+    )
     language: str = Field(default="zh-CN", pattern=r"^(zh-CN|en)$")
     model_dir: Path | None = Field(
         default=None, description="model directory; empty means models.store.default_model_dir()"

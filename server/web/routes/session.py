@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from server.api.deps import PUBLIC, SessionDep, SettingsDep, secure_cookies
+from server.api.routes.auth import client_address
 from server.domain import Role
-from server.security import LoginRefused, log_in, log_out
+from server.security import LoginRefused, LoginThrottled, log_in, log_out
 from server.web.deps import LANG_COOKIE, SESSION_COOKIE, StaffPage, safe_next
 from server.web.i18n import LANGUAGES
 from server.web.render import home_for, render
@@ -30,7 +32,9 @@ def home(viewer: StaffPage) -> Response:
 @router.get("/login", dependencies=[PUBLIC])
 def login_form(request: Request, next: str = Query(default="", max_length=2000)) -> HTMLResponse:
     """The login form."""
-    return render(request, None, "login.html", next=safe_next(next, ""), failed=False)
+    return render(
+        request, None, "login.html", next=safe_next(next, ""), failed=False, locked_minutes=0
+    )
 
 
 @router.post("/login", dependencies=[PUBLIC])
@@ -44,12 +48,29 @@ def login(
 ) -> Response:
     """Check the password, set the session cookie and go to the page asked for (or home)."""
     try:
-        user, token, _ = log_in(session, username, password, settings.session_ttl_s)
+        user, token, _ = log_in(session, username, password, client_address(request), settings)
+    except LoginThrottled as locked:
+        page = render(
+            request,
+            None,
+            "login.html",
+            status_code=429,
+            next=safe_next(next, ""),
+            failed=False,
+            locked_minutes=math.ceil(locked.retry_after_s / 60),
+        )
+        page.headers["Retry-After"] = str(locked.retry_after_s)
+        return page
     except LoginRefused:
         return render(
-            request, None, "login.html", status_code=401, next=safe_next(next, ""), failed=True
+            request,
+            None,
+            "login.html",
+            status_code=401,
+            next=safe_next(next, ""),
+            failed=True,
+            locked_minutes=0,
         )
-    session.commit()
     response = RedirectResponse(safe_next(next, home_for(Role(user.role))), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
