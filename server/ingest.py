@@ -119,6 +119,7 @@ def ingest(
             }
         )
         stored.append((str(event.kind), flagged, str(severity)))
+    audit.seal_events(session, rows)
     insert_rows(session, Event, rows)
     if gaps:
         session.execute(
