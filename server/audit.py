@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -153,36 +153,50 @@ def _instant(value: datetime) -> str:
     return aware.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def event_mac(key: AuditKey, row: Mapping[Any, Any]) -> str:
-    """The seal of one event row: everything a device reported and how it was stored.
+def event_content(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """Everything a device reported about an event and how it was stored.
 
     The review state (status, claim) is left out: it changes after ingest, and each change
     is its own audit entry.
     """
+    return {
+        "event_id": row["event_id"],
+        "device_id": row["device_id"],
+        "site_id": row["site_id"],
+        "seq": int(row["seq"]),
+        "kind": row["kind"],
+        "reason": row["reason"],
+        "severity": row["severity"],
+        "flagged": bool(row["flagged"]),
+        "occurred_at": _instant(row["occurred_at"]),
+        "received_at": _instant(row["received_at"]),
+        "body": row["body"],
+    }
+
+
+def event_mac(key: AuditKey, row: Mapping[Any, Any]) -> str:
+    """The seal of one event row: its content and the audit row it was stored with."""
     return _mac(
         key,
         "jifang.audit.event/1",
-        {
-            "event_id": row["event_id"],
-            "device_id": row["device_id"],
-            "site_id": row["site_id"],
-            "seq": int(row["seq"]),
-            "kind": row["kind"],
-            "reason": row["reason"],
-            "severity": row["severity"],
-            "flagged": bool(row["flagged"]),
-            "occurred_at": _instant(row["occurred_at"]),
-            "received_at": _instant(row["received_at"]),
-            "body": row["body"],
-            "batch_audit_seq": row["batch_audit_seq"],
-        },
+        {"content": event_content(row), "batch_audit_seq": row["batch_audit_seq"]},
     )
 
 
-def seal_events(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Set `mac` on event rows about to be inserted (their batch_audit_seq already set)."""
+def events_digest(rows: Sequence[Mapping[Any, Any]]) -> str:
+    """SHA-256 over a batch's event contents (by event id): what its ingest entry records, so
+    the hash chain, and a checkpoint of it, covers the events themselves."""
+    digest = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: str(r["event_id"])):
+        digest.update(canonical(event_content(row)).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def seal_events(session: Session, rows: list[dict[str, Any]], batch_audit_seq: int) -> None:
+    """Tie event rows about to be inserted to their ingest entry and seal them (`mac`)."""
     key = session_key(session)
     for row in rows:
+        row["batch_audit_seq"] = batch_audit_seq
         row["mac"] = event_mac(key, row)
 
 
@@ -451,8 +465,9 @@ class _EventWalk:
     def step(self, entry: Mapping[Any, Any]) -> None:
         seq = int(entry["seq"])
         batch = self._take(seq)
-        listed = _listed_events(entry)
+        listed, recorded = _ingest_record(entry)
         device = str(entry["target"]).removeprefix("device:")
+        found = len(self.problems)
         for event_id in listed:
             if event_id not in batch:
                 self.problems.append(
@@ -471,20 +486,37 @@ class _EventWalk:
                         f"{seq} stored it)",
                     )
                 )
+        intact = len(self.problems) == found
+        if intact and recorded is not None and events_digest(list(batch.values())) != recorded:
+            self.problems.append(
+                AuditProblem(
+                    seq,
+                    "its events differ from the digest it recorded (events_sha256): "
+                    "an event was edited and re-sealed with the audit key",
+                )
+            )
 
     def finish(self) -> None:
         self._take(2**63 - 1)
 
 
-def _listed_events(entry: Mapping[Any, Any]) -> set[str]:
+def _ingest_record(entry: Mapping[Any, Any]) -> tuple[set[str], str | None]:
+    """The event ids an ingest entry lists and the digest of their contents (None before
+    entries recorded one)."""
     if entry["action"] != INGEST_ACTION:
-        return set()
+        return set(), None
     try:
         data = json.loads(entry["data"])
     except ValueError:
-        return set()  # the hash check names the row
-    ids = data.get("event_ids", []) if isinstance(data, dict) else []
-    return {str(i) for i in ids} if isinstance(ids, list) else set()
+        return set(), None  # the hash check names the row
+    if not isinstance(data, dict):
+        return set(), None
+    ids = data.get("event_ids", [])
+    recorded = data.get("events_sha256")
+    return (
+        {str(i) for i in ids} if isinstance(ids, list) else set(),
+        recorded if isinstance(recorded, str) else None,
+    )
 
 
 def _stream(session: Session, statement: Select[Any]) -> Iterator[Mapping[Any, Any]]:

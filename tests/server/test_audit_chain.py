@@ -234,6 +234,42 @@ def test_resealing_with_the_key_is_caught_by_the_checkpoint(
     assert "differs from the checkpoint" in result.output
 
 
+def test_an_event_resealed_with_the_key_is_caught(
+    world: World, stored: list[str], cli_env: CliRunner, tmp_path: Path
+) -> None:
+    """The ingest entry records a digest of its events, so the chain (and a checkpoint of it)
+    covers their contents: re-sealing an edited event alone is named; rewriting the entry too
+    is caught by the checkpoint."""
+    checkpoint = _checkpoint(cli_env, tmp_path / "head.json")
+    key = audit.load_key(world.app.state.settings)
+    with _sessions(world) as session:
+        _authorize(session, stored[5])
+        row = session.get(Event, stored[5])
+        assert row is not None
+        row.mac = audit.event_mac(key, {c.name: getattr(row, c.name) for c in Event.__table__.c})
+        batch = row.batch_audit_seq
+        session.commit()
+    result = _verify(cli_env)
+    assert result.exit_code == 1
+    assert f"audit row {batch}: its events differ from the digest it recorded" in result.output
+    with _sessions(world) as session:
+        entry = session.get(AuditEntry, batch)
+        assert entry is not None
+        rows = session.scalars(select(Event).where(Event.batch_audit_seq == batch))
+        data = json.loads(entry.data)
+        data["events_sha256"] = audit.events_digest(
+            [{c.name: getattr(r, c.name) for c in Event.__table__.c} for r in rows]
+        )
+        entry.data = audit.canonical(data)
+        _rehash(session, set())
+        for item in session.scalars(select(AuditEntry)):
+            item.mac = audit.entry_mac(key, item.seq, item.hash)
+        session.commit()
+    assert _verify(cli_env).exit_code == 0
+    against = _verify(cli_env, "--checkpoint", str(checkpoint))
+    assert against.exit_code == 1 and "differs from the checkpoint" in against.output
+
+
 def test_a_forged_checkpoint_is_refused(
     world: World, stored: list[str], cli_env: CliRunner, tmp_path: Path
 ) -> None:
