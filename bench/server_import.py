@@ -79,6 +79,7 @@ def main() -> None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.orm import Session
 
+    from server import audit
     from server.db import prepared_engine, session_factory
     from server.importer import run_import
     from server.settings import ServerSettings
@@ -95,14 +96,16 @@ def main() -> None:
     else:
         url = f"sqlite:///{Path(tmp.name) / 'bench.db'}"
     try:
-        engine = prepared_engine(ServerSettings(data_dir=Path(tmp.name), database_url=url))
+        settings = ServerSettings(data_dir=Path(tmp.name), database_url=url)
+        audit_key = audit.ensure_key(settings)
+        engine = prepared_engine(settings, audit_key)
         with Session(engine) as session:
             session.add(Enterprise(id="e", name="bench", credit_code=""))
             session.flush()
             session.add(Site(id="s", enterprise_id="e", name="bench", address=""))
             session.commit()
         start = time.perf_counter()
-        with session_factory(engine)() as session:
+        with session_factory(engine, audit_key)() as session:
             report = run_import(session, "office.csv", data)
             if report.errors:
                 raise RuntimeError(f"bench file has bad rows: {report.errors[:3]}")

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 
+from server import audit as audit_chain
 from server import keys
 from server.api.deps import declared_body_limit, declared_roles
 from server.api.errors import install_database_errors
@@ -64,7 +65,8 @@ def create_app(
     face_engine: FaceEngine | None = None,
     engine: Engine | None = None,
 ) -> FastAPI:
-    """Build the app: schema migrated, server key loaded, every route's roles checked."""
+    """Build the app: audit key loaded, schema migrated, server key loaded, every route's
+    roles checked."""
     from server import web
     from server.api.routes import (
         audit,
@@ -80,14 +82,17 @@ def create_app(
         users,
     )
 
-    db = engine if engine is not None else prepared_engine(settings)
+    audit_key = audit_chain.ensure_key(settings)
+    db = engine if engine is not None else prepared_engine(settings, audit_key)
     # /docs, /redoc and /openapi.json are served by server/web/routes/docs.py, admins only.
     app = FastAPI(
         title="jifang server", version="1", docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.settings = settings
     app.state.engine = db
-    app.state.sessions = session_factory(db)
+    app.state.sessions = session_factory(db, audit_key)
+    with app.state.sessions() as session:
+        audit_chain.check_key(session, audit_key)
     app.state.server_key = keys.load_or_create(settings.key_dir)
     app.state.faces = FaceService(settings, face_engine)
     app.state.metrics = Metrics(app.state.sessions)

@@ -1,4 +1,4 @@
-"""`jifang server ...`: run, migrate, import, audit verify, export and verify event bundles.
+"""`jifang server ...`: run, migrate, import, audit verify and checkpoint, event bundles.
 
 Every command that touches the database creates or migrates the schema first, and honours
 JIFANG_DATABASE_URL and JIFANG_DATA_DIR.
@@ -9,9 +9,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from server.audit import AuditKey, Checkpoint
+    from server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +35,35 @@ def _echo(text: str) -> None:
     typer.echo(text)
 
 
+def _open_database(create_key: bool) -> tuple[ServerSettings, AuditKey, Engine]:
+    """Settings, the audit key and the migrated engine; exit 2 with the reason on a key error.
+
+    Commands that write create the key on first use and refuse a key that did not seal the
+    chain; `audit verify` and `audit checkpoint` only ever load it.
+    """
+    from server import audit
+    from server.db import prepared_engine, session_factory
+    from server.settings import get_settings
+
+    settings = get_settings()
+    try:
+        key = audit.ensure_key(settings) if create_key else audit.load_key(settings)
+        engine = prepared_engine(settings, key)
+        if create_key:
+            with session_factory(engine, key)() as session:
+                audit.check_key(session, key)
+    except audit.AuditKeyError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    return settings, key, engine
+
+
 @app.command()
 def migrate() -> None:
     """Create or migrate the database schema to the latest revision."""
-    from server.db import prepared_engine
     from server.migrate import current_revision
-    from server.settings import get_settings
 
-    engine = prepared_engine(get_settings())
+    _, _, engine = _open_database(create_key=True)
     _echo(f"schema at revision {current_revision(engine)}")
     engine.dispose()
 
@@ -50,10 +77,15 @@ def run(
     import uvicorn
 
     from server.app import create_app
+    from server.audit import AuditKeyError
     from server.settings import get_settings
 
     settings = get_settings()
-    application = create_app(settings)
+    try:
+        application = create_app(settings)
+    except AuditKeyError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
     uvicorn.run(
         application,
         host=host or settings.host,
@@ -80,16 +112,14 @@ def import_file(
     """Import a certification-office export (idempotent upsert by certificate number)."""
     from tqdm import tqdm
 
-    from server.db import prepared_engine, session_factory
+    from server.db import session_factory
     from server.faces import FaceService
     from server.importer import ImportFileError, ImportLimits, run_import
-    from server.settings import get_settings
 
-    settings = get_settings()
-    engine = prepared_engine(settings)
+    settings, key, engine = _open_database(create_key=True)
     data = file.read_bytes()
     with (
-        session_factory(engine)() as session,
+        session_factory(engine, key)() as session,
         tqdm(desc="rows", unit="row", disable=None, leave=False) as bar,
     ):
         try:
@@ -138,22 +168,81 @@ def import_file(
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Walk the hash chain; name every edited, inserted or deleted row (exit 1 if any)."""
-    from server import audit
-    from server.db import prepared_engine, session_factory
-    from server.settings import get_settings
+def audit_verify(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint", exists=True, dir_okay=False, help="a checkpoint written earlier"
+        ),
+    ] = None,
+    public_key: Annotated[
+        str | None,
+        typer.Option(help="server public key (base64) the checkpoint is checked with"),
+    ] = None,
+) -> None:
+    """Walk the chain and every event row; name each edited, inserted or deleted one (exit 1).
 
-    engine = prepared_engine(get_settings())
-    with session_factory(engine)() as session:
-        problems = audit.verify(session)
+    With --checkpoint, also prove the chain still holds the head the server signed then.
+    Exit 2 when the audit key or the checkpoint cannot be used.
+    """
+    from server import audit
+    from server.db import session_factory
+
+    settings, key, engine = _open_database(create_key=False)
+    head = _read_checkpoint(checkpoint, public_key, settings) if checkpoint else None
+    with session_factory(engine, key)() as session:
+        problems = audit.verify(session, head)
         count = session.execute(audit.count_query()).scalar_one()
     engine.dispose()
     for problem in problems:
         typer.echo(str(problem), err=True)
     if problems:
         raise typer.Exit(code=1)
-    _echo(f"audit chain intact: {count} entries")
+    against = f"; holds the checkpoint of {head.at} (row {head.seq})" if head else ""
+    _echo(f"audit chain intact: {count} entries (audit key {key.key_id}){against}")
+
+
+def _read_checkpoint(path: Path, public_key: str | None, settings: ServerSettings) -> Checkpoint:
+    from server import audit, keys
+
+    if public_key is None:
+        if not (settings.key_dir / keys.KEY_FILE).exists():
+            typer.echo(
+                f"error: no server key in {settings.key_dir}: give --public-key to check the "
+                "checkpoint's signature",
+                err=True,
+            )
+            raise typer.Exit(code=2)
+        public_key = keys.load_or_create(settings.key_dir).public_b64
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return audit.read_checkpoint(document, public_key)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, audit.CheckpointError) as err:
+        typer.echo(f"error: {path}: {err}", err=True)
+        raise typer.Exit(code=2) from err
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    out: Annotated[Path, typer.Option("--out", "-o", help="checkpoint file to write")],
+) -> None:
+    """Verify the chain, then write a signed checkpoint of its head (keep it off this server)."""
+    from server import audit, keys
+    from server.db import session_factory
+
+    settings, key, engine = _open_database(create_key=False)
+    with session_factory(engine, key)() as session:
+        try:
+            document = audit.checkpoint(session, keys.load_or_create(settings.key_dir))
+        except audit.ChainBrokenError as err:
+            for problem in err.problems:
+                typer.echo(str(problem), err=True)
+            typer.echo(f"error: {err}; no checkpoint written", err=True)
+            raise typer.Exit(code=1) from err
+    engine.dispose()
+    out.write_text(json.dumps(document, ensure_ascii=False, indent=1), encoding="utf-8")
+    content = document["content"]
+    _echo(f"wrote {out}: row {content['seq']}, {content['count']} entries, {content['at']}")
 
 
 @app.command("export-event")
@@ -164,12 +253,10 @@ def export_event(
     """Write a signed bundle of an event, its evidence and its audit entries."""
     from server import keys
     from server.bundle import BundleError, build
-    from server.db import prepared_engine, session_factory
-    from server.settings import get_settings
+    from server.db import session_factory
 
-    settings = get_settings()
-    engine = prepared_engine(settings)
-    with session_factory(engine)() as session:
+    settings, key, engine = _open_database(create_key=True)
+    with session_factory(engine, key)() as session:
         try:
             bundle = build(
                 session, event_id, settings.evidence_dir, keys.load_or_create(settings.key_dir)
@@ -216,10 +303,9 @@ def user_add(
     from sqlalchemy import select
 
     from server import audit
-    from server.db import prepared_engine, session_factory
+    from server.db import session_factory
     from server.domain import Role
     from server.security import create_user
-    from server.settings import get_settings
     from server.tables import User
 
     try:
@@ -233,8 +319,8 @@ def user_add(
     if len(password) < 8:
         typer.echo("error: password must have at least 8 characters", err=True)
         raise typer.Exit(code=2)
-    engine = prepared_engine(get_settings())
-    with session_factory(engine)() as session:
+    _, key, engine = _open_database(create_key=True)
+    with session_factory(engine, key)() as session:
         if session.scalar(select(User.id).where(User.username == username)) is not None:
             typer.echo(f"error: user {username} exists", err=True)
             raise typer.Exit(code=1)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, Engine, Table, create_engine, event, insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from server.audit import AuditKey
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +43,25 @@ def engine_from_settings(settings: ServerSettings) -> Engine:
     return make_engine(settings.database_url)
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded objects usable after commit (routes return them)."""
-    return sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: Engine, audit_key: AuditKey | None = None) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit (routes return them).
+
+    Sessions that write to the audit chain need the audit key (`server.audit.append`).
+    """
+    from server.audit import session_info
+
+    return sessionmaker(engine, expire_on_commit=False, info=session_info(audit_key))
 
 
-def prepared_engine(settings: ServerSettings) -> Engine:
-    """The settings' engine with the schema created or migrated to the latest revision."""
+def prepared_engine(settings: ServerSettings, audit_key: AuditKey | None = None) -> Engine:
+    """The settings' engine with the schema created or migrated to the latest revision.
+
+    Migrations that seal audit rows already stored need the audit key.
+    """
     from server.migrate import upgrade
 
     engine = engine_from_settings(settings)
-    upgrade(engine)
+    upgrade(engine, audit_key=audit_key)
     return engine
 
 

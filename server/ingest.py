@@ -123,17 +123,6 @@ def ingest(
     assert expected is not None  # fresh is not empty
     new_last = max(expected - 1, last_seq if last_seq is not None else -1)
 
-    entry = audit.append(
-        session,
-        f"device:{device.id}",
-        "events.ingest",
-        f"device:{device.id}",
-        {
-            "event_ids": [str(e.event_id) for e in fresh],
-            "batch_sha256": hashlib.sha256(body).hexdigest(),
-            "gaps": [g.model_dump() for g in gaps],
-        },
-    )
     now = datetime.now(UTC)
     rows = []
     stored = []
@@ -155,11 +144,24 @@ def ingest(
                 "review_status": ReviewStatus.OPEN if flagged else ReviewStatus.NONE,
                 "claimed_by": None,
                 "claimed_at": None,
-                "batch_audit_seq": entry.seq,
+                "batch_audit_seq": None,
                 "content_sha256": content_hash(event.model_dump(mode="json")),
             }
         )
         stored.append((str(event.kind), flagged, str(severity)))
+    entry = audit.append(
+        session,
+        f"device:{device.id}",
+        "events.ingest",
+        f"device:{device.id}",
+        {
+            "event_ids": [str(e.event_id) for e in fresh],
+            "batch_sha256": hashlib.sha256(body).hexdigest(),
+            "gaps": [g.model_dump() for g in gaps],
+            "events_sha256": audit.events_digest(rows),
+        },
+    )
+    audit.seal_events(session, rows, entry.seq)
     insert_rows(session, Event, rows)
     if gaps:
         session.execute(

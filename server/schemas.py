@@ -352,3 +352,23 @@ class AuditReport(_Out):
     ok: bool
     entries: int
     problems: list[str]
+
+
+class AuditCheckpointContent(_In):
+    """What a checkpoint vouches for (server.audit.checkpoint)."""
+
+    kind: str = Field(max_length=64)
+    seq: int = Field(ge=0, le=2**63 - 1)
+    count: int = Field(ge=0, le=2**63 - 1)
+    head_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    at: str = Field(max_length=40)
+    audit_key_id: str = Field(max_length=64)
+
+
+class AuditCheckpoint(_In):
+    """A signed head of the audit chain, to be kept outside the server."""
+
+    content: AuditCheckpointContent
+    key_id: str = Field(max_length=64)
+    public_key: str = Field(max_length=64)
+    signature: str = Field(max_length=128)

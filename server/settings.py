@@ -210,6 +210,18 @@ class ServerSettings(BaseSettings):
         description="certificates expiring within this many days stand out",
     )
 
+    audit_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key of the audit chain as 64+ hex characters "
+        "(JIFANG_AUDIT_KEY); takes precedence over audit_key_file",
+    )
+    audit_key_file: Path | None = Field(
+        default=None,
+        description="file holding the audit chain key (hex); empty means "
+        "<data_dir>/keys/audit_hmac.key, created with mode 0600 on first start. Keep it (or a "
+        "copy) outside the database's backups: whoever holds it can re-seal an edited chain",
+    )
+
     @model_validator(mode="after")
     def _check_timezone(self) -> ServerSettings:
         try:
@@ -235,6 +247,11 @@ class ServerSettings(BaseSettings):
     def key_dir(self) -> Path:
         """Where the server's Ed25519 signing key lives."""
         return self.data_dir / "keys"
+
+    @property
+    def audit_key_path(self) -> Path:
+        """The audit key file: `audit_key_file`, or the default one in the key folder."""
+        return self.audit_key_file or self.key_dir / "audit_hmac.key"
 
 
 def get_settings() -> ServerSettings:

@@ -222,6 +222,8 @@ class Event(Base):
         Index("ix_events_device_seq", "device_id", "seq"),
         Index("ix_events_device_time", "device_id", "occurred_at"),
     )
+    # Rows are sealed (mac) when stored; nothing needs the server default read back.
+    __mapper_args__ = {"eager_defaults": False}
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
     site_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -240,6 +242,8 @@ class Event(Base):
     content_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """server.ingest.content_hash of the body as received; NULL on rows stored before 0005
     (ingest then hashes the stored body)."""
+    mac: Mapped[str] = mapped_column(String(64), server_default="")
+    """server.audit.event_mac: the row as stored, sealed with the audit key."""
 
 
 class FillLink(Base):
@@ -328,7 +332,7 @@ class ReviewMark(Base):
 
 
 class AuditEntry(Base):
-    """One link of the hash-chained audit log."""
+    """One link of the hash-chained audit log, sealed with the audit key."""
 
     __tablename__ = "audit_log"
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -339,6 +343,8 @@ class AuditEntry(Base):
     data: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64), server_default="")
+    """server.audit.entry_mac: HMAC-SHA256 of seq and hash under the audit key."""
 
 
 class LoginThrottle(Base):

@@ -48,7 +48,7 @@ def _site(db_url: str) -> None:
 def test_migrate_creates_the_schema(env: dict[str, str]) -> None:
     result = CliRunner().invoke(cli, ["server", "migrate"])
     assert result.exit_code == 0, result.output
-    assert "schema at revision 0004" in result.output
+    assert "schema at revision 0007" in result.output
     again = CliRunner().invoke(cli, ["server", "migrate"])
     assert again.exit_code == 0
 

@@ -1,11 +1,14 @@
-"""Migration 0004 on a database built at 0003 with review items doubled the old way."""
+"""Migration 0004 on a database built at 0003 with review items doubled the old way, and 0007
+sealing the audit chain and the events already stored."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from alembic import command
 from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -22,8 +25,10 @@ from server import audit, incidents, review
 from server.db import make_engine
 from server.domain import classify
 from server.migrate import alembic_config, current_revision, upgrade
+from server.settings import ServerSettings
 from server.tables import (
     AuditEntry,
+    Counter,
     Decision,
     Device,
     Enterprise,
@@ -106,6 +111,36 @@ def _store(session: Session, event: Any, batch_seq: int, status: str | None = No
     return str(event.event_id)
 
 
+def _legacy_append(session: Session, actor: str, action: str, target: str, data: Any) -> int:
+    """An audit row the way servers before 0007 wrote it: hashed, not sealed."""
+    seq, prev = session.execute(
+        select(Counter.value, Counter.text).where(Counter.name == audit.AUDIT_COUNTER)
+    ).one()
+    seq, prev = int(seq) + 1, prev or audit.GENESIS
+    at = datetime.now(UTC).isoformat(timespec="microseconds")
+    text = audit.canonical(data)
+    digest = audit.entry_hash(seq, at, actor, action, target, text, prev)
+    columns = AuditEntry.__table__.c
+    session.execute(
+        insert(AuditEntry.__table__).values(
+            {
+                columns.seq: seq,
+                columns.at: at,
+                columns.actor: actor,
+                columns.action: action,
+                columns.target: target,
+                columns.data: text,
+                columns.prev_hash: prev,
+                columns.hash: digest,
+            }
+        )
+    )
+    session.execute(
+        update(Counter).where(Counter.name == audit.AUDIT_COUNTER).values(value=seq, text=digest)
+    )
+    return seq
+
+
 def _decide(session: Session, event_id: str, user: User, outcome: str) -> Decision:
     decision = Decision(
         event_id=event_id,
@@ -117,7 +152,7 @@ def _decide(session: Session, event_id: str, user: User, outcome: str) -> Decisi
     )
     session.add(decision)
     session.flush()
-    audit.append(
+    _legacy_append(
         session,
         f"user:{user.username}",
         "review.decision",
@@ -127,7 +162,7 @@ def _decide(session: Session, event_id: str, user: User, outcome: str) -> Decisi
     return decision
 
 
-def test_0004_merges_doubled_items_and_keeps_everything(db_url: str) -> None:
+def test_0004_merges_doubled_items_and_0007_seals_everything(db_url: str, tmp_path: Path) -> None:
     engine = make_engine(db_url)
     upgrade(engine, "0003")
     assert current_revision(engine) == "0003"
@@ -158,9 +193,16 @@ def test_0004_merges_doubled_items_and_keeps_everything(db_url: str) -> None:
         reviewer = User(username="supervisor", password_hash="x", role="supervisor", created_at=now)
         session.add(reviewer)
         session.flush()
-        batch = audit.append(session, f"device:{DEVICE}", "events.ingest", f"device:{DEVICE}", {})
-        for e in (over, over_fill, unscanned, unscanned_fill, apart, clean, cab):
-            _store(session, e, batch.seq)
+        everything = (over, over_fill, unscanned, unscanned_fill, apart, clean, cab)
+        batch = _legacy_append(
+            session,
+            f"device:{DEVICE}",
+            "events.ingest",
+            f"device:{DEVICE}",
+            {"event_ids": [str(e.event_id) for e in everything]},
+        )
+        for e in everything:
+            _store(session, e, batch)
         session.flush()
         events = _EVENTS
         # The old queue showed the overfill twice; a reviewer worked the fill's copy.
@@ -188,8 +230,19 @@ def test_0004_merges_doubled_items_and_keeps_everything(db_url: str) -> None:
 
     upgrade(engine, "0004")
     assert current_revision(engine) == "0004"
-    upgrade(engine)  # later revisions keep what 0004 did (and the ORM needs their columns)
-    with Session(engine) as session:
+    with engine.connect() as conn:
+        head_before = conn.execute(
+            select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+        ).one()
+    # 0007 refuses to run without the key, then seals every row and event as it is.
+    upgrade(engine, "0006")
+    with pytest.raises(RuntimeError, match="migration 0007 seals the audit rows"):
+        upgrade(engine)
+    assert current_revision(engine) == "0006"
+    key = audit.ensure_key(ServerSettings(data_dir=tmp_path / "data", database_url=db_url))
+    upgrade(engine, audit_key=key)
+    assert current_revision(engine) == "0007"
+    with Session(engine, info=audit.session_info(key)) as session:
         items = review.queue(session, review.QueueFilter(), 100)
         assert {e.event_id for e in items} == {
             str(over.event_id),
@@ -241,6 +294,39 @@ def test_0004_merges_doubled_items_and_keeps_everything(db_url: str) -> None:
         }
         assert carried[f"event:{unscanned.event_id}"] == {}
         assert audit.verify(session) == []
+        seal = session.scalars(select(AuditEntry).order_by(AuditEntry.seq.desc())).first()
+        assert seal is not None and seal.action == "audit.seal"
+        assert seal.actor == "migration:0007" and seal.seq == head_before[0] + 1
+        record = json.loads(seal.data)
+        assert record["rows_sealed"] == head_before[0]
+        assert record["events_sealed"] == events_before
+        assert record["head_before"] == head_before[1] and record["breaks_before"] == 0
+        # Sealed rows are guarded now: an edit of a migrated event is named.
+        session.execute(
+            update(Event).where(Event.event_id == str(cab.event_id)).values(reason="AUTHORIZED")
+        )
+        assert [str(p) for p in audit.verify(session)] == [
+            f"event {cab.event_id} (device crane-01, seq 0): edited (its contents do not match "
+            f"the seal made when audit row {batch} stored it)"
+        ]
+        session.rollback()
+    engine.dispose()
+
+
+def test_0007_records_an_old_break_when_it_seals(db_url: str, tmp_path: Path) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine, "0004")
+    with Session(engine) as session:
+        for n in range(3):
+            _legacy_append(session, "cli", "user.create", f"user:u{n}", {"role": "supervisor"})
+        session.execute(update(AuditEntry).where(AuditEntry.seq == 2).values(actor="mallory"))
+        session.commit()
+    key = audit.ensure_key(ServerSettings(data_dir=tmp_path / "data", database_url=db_url))
+    upgrade(engine, audit_key=key)
+    with Session(engine, info=audit.session_info(key)) as session:
+        seal = session.get(AuditEntry, 4)
+        assert seal is not None and seal.action == "audit.seal"
+        assert json.loads(seal.data)["breaks"] == ["audit row 2: edited"]
     engine.dispose()
 
 
@@ -252,6 +338,7 @@ def test_0004_downgrades_and_upgrades_again(db_url: str) -> None:
     upgrade(engine, "0004")
     assert current_revision(engine) == "0004"
     upgrade(engine)
+    assert current_revision(engine) == "0007"
     engine.dispose()
 
 

@@ -66,6 +66,8 @@ EXPECTED: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/api/v1/review/events/{event_id}/reviewed"): REVIEW,
     ("DELETE", "/api/v1/review/events/{event_id}/reviewed"): REVIEW,
     ("GET", "/api/v1/audit/verify"): ADMIN,
+    ("POST", "/api/v1/audit/verify"): ADMIN,
+    ("GET", "/api/v1/audit/checkpoint"): ADMIN,
     # Web pages (server/web): same deny-by-default guard, answered with pages not JSON.
     ("GET", "/"): STAFF,
     ("GET", "/login"): PUBLIC,
